@@ -1,0 +1,156 @@
+"""Task-local state: the audit context and the unit of work active in the current task.
+
+This module sits below the repository, the unit of work, the audit trail and the
+instrumentation, so those layers import downward only. Both values live in
+ContextVars: every asyncio task sees its own copy, and a task created inside a block
+starts with a snapshot of its parent's (which is why a unit records its owner task).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import dataclasses
+import types
+from typing import Any, Protocol
+
+__all__ = [
+    "AuditContext",
+    "UnitLike",
+    "audit_context",
+    "current_unit",
+    "get_audit_context",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class AuditContext:
+    """Who is making a change: carried into every audit row and the slow-query log."""
+
+    user_id: str | None = None
+    session_id: str | None = None
+    correlation_id: str | None = None
+    extra: types.MappingProxyType[str, Any] = dataclasses.field(
+        default_factory=lambda: types.MappingProxyType({})
+    )
+
+    def merged(self, other: AuditContext) -> AuditContext:
+        """``other``'s non-empty fields over this one's; ``extra`` merged key by key."""
+        return AuditContext(
+            user_id=other.user_id if other.user_id is not None else self.user_id,
+            session_id=other.session_id if other.session_id is not None else self.session_id,
+            correlation_id=(
+                other.correlation_id if other.correlation_id is not None else self.correlation_id
+            ),
+            extra=types.MappingProxyType({**self.extra, **other.extra}),
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        """A plain dict (``extra`` copied)."""
+        return {
+            "user_id": self.user_id,
+            "session_id": self.session_id,
+            "correlation_id": self.correlation_id,
+            "extra": dict(self.extra),
+        }
+
+    @classmethod
+    def of(
+        cls,
+        user_id: object = None,
+        session_id: object = None,
+        correlation_id: object = None,
+        extra: dict[str, Any] | None = None,
+    ) -> AuditContext:
+        """Build a context, turning ids into strings (a user id may be an int or UUID)."""
+        return cls(
+            user_id=None if user_id is None else str(user_id),
+            session_id=None if session_id is None else str(session_id),
+            correlation_id=None if correlation_id is None else str(correlation_id),
+            extra=types.MappingProxyType(dict(extra or {})),
+        )
+
+
+EMPTY_CONTEXT = AuditContext()
+_audit: contextvars.ContextVar[AuditContext] = contextvars.ContextVar(
+    "asyncdb_audit_context", default=EMPTY_CONTEXT
+)
+
+
+def get_audit_context() -> AuditContext:
+    """The audit context active in the current task (empty when none is set)."""
+    return _audit.get()
+
+
+class audit_context:
+    """Set who is acting for the duration of a block; nests by merging.
+
+    Works with ``with`` and ``async with``::
+
+        async with audit_context(user_id="42", correlation_id=request_id):
+            await repo.update(1, name="new")   # the audit row carries user 42
+
+    On exit the previous context is restored, also when the block raises.
+    """
+
+    def __init__(
+        self,
+        user_id: object = None,
+        session_id: object = None,
+        correlation_id: object = None,
+        **extra: Any,
+    ) -> None:
+        self._context = AuditContext.of(user_id, session_id, correlation_id, extra)
+        self._tokens: list[contextvars.Token[AuditContext]] = []
+
+    def __enter__(self) -> AuditContext:
+        merged = _audit.get().merged(self._context)
+        self._tokens.append(_audit.set(merged))
+        return merged
+
+    def __exit__(self, *exc_info: object) -> None:
+        _audit.reset(self._tokens.pop())
+
+    async def __aenter__(self) -> AuditContext:
+        return self.__enter__()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.__exit__(*exc_info)
+
+
+class UnitLike(Protocol):
+    """What lower layers need to know about the active unit of work."""
+
+    @property
+    def owner_task(self) -> asyncio.Task[Any] | None: ...
+
+
+_unit: contextvars.ContextVar[Any] = contextvars.ContextVar("asyncdb_unit", default=None)
+
+
+def current_unit() -> Any:
+    """The unit of work active in this context, or None."""
+    return _unit.get()
+
+
+def set_current_unit(unit: Any) -> contextvars.Token[Any]:
+    """Make ``unit`` the active one; reset with :func:`reset_current_unit`."""
+    return _unit.set(unit)
+
+
+def reset_current_unit(token: contextvars.Token[Any]) -> None:
+    """Restore the unit that was active before :func:`set_current_unit`."""
+    try:
+        _unit.reset(token)
+    except ValueError:
+        # The token was made in another Context (exit ran in a different task);
+        # clear rather than leave a closed unit visible.
+        _unit.set(None)
+
+
+def owning_task() -> asyncio.Task[Any] | None:
+    """The running task, or None outside one."""
+    try:
+        return asyncio.current_task()
+    except RuntimeError:
+        return None

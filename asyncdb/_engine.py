@@ -1,0 +1,189 @@
+"""Per-backend engine policy: pool, connect arguments, SQLite transactions, liveness.
+
+One function, :func:`create_engine`, turns settings into an ``AsyncEngine`` configured
+for its backend:
+
+* SQLite file: a queue pool, WAL (verified by reading the pragma's answer),
+  ``foreign_keys=ON``, a busy timeout, and asyncdb emitting ``BEGIN`` itself. The
+  sqlite3 driver's legacy mode skips BEGIN before SELECT and SAVEPOINT, so a rollback
+  would not undo a released savepoint; and a plain deferred BEGIN lets two writers
+  read the same value and then fail or lose an update. Writers therefore start with
+  ``BEGIN IMMEDIATE`` (they queue on the busy timeout), read-only work with ``BEGIN``.
+* SQLite ``:memory:``: one connection, which is the database. A pool of exactly one,
+  never recycled, so concurrent tasks queue for it instead of interleaving two
+  transactions on one connection (which SQLite cannot do).
+* PostgreSQL: a queue pool with size, overflow, timeout and recycle; the
+  ``application_name`` and a server-side ``statement_timeout`` sent at connect.
+
+Liveness without a round trip per checkout: ``pool_pre_ping`` pings on every checkout.
+Here a checkout first asks asyncpg whether the socket is already closed (no I/O), and
+pings only connections that sat idle longer than ``ping_idle_after``. A dead connection
+raises ``InvalidatePoolError`` (a DisconnectionError): the pool drops it and every older
+connection, and hands out a fresh one.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from sqlalchemy import event, exc, pool
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from ._settings import DatabaseSettings
+
+__all__ = ["AUTOCOMMIT_OPTION", "READ_ONLY_OPTION", "create_engine", "option_engines"]
+
+logger = logging.getLogger("asyncdb")
+
+#: Execution option: the connection runs without BEGIN (each statement commits itself).
+AUTOCOMMIT_OPTION = "asyncdb_autocommit"
+#: Execution option: the transaction only reads (SQLite: deferred BEGIN).
+READ_ONLY_OPTION = "asyncdb_read_only"
+_CHECKIN_AT = "asyncdb_checkin_at"
+JOURNAL_MODE = "asyncdb_journal_mode"
+
+
+def create_engine(settings: DatabaseSettings) -> AsyncEngine:
+    """Build the ``AsyncEngine`` for ``settings``, with its backend's pool and hooks."""
+    common: dict[str, Any] = {"echo": settings.echo, "hide_parameters": True}
+    if settings.backend == "sqlite":
+        return _sqlite_engine(settings, common)
+    return _postgres_engine(settings, common)
+
+
+def option_engines(engine: AsyncEngine, backend: str) -> dict[str, AsyncEngine]:
+    """Engines sharing ``engine``'s pool: ``autocommit`` reads and ``read_only`` work."""
+    if backend == "sqlite":
+        autocommit = engine.execution_options(**{AUTOCOMMIT_OPTION: True})
+        read_only = engine.execution_options(**{READ_ONLY_OPTION: True})
+    else:
+        autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+        read_only = engine.execution_options(**{READ_ONLY_OPTION: True}, postgresql_readonly=True)
+    return {"autocommit": autocommit, "read_only": read_only}
+
+
+# -- SQLite ----------------------------------------------------------------------------
+
+
+def _sqlite_engine(settings: DatabaseSettings, common: dict[str, Any]) -> AsyncEngine:
+    connect_args = {"timeout": settings.busy_timeout}
+    if settings.is_sqlite_memory:
+        engine = create_async_engine(
+            settings.url,
+            poolclass=pool.AsyncAdaptedQueuePool,
+            pool_size=1,
+            max_overflow=0,
+            pool_timeout=settings.pool_timeout,
+            pool_recycle=-1,
+            connect_args=connect_args,
+            **common,
+        )
+    else:
+        engine = create_async_engine(
+            settings.url,
+            poolclass=pool.AsyncAdaptedQueuePool,
+            pool_size=settings.pool_size,
+            max_overflow=settings.max_overflow,
+            pool_timeout=settings.pool_timeout,
+            pool_recycle=settings.pool_recycle if settings.pool_recycle is not None else -1,
+            connect_args=connect_args,
+            **common,
+        )
+    busy_ms = int(settings.busy_timeout * 1000)
+    is_file = not settings.is_sqlite_memory
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, record: Any) -> None:
+        # asyncdb emits BEGIN itself (see the module docstring).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            if is_file:
+                cursor.execute("PRAGMA journal_mode=WAL")
+                row = cursor.fetchone()
+                mode = str(row[0]).lower() if row else "unknown"
+                record.info[JOURNAL_MODE] = mode
+                if mode != "wal":
+                    logger.warning(
+                        "SQLite refused WAL journal mode (got %r); concurrent readers will "
+                        "block writers. Put the database file on a local filesystem.",
+                        mode,
+                    )
+                cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        options = conn.get_execution_options()
+        if options.get(AUTOCOMMIT_OPTION):
+            return
+        conn.exec_driver_sql("BEGIN" if options.get(READ_ONLY_OPTION) else "BEGIN IMMEDIATE")
+
+    return engine
+
+
+# -- PostgreSQL ------------------------------------------------------------------------
+
+
+def _postgres_engine(settings: DatabaseSettings, common: dict[str, Any]) -> AsyncEngine:
+    server_settings = {"application_name": settings.application_name}
+    connect_args: dict[str, Any] = {
+        "timeout": settings.connect_timeout,
+        "server_settings": server_settings,
+    }
+    if settings.statement_timeout is not None:
+        server_settings["statement_timeout"] = str(int(settings.statement_timeout * 1000))
+        # Client-side backstop for a server that stops answering mid-statement.
+        connect_args["command_timeout"] = settings.statement_timeout + settings.connect_timeout
+    if settings.statement_cache_size is not None:
+        connect_args["statement_cache_size"] = settings.statement_cache_size
+    engine = create_async_engine(
+        settings.url,
+        poolclass=pool.AsyncAdaptedQueuePool,
+        pool_size=settings.pool_size,
+        max_overflow=settings.max_overflow,
+        pool_timeout=settings.pool_timeout,
+        pool_recycle=settings.pool_recycle if settings.pool_recycle is not None else -1,
+        connect_args=connect_args,
+        **common,
+    )
+    if settings.pre_ping:
+        install_liveness_check(engine, settings.ping_idle_after)
+    return engine
+
+
+def install_liveness_check(engine: AsyncEngine, idle_after: float) -> None:
+    """Check connections at checkout: locally always, with a ping after ``idle_after`` s."""
+    sync_engine = engine.sync_engine
+    dialect = sync_engine.dialect
+
+    @event.listens_for(sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, record: Any) -> None:
+        record.info[_CHECKIN_AT] = time.monotonic()
+
+    @event.listens_for(sync_engine, "checkin")
+    def _on_checkin(dbapi_connection: Any, record: Any) -> None:
+        if record is not None:
+            record.info[_CHECKIN_AT] = time.monotonic()
+
+    @event.listens_for(sync_engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        driver = getattr(dbapi_connection, "driver_connection", None)
+        is_closed = getattr(driver, "is_closed", None)
+        if is_closed is not None and is_closed():
+            msg = "connection was closed by the server"
+            raise exc.InvalidatePoolError(msg)
+        last = record.info.get(_CHECKIN_AT)
+        if last is not None and time.monotonic() - last <= idle_after:
+            return
+        try:
+            dialect.do_ping(dbapi_connection)
+        except Exception as err:
+            msg = "connection failed its liveness ping"
+            raise exc.InvalidatePoolError(msg) from err
+        record.info[_CHECKIN_AT] = time.monotonic()

@@ -1,0 +1,29 @@
+"""HealthReport: what ``AsyncDatabaseManager.health_check()`` returns."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+__all__ = ["HealthReport"]
+
+
+@dataclasses.dataclass(frozen=True)
+class HealthReport:
+    """The outcome of one health probe. Never carries a password.
+
+    ``healthy`` is True when ``SELECT 1`` answered within the timeout; otherwise
+    ``error`` says why, in one secret-free line.
+    """
+
+    healthy: bool
+    latency_ms: float | None
+    backend: str
+    url: str
+    pool: dict[str, Any] = dataclasses.field(default_factory=dict)
+    metrics: dict[str, Any] = dataclasses.field(default_factory=dict)
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serializable dict of every field."""
+        return dataclasses.asdict(self)

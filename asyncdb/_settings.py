@@ -1,0 +1,268 @@
+"""DatabaseSettings: one frozen, validated object holding every knob of the manager.
+
+Every duration is in seconds, as a float. Every wait is bounded by default, so a dead
+or black-holed server never hangs a caller: ``connect_timeout`` bounds opening a
+connection, ``pool_timeout`` bounds waiting for a pooled one, ``statement_timeout``
+bounds a statement on the server.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+from ._errors import ConfigurationError
+
+__all__ = ["DEFAULT_URL", "DatabaseSettings", "mask_url"]
+
+DEFAULT_URL = "sqlite+aiosqlite:///./asyncdb.sqlite3"
+DEFAULT_POOL_SIZE = 5
+DEFAULT_MAX_OVERFLOW = 10
+DEFAULT_POOL_TIMEOUT = 30.0
+DEFAULT_POOL_RECYCLE = 1800.0
+DEFAULT_PING_IDLE_AFTER = 1.0
+DEFAULT_CONNECT_TIMEOUT = 10.0
+DEFAULT_CONNECT_RETRIES = 3
+DEFAULT_RETRY_BACKOFF = 0.25
+DEFAULT_SLOW_QUERY_THRESHOLD = 1.0
+DEFAULT_STATEMENT_TIMEOUT = 60.0
+DEFAULT_BUSY_TIMEOUT = 5.0
+DEFAULT_LEAK_THRESHOLD = 60.0
+DEFAULT_MAX_PAGE_SIZE = 1000
+DEFAULT_APPLICATION_NAME = "asyncdb"
+ENV_PREFIX = "ASYNCDB_"
+
+# Drivers asyncdb knows how to configure; a bare scheme is completed with its async driver.
+_DRIVERS = {"sqlite": "aiosqlite", "postgresql": "asyncpg"}
+_SCHEME_ALIASES = {"postgres": "postgresql"}
+
+
+def mask_url(url: str | URL) -> str:
+    """Render ``url`` with its password replaced by ``***``; never raises."""
+    try:
+        parsed = make_url(url) if isinstance(url, str) else url
+    except (ArgumentError, ValueError):
+        return "<unparseable URL>"
+    return parsed.render_as_string(hide_password=True)
+
+
+def _normalize_url(raw: str) -> URL:
+    if not isinstance(raw, str) or not raw.strip():
+        msg = "url must be a non-empty database URL such as 'sqlite+aiosqlite:///./app.db'."
+        raise ConfigurationError(msg)
+    try:
+        url = make_url(raw.strip())
+    except (ArgumentError, ValueError) as exc:
+        msg = (
+            "url is not a valid database URL. Use the form "
+            "'postgresql+asyncpg://user:password@host:5432/dbname' or "
+            "'sqlite+aiosqlite:///path/to/file.db'."
+        )
+        raise ConfigurationError(msg) from exc
+    backend = _SCHEME_ALIASES.get(url.get_backend_name(), url.get_backend_name())
+    driver = url.get_driver_name() if "+" in url.drivername else None
+    if backend not in _DRIVERS:
+        msg = (
+            f"url uses the unsupported backend {backend!r}. Supported: "
+            "'sqlite+aiosqlite' (embedded) and 'postgresql+asyncpg'."
+        )
+        raise ConfigurationError(msg)
+    expected = _DRIVERS[backend]
+    if driver is not None and driver != expected:
+        msg = f"url uses the driver {driver!r}, which is not async. Use '{backend}+{expected}'."
+        raise ConfigurationError(msg)
+    url = url.set(drivername=f"{backend}+{expected}")
+    if backend == "postgresql" and not url.host and not url.query.get("host"):
+        msg = "url has no host. Use 'postgresql+asyncpg://user@host:5432/dbname'."
+        raise ConfigurationError(msg)
+    if backend == "postgresql" and not url.database:
+        msg = "url names no database. Add it after the host: '...@host:5432/dbname'."
+        raise ConfigurationError(msg)
+    return url
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DatabaseSettings:
+    """Validated configuration of an :class:`AsyncDatabaseManager`.
+
+    >>> DatabaseSettings(url="sqlite+aiosqlite:///:memory:", pool_size=2).backend
+    'sqlite'
+
+    Every field can come from an ``ASYNCDB_<FIELD>`` environment variable through
+    :meth:`from_env`.
+    """
+
+    url: str = DEFAULT_URL
+    #: Connections kept open in the pool (PostgreSQL and SQLite files).
+    pool_size: int = DEFAULT_POOL_SIZE
+    #: Extra connections opened under load beyond ``pool_size``.
+    max_overflow: int = DEFAULT_MAX_OVERFLOW
+    #: Seconds to wait for a free pooled connection before ``PoolTimeoutError``.
+    pool_timeout: float = DEFAULT_POOL_TIMEOUT
+    #: Seconds after which a connection is replaced at checkout; ``None`` keeps it forever.
+    pool_recycle: float | None = DEFAULT_POOL_RECYCLE
+    #: Check a connection's liveness at checkout (locally, plus a ping when it idled).
+    pre_ping: bool = True
+    #: A connection idle longer than this many seconds gets a real ping at checkout.
+    ping_idle_after: float = DEFAULT_PING_IDLE_AFTER
+    #: Seconds to wait for a new connection (TCP + authentication).
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    #: Attempts made by ``connect()`` on connection-level failures (at least 1).
+    connect_retries: int = DEFAULT_CONNECT_RETRIES
+    #: Base delay, in seconds, of the exponential backoff between connect attempts.
+    retry_backoff: float = DEFAULT_RETRY_BACKOFF
+    #: A statement slower than this many seconds is recorded in the slow-query log.
+    slow_query_threshold: float = DEFAULT_SLOW_QUERY_THRESHOLD
+    #: Server-side statement timeout in seconds (PostgreSQL); ``None`` disables it.
+    statement_timeout: float | None = DEFAULT_STATEMENT_TIMEOUT
+    #: SQLite busy timeout: seconds a writer waits for the database lock.
+    busy_timeout: float = DEFAULT_BUSY_TIMEOUT
+    #: A connection checked out longer than this many seconds is reported as a leak.
+    leak_threshold: float | None = DEFAULT_LEAK_THRESHOLD
+    #: Largest ``page_size`` that ``Repository.paginate`` accepts.
+    max_page_size: int = DEFAULT_MAX_PAGE_SIZE
+    #: Record query, pool and transaction metrics.
+    metrics: bool = True
+    #: asyncpg prepared-statement cache size; set 0 behind pgbouncer in transaction mode.
+    statement_cache_size: int | None = None
+    #: Log every statement (never its parameter values) on the ``sqlalchemy.engine`` logger.
+    echo: bool = False
+    #: Name shown in ``pg_stat_activity.application_name``.
+    application_name: str = DEFAULT_APPLICATION_NAME
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "url", _normalize_url(self.url).render_as_string(False))
+        self._check_int("pool_size", self.pool_size, 1, 10_000)
+        self._check_int("max_overflow", self.max_overflow, 0, 10_000)
+        self._check_int("connect_retries", self.connect_retries, 1, 100)
+        self._check_int("max_page_size", self.max_page_size, 1, 1_000_000)
+        if self.statement_cache_size is not None:
+            self._check_int("statement_cache_size", self.statement_cache_size, 0, 1_000_000)
+        for name in ("pool_timeout", "ping_idle_after", "connect_timeout", "busy_timeout"):
+            self._check_float(name, getattr(self, name), 0.0, 86_400.0, allow_zero=True)
+        self._check_float("retry_backoff", self.retry_backoff, 0.0, 60.0, allow_zero=True)
+        self._check_float("slow_query_threshold", self.slow_query_threshold, 0.0, 86_400.0)
+        for name in ("pool_recycle", "statement_timeout", "leak_threshold"):
+            value = getattr(self, name)
+            if value is not None:
+                self._check_float(name, value, 0.0, 10_000_000.0)
+        if self.connect_timeout == 0:
+            msg = "connect_timeout must be greater than 0 seconds (got 0)."
+            raise ConfigurationError(msg)
+        for name in ("pre_ping", "metrics", "echo"):
+            if not isinstance(getattr(self, name), bool):
+                msg = f"{name} must be True or False (got {getattr(self, name)!r})."
+                raise ConfigurationError(msg)
+        if not isinstance(self.application_name, str) or len(self.application_name) > 63:
+            msg = "application_name must be a string of at most 63 characters."
+            raise ConfigurationError(msg)
+
+    @staticmethod
+    def _check_int(name: str, value: object, low: int, high: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            msg = f"{name} must be an integer between {low} and {high} (got {value!r})."
+            raise ConfigurationError(msg)
+
+    @staticmethod
+    def _check_float(
+        name: str, value: object, low: float, high: float, *, allow_zero: bool = False
+    ) -> None:
+        ok = (
+            not isinstance(value, bool)
+            and isinstance(value, (int, float))
+            and math.isfinite(value)
+            and (low < value or (allow_zero and value == low))
+            and value <= high
+        )
+        if not ok:
+            bound = f"at least {low:g}" if allow_zero else f"greater than {low:g}"
+            msg = (
+                f"{name} must be a number of seconds {bound} and at most {high:g} (got {value!r})."
+            )
+            raise ConfigurationError(msg)
+
+    # -- derived views -------------------------------------------------------------
+
+    @property
+    def parsed_url(self) -> URL:
+        """The URL as a SQLAlchemy :class:`~sqlalchemy.engine.URL`."""
+        return make_url(self.url)
+
+    @property
+    def backend(self) -> str:
+        """``"sqlite"`` or ``"postgresql"``."""
+        return self.parsed_url.get_backend_name()
+
+    @property
+    def is_sqlite_memory(self) -> bool:
+        """True for an in-memory SQLite database (one shared connection)."""
+        url = self.parsed_url
+        return url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
+
+    @property
+    def masked_url(self) -> str:
+        """The URL with its password replaced by ``***``, safe for logs."""
+        return mask_url(self.parsed_url)
+
+    def replace(self, **changes: Any) -> DatabaseSettings:
+        """A copy with ``changes`` applied and validated."""
+        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            msg = f"Unknown setting(s): {', '.join(sorted(unknown))}. See DatabaseSettings fields."
+            raise ConfigurationError(msg)
+        return dataclasses.replace(self, **changes)
+
+    def __repr__(self) -> str:
+        fields = ", ".join(
+            f"{f.name}={self.masked_url if f.name == 'url' else getattr(self, f.name)!r}"
+            for f in dataclasses.fields(self)
+        )
+        return f"DatabaseSettings({fields})"
+
+    @classmethod
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, **overrides: Any
+    ) -> DatabaseSettings:
+        """Build settings from ``ASYNCDB_*`` variables, then apply ``overrides``.
+
+        ``ASYNCDB_URL``, ``ASYNCDB_POOL_SIZE``, ``ASYNCDB_STATEMENT_TIMEOUT`` and so on:
+        one variable per field. ``none`` (or an empty value) sets an optional field to None.
+        """
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for field in dataclasses.fields(cls):
+            raw = env.get(ENV_PREFIX + field.name.upper())
+            if raw is not None:
+                values[field.name] = _parse_env(field.name, str(field.type), raw)
+        values.update(overrides)
+        return cls(**values)
+
+
+def _parse_env(name: str, type_name: str, raw: str) -> Any:
+    text = raw.strip()
+    var = ENV_PREFIX + name.upper()
+    if "None" in type_name and text.lower() in {"", "none", "null"}:
+        return None
+    try:
+        if type_name.startswith("bool"):
+            lowered = text.lower()
+            if lowered in {"1", "true", "yes", "on"}:
+                return True
+            if lowered in {"0", "false", "no", "off"}:
+                return False
+            raise ValueError(text)
+        if type_name.startswith("int"):
+            return int(text)
+        if type_name.startswith("float"):
+            return float(text)
+    except ValueError as exc:
+        kind = type_name.split(" ")[0]
+        msg = f"{var} must be a {kind} (got {text!r})."
+        raise ConfigurationError(msg) from exc
+    return text

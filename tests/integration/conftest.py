@@ -1,0 +1,68 @@
+"""The backend matrix: every integration test runs on sqlite-file, sqlite-memory, postgres."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from asyncdb import AsyncDatabaseManager, Base
+from tests.integration import models  # noqa: F401 - registers the test tables
+
+BACKENDS = ["sqlite-file", "sqlite-memory", "postgres"]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def db_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    if backend == "sqlite-file":
+        return f"sqlite+aiosqlite:///{tmp_path / 'test.db'}"
+    if backend == "sqlite-memory":
+        return "sqlite+aiosqlite:///:memory:"
+    return str(request.getfixturevalue("postgres_url"))
+
+
+def manager_for(url: str, **overrides: Any) -> AsyncDatabaseManager:
+    """A manager with test-friendly bounds (short waits, few retries)."""
+    options: dict[str, Any] = {"connect_retries": 1, "pool_timeout": 10.0}
+    options.update(overrides)
+    return AsyncDatabaseManager(url, **options)
+
+
+async def reset_schema(db: AsyncDatabaseManager) -> None:
+    """Drop and create every table of ``Base.metadata`` and the toolkit's metadata."""
+    from asyncdb._schema import all_metadata
+
+    async with db.engine.begin() as conn:
+        for metadata in all_metadata():
+            await conn.run_sync(metadata.drop_all)
+        for metadata in all_metadata():
+            await conn.run_sync(metadata.create_all)
+
+
+@pytest.fixture
+async def db(db_url: str) -> AsyncIterator[AsyncDatabaseManager]:
+    """A connected manager on fresh tables; fails the test if a connection is left out."""
+    manager = manager_for(db_url)
+    await manager.connect()
+    try:
+        await reset_schema(manager)
+        yield manager
+        checked_out = manager.pool_status().get("checked_out", 0)
+        assert checked_out == 0, f"{checked_out} connection(s) left checked out after the test"
+    finally:
+        await manager.dispose()
+
+
+@pytest.fixture
+def is_postgres(backend: str) -> bool:
+    return backend == "postgres"
+
+
+__all__ = ["Base", "manager_for", "reset_schema"]
