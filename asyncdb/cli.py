@@ -1,20 +1,31 @@
-"""The ``asyncdb`` command line: ``demo``, ``health``, and the subcommands later issues add."""
+"""The ``asyncdb`` command line.
+
+Each subcommand lives in its own module, which provides ``configure(parser)`` to add
+its arguments and ``run(args) -> int`` (the exit code; may be a coroutine function).
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
+import importlib
+import inspect
 import sys
 from collections.abc import Sequence
 
 from ._errors import AsyncDBError
-from ._manager import AsyncDatabaseManager
 
-__all__ = ["main"]
+__all__ = ["add_url_argument", "main"]
+
+#: subcommand → (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("asyncdb.demo", "a narrated tour of asyncdb on a real database"),
+    "health": ("asyncdb._cli_health", "probe the database; exit 0 when healthy, 1 when not"),
+}
 
 
-def _add_url(parser: argparse.ArgumentParser) -> None:
+def add_url_argument(parser: argparse.ArgumentParser) -> None:
+    """The ``--url`` option every subcommand shares."""
     parser.add_argument(
         "--url",
         default=None,
@@ -24,48 +35,29 @@ def _add_url(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
-    parser = argparse.ArgumentParser(prog="asyncdb", description=__doc__)
+    parser = argparse.ArgumentParser(prog="asyncdb", description="asyncdb command line")
     sub = parser.add_subparsers(dest="command", required=True)
-
-    demo = sub.add_parser("demo", help="a narrated tour of asyncdb on a real database")
-    _add_url(demo)
-
-    health = sub.add_parser("health", help="probe the database; exit 0 when healthy")
-    _add_url(health)
-    health.add_argument("--json", action="store_true", help="print the report as JSON")
-    health.add_argument("--timeout", type=float, default=5.0, help="seconds to wait")
+    for name, (module_name, help_text) in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        module.configure(command)
+        command.set_defaults(_run=module.run)
     return parser
-
-
-async def _health(url: str | None, as_json: bool, timeout: float) -> int:
-    db = AsyncDatabaseManager(url, connect_retries=1)
-    report = await db.health_check(timeout=timeout)
-    if as_json:
-        print(json.dumps(report.to_dict(), indent=2, default=str))
-    else:
-        state = "healthy" if report.healthy else "UNHEALTHY"
-        print(f"{report.url}: {state}")
-        if report.latency_ms is not None:
-            print(f"  latency: {report.latency_ms:.2f} ms")
-        if report.error:
-            print(f"  error: {report.error}")
-    return 0 if report.healthy else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``asyncdb`` console script."""
     args = build_parser().parse_args(argv)
     try:
-        if args.command == "health":
-            return asyncio.run(_health(args.url, args.json, args.timeout))
-        if args.command == "demo":
-            from .demo import run_demo
-
-            return asyncio.run(run_demo(args.url))
+        result = args._run(args)
+        if inspect.iscoroutine(result):
+            result = asyncio.run(result)
+        return int(result)
     except AsyncDBError as exc:
         print(f"asyncdb: {exc}", file=sys.stderr)
         return 2
-    return 2  # pragma: no cover - argparse rejects unknown commands
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
+
 from sqlalchemy import String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ._manager import AsyncDatabaseManager
 from ._models import Base
 
-__all__ = ["run_demo"]
+__all__ = ["configure", "run", "run_demo"]
 
 
 class DemoNote(Base):
@@ -22,6 +24,18 @@ class DemoNote(Base):
 def say(message: str) -> None:
     """Print one narrated step."""
     print(message, flush=True)
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Add the demo command's arguments."""
+    from .cli import add_url_argument
+
+    add_url_argument(parser)
+
+
+async def run(args: argparse.Namespace) -> int:
+    """Run the demo from the command line."""
+    return await run_demo(args.url)
 
 
 async def run_demo(url: str | None = None) -> int:
