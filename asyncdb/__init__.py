@@ -5,6 +5,8 @@ A pooled :class:`AsyncDatabaseManager`, a typed :class:`Repository`, an
 Alembic migrations, for asyncio and FastAPI applications.
 """
 
+from ._audit import cleanup_audit_logs, get_audit_logs
+from ._audit_model import AuditAction, AuditLog
 from ._context import AuditContext, audit_context, get_audit_context
 from ._errors import (
     AsyncDBError,
@@ -20,17 +22,25 @@ from ._errors import (
     ValidationError,
 )
 from ._health import HealthReport
+from ._helpers import get_conn, get_db_manager, get_session, init_database, run_tx, set_db_manager
 from ._manager import AsyncDatabaseManager, ManagerState, StateError
 from ._metrics import Metrics
 from ._models import Audited, Base, SoftDeleteMixin, TimestampMixin, UTCDateTime, utcnow
+from ._pagination import KeysetPage, Page
+from ._repository import Repository
+from ._schema import toolkit_metadata
 from ._settings import DatabaseSettings, mask_url
+from ._uow import AsyncUnitOfWork
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AsyncDBError",
     "AsyncDatabaseManager",
+    "AsyncUnitOfWork",
+    "AuditAction",
     "AuditContext",
+    "AuditLog",
     "Audited",
     "Base",
     "ConfigurationError",
@@ -38,12 +48,15 @@ __all__ = [
     "DatabaseSettings",
     "DatabaseUnavailableError",
     "HealthReport",
+    "KeysetPage",
     "ManagerState",
     "Metrics",
     "MigrationError",
     "NotFoundError",
+    "Page",
     "PoolTimeoutError",
     "QueryError",
+    "Repository",
     "RetryableError",
     "SoftDeleteMixin",
     "StateError",
@@ -53,7 +66,16 @@ __all__ = [
     "ValidationError",
     "__version__",
     "audit_context",
+    "cleanup_audit_logs",
     "get_audit_context",
+    "get_audit_logs",
+    "get_conn",
+    "get_db_manager",
+    "get_session",
+    "init_database",
     "mask_url",
+    "run_tx",
+    "set_db_manager",
+    "toolkit_metadata",
     "utcnow",
 ]

@@ -9,6 +9,7 @@ starts with a snapshot of its parent's (which is why a unit records its owner ta
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import dataclasses
 import types
@@ -80,6 +81,18 @@ _audit: contextvars.ContextVar[AuditContext] = contextvars.ContextVar(
 def get_audit_context() -> AuditContext:
     """The audit context active in the current task (empty when none is set)."""
     return _audit.get()
+
+
+def set_audit_context(context: AuditContext) -> contextvars.Token[AuditContext]:
+    """Replace the active audit context; undo with :func:`reset_audit_context`."""
+    return _audit.set(context)
+
+
+def reset_audit_context(token: contextvars.Token[AuditContext]) -> None:
+    """Restore the audit context that was active before :func:`set_audit_context`."""
+    # ValueError: exit ran in another Context than entry; nothing of ours is active there.
+    with contextlib.suppress(ValueError):
+        _audit.reset(token)
 
 
 class audit_context:

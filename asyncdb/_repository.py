@@ -1,0 +1,703 @@
+"""Repository[T]: typed CRUD, soft delete, filters, pagination, bulk and upsert."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from sqlalchemy import (
+    Select,
+    Table,
+    and_,
+    delete,
+    exists,
+    false,
+    func,
+    inspect,
+    or_,
+    select,
+    true,
+    update,
+)
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Mapper
+
+from . import _bulk
+from ._audit import is_audited, mark_instance
+from ._changes import record_changes
+from ._context import AuditContext
+from ._errors import DatabaseUnavailableError, NotFoundError, TransactionError, ValidationError
+from ._filters import build_filters, build_order, check_columns, column_names, parse_order
+from ._models import utcnow
+from ._pagination import CursorCodec, KeysetPage, Page
+from ._settings import DEFAULT_MAX_PAGE_SIZE
+from ._uow import AsyncUnitOfWork, active_unit_for, inherited_unit_for
+
+if TYPE_CHECKING:
+    from ._cache import RepositoryCache
+    from ._manager import AsyncDatabaseManager
+
+__all__ = ["Repository"]
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+DEFAULT_PAGE_SIZE = 50
+DEFAULT_BATCH_SIZE = 1000
+
+
+class Repository(Generic[T]):
+    """Data access for one model, as async methods that each run one operation.
+
+    Three ways to bind it:
+
+    * ``Repository(User, db)``: each call is its own transaction (reads run without
+      one), or joins the :class:`AsyncUnitOfWork` active in the current task;
+    * ``uow.get_repository(User)``: bound to that unit of work;
+    * ``Repository(User, session=s)``: a session the caller manages (nothing is
+      committed; writes are flushed).
+
+    Field names in filters, orderings and values are checked against the model's
+    mapped columns before any SQL is sent.
+    """
+
+    def __init__(
+        self,
+        model: type[T],
+        db: AsyncDatabaseManager | None = None,
+        *,
+        session: AsyncSession | None = None,
+        unit: AsyncUnitOfWork | None = None,
+        audit: bool = True,
+        cache: RepositoryCache | None = None,
+        max_page_size: int | None = None,
+    ) -> None:
+        try:
+            mapper: Mapper[T] = inspect(model)
+        except Exception as exc:
+            msg = f"Repository needs a mapped model class (got {model!r})."
+            raise ValidationError(msg) from exc
+        if sum(x is not None for x in (db, session, unit)) != 1:
+            msg = "Give a Repository exactly one of: a manager (db), session=, or unit=."
+            raise ValidationError(msg)
+        self.model = model
+        self.db = db if db is not None else (unit.db if unit is not None else None)
+        self._session = session
+        self._unit = unit
+        self._mapper = mapper
+        self.table: Table = mapper.local_table  # type: ignore[assignment]
+        self._pk_cols = list(mapper.primary_key)
+        self._pk_names = [mapper.get_property_by_column(c).key for c in self._pk_cols]
+        self._columns = column_names(model)
+        self._soft = "deleted_at" in self._columns
+        self._audited = audit and is_audited(model)
+        self._audit_flag = audit
+        self._defaults: AuditContext | None = None
+        self.cache = cache
+        if max_page_size is None:
+            max_page_size = self.db.settings.max_page_size if self.db else DEFAULT_MAX_PAGE_SIZE
+        self.max_page_size = max_page_size
+        self._codec: CursorCodec | None = None
+        if cache is not None and self.db is not None:
+            cache.attach(self.db)
+
+    def __repr__(self) -> str:
+        return f"<Repository {self.model.__name__}>"
+
+    # -- audit defaults ------------------------------------------------------------------
+
+    def set_context(
+        self, *, user_id: object = None, session_id: object = None, correlation_id: object = None
+    ) -> Repository[T]:
+        """Audit defaults for this repository's writes (the lowest precedence)."""
+        self._defaults = AuditContext.of(user_id, session_id, correlation_id)
+        return self
+
+    # -- session scopes ------------------------------------------------------------------
+
+    def _bound_session(self) -> AsyncSession | None:
+        if self._session is not None:
+            return self._session
+        if self._unit is not None:
+            return self._unit.session
+        assert self.db is not None
+        unit = active_unit_for(self.db)
+        if unit is not None:
+            return unit.session
+        if inherited_unit_for(self.db) is not None:
+            msg = (
+                "This task was started inside a unit of work it cannot share: a session "
+                "is not safe across concurrent tasks. Open a unit per task (`async with "
+                "AsyncUnitOfWork(db)` inside the task), or await the call in the task "
+                "that owns the unit."
+            )
+            raise TransactionError(msg)
+        return None
+
+    async def _read(self, op: Callable[[AsyncSession], Awaitable[R]]) -> R:
+        session = self._bound_session()
+        if session is not None:
+            return await op(session)
+        assert self.db is not None
+        for attempt in (1, 2):
+            try:
+                async with self.db.autocommit_session() as own:
+                    return await op(own)
+            except DatabaseUnavailableError:
+                # A read with no transaction is safe to repeat once: the pool has
+                # dropped the dead connection by now and hands out a live one.
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _write(self, op: Callable[[AsyncSession], Awaitable[R]]) -> R:
+        session = self._bound_session()
+        if session is not None:
+            return await op(session)
+        assert self.db is not None
+        async with AsyncUnitOfWork(self.db) as unit:
+            return await op(unit.session)
+
+    @contextlib.asynccontextmanager
+    async def _atomic(self, session: AsyncSession) -> AsyncIterator[None]:
+        """All or nothing inside an outer transaction: a SAVEPOINT around the call."""
+        async with session.begin_nested():
+            yield
+
+    def _mark(self, session: AsyncSession, instance: object) -> None:
+        mark_instance(session.sync_session, instance, self._defaults, self._audit_flag)
+
+    def _changed(self, session: AsyncSession, keys: Iterable[tuple[Any, ...]] | None) -> None:
+        record_changes(session.sync_session, self.model, keys)
+
+    # -- primary keys --------------------------------------------------------------------
+
+    def _coerce_id(self, ident: Any) -> Any:
+        if len(self._pk_cols) > 1:
+            if isinstance(ident, Mapping):
+                return {k: ident[k] for k in self._pk_names}
+            if isinstance(ident, (tuple, list)) and len(ident) == len(self._pk_cols):
+                return tuple(ident)
+            msg = f"{self.model.__name__} has a composite key: pass a tuple of {self._pk_names}."
+            raise ValidationError(msg)
+        try:
+            python_type = self._pk_cols[0].type.python_type
+        except NotImplementedError:
+            return ident
+        if python_type is int:
+            if isinstance(ident, bool) or not isinstance(ident, int):
+                msg = f"{self.model.__name__} ids are integers (got {type(ident).__name__})."
+                raise ValidationError(msg)
+        elif python_type is uuid.UUID and isinstance(ident, str):
+            try:
+                return uuid.UUID(ident)
+            except ValueError as exc:
+                msg = f"{self.model.__name__} ids are UUIDs; {ident!r} is not one."
+                raise ValidationError(msg) from exc
+        elif python_type is str and not isinstance(ident, str):
+            msg = f"{self.model.__name__} ids are strings (got {type(ident).__name__})."
+            raise ValidationError(msg)
+        return ident
+
+    def _pk_where(self, ident: Any) -> Any:
+        if len(self._pk_cols) == 1:
+            return self._pk_cols[0] == ident
+        values = ident.values() if isinstance(ident, Mapping) else ident
+        return and_(*(c == v for c, v in zip(self._pk_cols, values, strict=False)))
+
+    def _key_of(self, obj: Any) -> tuple[Any, ...]:
+        return tuple(self._mapper.primary_key_from_instance(obj))
+
+    def _is_deleted(self, obj: Any) -> bool:
+        return self._soft and getattr(obj, "deleted_at", None) is not None
+
+    def _not_found(self, ident: Any) -> NotFoundError:
+        msg = (
+            f"No {self.model.__name__} with id {ident!r}. Check the id, "
+            "or pass with_deleted=True for soft-deleted rows."
+        )
+        return NotFoundError(msg)
+
+    # -- reads by id -----------------------------------------------------------------------
+
+    async def _load_by_id(
+        self, session: AsyncSession, ident: Any, *, for_update: bool = False
+    ) -> T | None:
+        """The one place every read by primary key passes (the cache hooks in here)."""
+        if self.cache is not None and not for_update:
+            cached: T | None = await self.cache.get_by_id(self, session, ident)
+            return cached
+        return await session.get(self.model, ident, with_for_update=for_update or None)
+
+    async def get_by_id(self, id: Any, *, with_deleted: bool = False) -> T | None:
+        """The row with primary key ``id``, or None (also for a soft-deleted row)."""
+        ident = self._coerce_id(id)
+
+        async def op(session: AsyncSession) -> T | None:
+            obj = await self._load_by_id(session, ident)
+            if obj is None or (not with_deleted and self._is_deleted(obj)):
+                return None
+            return obj
+
+        return await self._read(op)
+
+    async def get(self, id: Any, *, with_deleted: bool = False) -> T:
+        """The row with primary key ``id``; :class:`NotFoundError` when there is none."""
+        obj = await self.get_by_id(id, with_deleted=with_deleted)
+        if obj is None:
+            raise self._not_found(id)
+        return obj
+
+    # -- writes ----------------------------------------------------------------------------
+
+    def _check_values(self, values: Mapping[str, Any], *, row: int | None = None) -> None:
+        try:
+            check_columns(self.model, values)
+        except ValidationError as exc:
+            if row is None:
+                raise
+            raise ValidationError(f"Row {row}: {exc}") from None
+
+    async def create(self, instance: T | None = None, /, **values: Any) -> T:
+        """Insert one row from keyword values (or a model instance) and return it."""
+        if instance is not None:
+            if values:
+                msg = "Pass either a model instance or keyword values to create(), not both."
+                raise ValidationError(msg)
+            if not isinstance(instance, self.model):
+                got = type(instance).__name__
+                msg = f"create() takes a {self.model.__name__} instance (got {got})."
+                raise ValidationError(msg)
+            obj = instance
+        else:
+            self._check_values(values)
+            obj = self.model(**values)
+
+        async def op(session: AsyncSession) -> T:
+            self._mark(session, obj)
+            session.add(obj)
+            await session.flush([obj])
+            self._changed(session, [self._key_of(obj)])
+            return obj
+
+        return await self._write(op)
+
+    def _check_update(self, values: Mapping[str, Any]) -> None:
+        self._check_values(values)
+        for name in self._pk_names:
+            if name in values:
+                msg = (
+                    f"update() cannot change the primary key {name!r} of {self.model.__name__}. "
+                    "Create a new row and delete the old one instead."
+                )
+                raise ValidationError(msg)
+
+    async def update(self, id: Any, **values: Any) -> T:
+        """Set ``values`` on the row with primary key ``id`` and return it.
+
+        :class:`NotFoundError` when there is no such (non-deleted) row.
+        """
+        ident = self._coerce_id(id)
+        self._check_update(values)
+
+        async def op(session: AsyncSession) -> T:
+            if self._fast_path():
+                return await self._update_returning(session, ident, values)
+            obj = await self._load_by_id(session, ident, for_update=True)
+            if obj is None or self._is_deleted(obj):
+                raise self._not_found(id)
+            self._mark(session, obj)
+            for key, value in values.items():
+                setattr(obj, key, value)
+            await session.flush([obj])
+            self._changed(session, [self._key_of(obj)])
+            return obj
+
+        return await self._write(op)
+
+    def _fast_path(self) -> bool:
+        # One UPDATE ... RETURNING instead of SELECT + UPDATE, when no old values are
+        # needed for the audit log.
+        return not self._audited
+
+    async def _update_returning(
+        self, session: AsyncSession, ident: Any, values: Mapping[str, Any]
+    ) -> T:
+        stmt = update(self.model).where(self._pk_where(ident))
+        if self._soft:
+            stmt = stmt.where(self.model.deleted_at.is_(None))  # type: ignore[attr-defined]
+        if not values:
+            current = await self._load_by_id(session, ident)
+            if current is None or self._is_deleted(current):
+                raise self._not_found(ident)
+            return current
+        stmt = (
+            stmt.values(**values)
+            .returning(self.model)
+            .execution_options(populate_existing=True, synchronize_session=False)
+        )
+        obj: T | None = (await session.execute(stmt)).scalar_one_or_none()
+        if obj is None:
+            raise self._not_found(ident)
+        self._changed(session, [self._key_of(obj)])
+        return obj
+
+    async def delete(self, id: Any, *, soft: bool | None = None) -> None:
+        """Delete the row: soft (sets ``deleted_at``) by default when the model can.
+
+        ``soft=True`` on a model without ``deleted_at`` is a :class:`ValidationError`;
+        ``soft=False`` deletes for good (also a row that is already soft-deleted).
+        """
+        ident = self._coerce_id(id)
+        soft = self._resolve_soft(soft)
+        if soft:
+            await self.update(id, deleted_at=utcnow())
+            return
+
+        async def op(session: AsyncSession) -> None:
+            if self._fast_path():
+                stmt = delete(self.model).where(self._pk_where(ident)).returning(*self._pk_cols)
+                stmt = stmt.execution_options(synchronize_session="fetch")
+                if (await session.execute(stmt)).first() is None:
+                    raise self._not_found(id)
+                self._changed(session, [ident if isinstance(ident, tuple) else (ident,)])
+                return
+            obj = await self._load_by_id(session, ident, for_update=True)
+            if obj is None:
+                raise self._not_found(id)
+            self._mark(session, obj)
+            key = self._key_of(obj)
+            await session.delete(obj)
+            await session.flush([obj])
+            self._changed(session, [key])
+
+        await self._write(op)
+
+    def _resolve_soft(self, soft: bool | None) -> bool:
+        if soft is None:
+            return self._soft
+        if soft and not self._soft:
+            msg = (
+                f"{self.model.__name__} has no deleted_at column, so it cannot be soft-deleted. "
+                "Add SoftDeleteMixin to the model, or delete with soft=False."
+            )
+            raise ValidationError(msg)
+        return bool(soft)
+
+    async def restore(self, id: Any) -> T:
+        """Undo a soft delete; :class:`ValidationError` if the row is not deleted."""
+        ident = self._coerce_id(id)
+        if not self._soft:
+            msg = f"{self.model.__name__} has no deleted_at column; there is nothing to restore."
+            raise ValidationError(msg)
+
+        async def op(session: AsyncSession) -> T:
+            obj = await self._load_by_id(session, ident, for_update=True)
+            if obj is None:
+                raise self._not_found(id)
+            if not self._is_deleted(obj):
+                msg = f"{self.model.__name__} {id!r} is not deleted, so it cannot be restored."
+                raise ValidationError(msg)
+            self._mark(session, obj)
+            obj.deleted_at = None  # type: ignore[attr-defined]
+            await session.flush([obj])
+            self._changed(session, [self._key_of(obj)])
+            return obj
+
+        return await self._write(op)
+
+    # -- queries ---------------------------------------------------------------------------
+
+    def _where(self, filters: Mapping[str, Any], with_deleted: bool) -> list[Any]:
+        conditions = build_filters(self.model, filters)
+        if self._soft and not with_deleted:
+            conditions.append(self.model.deleted_at.is_(None))  # type: ignore[attr-defined]
+        return conditions
+
+    def _ordered(self, stmt: Select[Any], order_by: str | Sequence[str] | None) -> Select[Any]:
+        order = parse_order(self.model, order_by)
+        named = {field for field, _ in order}
+        order += [(name, False) for name in self._pk_names if name not in named]
+        return stmt.order_by(*build_order(self.model, order))
+
+    @staticmethod
+    def _check_limit(name: str, value: int | None, low: int) -> None:
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < low
+        ):
+            msg = f"{name} must be an integer of at least {low} (got {value!r})."
+            raise ValidationError(msg)
+
+    async def get_all(
+        self,
+        *,
+        order_by: str | Sequence[str] | None = None,
+        limit: int | None = None,
+        offset: int | None = None,
+        with_deleted: bool = False,
+    ) -> list[T]:
+        """Every row (ordered by ``order_by``, then primary key), optionally a slice."""
+        return await self.find_by(
+            order_by=order_by, limit=limit, offset=offset, with_deleted=with_deleted
+        )
+
+    async def find_by(
+        self,
+        *,
+        order_by: str | Sequence[str] | None = None,
+        limit: int | None = None,
+        offset: int | None = None,
+        with_deleted: bool = False,
+        **filters: Any,
+    ) -> list[T]:
+        """Rows matching every filter: ``name="x"``, ``qty__gte=3``, ``id__in=[1, 2]``."""
+        self._check_limit("limit", limit, 0)
+        self._check_limit("offset", offset, 0)
+        stmt = self._ordered(
+            select(self.model).where(*self._where(filters, with_deleted)), order_by
+        )
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        if offset:
+            stmt = stmt.offset(offset)
+
+        async def op(session: AsyncSession) -> list[T]:
+            return list((await session.scalars(stmt)).all())
+
+        return await self._read(op)
+
+    async def find_one_by(
+        self,
+        *,
+        order_by: str | Sequence[str] | None = None,
+        with_deleted: bool = False,
+        **filters: Any,
+    ) -> T | None:
+        """The first row matching the filters (by ``order_by``, then key), or None."""
+        rows = await self.find_by(order_by=order_by, limit=1, with_deleted=with_deleted, **filters)
+        return rows[0] if rows else None
+
+    async def count(self, *, with_deleted: bool = False, **filters: Any) -> int:
+        """How many rows match the filters."""
+        stmt = (
+            select(func.count()).select_from(self.model).where(*self._where(filters, with_deleted))
+        )
+
+        async def op(session: AsyncSession) -> int:
+            return int((await session.execute(stmt)).scalar_one())
+
+        return await self._read(op)
+
+    async def exists(self, *, with_deleted: bool = False, **filters: Any) -> bool:
+        """True when at least one row matches (an EXISTS query, not a COUNT)."""
+        conditions = self._where(filters, with_deleted) or [true()]
+        stmt = select(exists().where(*conditions).select_from(self.table))
+
+        async def op(session: AsyncSession) -> bool:
+            return bool((await session.execute(stmt)).scalar())
+
+        return await self._read(op)
+
+    # -- pagination ------------------------------------------------------------------------
+
+    def _check_page_size(self, name: str, value: int) -> None:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int)
+            or not 1 <= value <= self.max_page_size
+        ):
+            msg = f"{name} must be an integer between 1 and {self.max_page_size} (got {value!r})."
+            raise ValidationError(msg)
+
+    async def paginate(
+        self,
+        page: int = 1,
+        page_size: int = DEFAULT_PAGE_SIZE,
+        *,
+        order_by: str | Sequence[str] | None = None,
+        with_deleted: bool = False,
+        **filters: Any,
+    ) -> Page[T]:
+        """Page ``page`` (from 1) of ``page_size`` rows, with the total count."""
+        if isinstance(page, bool) or not isinstance(page, int) or page < 1:
+            msg = f"page must be an integer of at least 1 (got {page!r})."
+            raise ValidationError(msg)
+        self._check_page_size("page_size", page_size)
+        where = self._where(filters, with_deleted)
+        count_stmt = select(func.count()).select_from(self.model).where(*where)
+        stmt = self._ordered(select(self.model).where(*where), order_by)
+        stmt = stmt.limit(page_size).offset((page - 1) * page_size)
+
+        async def op(session: AsyncSession) -> Page[T]:
+            total = int((await session.execute(count_stmt)).scalar_one())
+            items = list((await session.scalars(stmt)).all()) if total else []
+            return Page(items=items, total=total, page=page, page_size=page_size)
+
+        return await self._read(op)
+
+    def _cursor_codec(self) -> CursorCodec:
+        if self._codec is None:
+            if self.db is not None:
+                secret = self.db.settings.url
+            else:
+                assert self._session is not None
+                bind = self._session.bind
+                url = getattr(bind, "url", None)
+                secret = url.render_as_string(hide_password=False) if url is not None else ""
+            key = hashlib.sha256(b"asyncdb-keyset-cursor\0" + secret.encode()).digest()
+            self._codec = CursorCodec(key)
+        return self._codec
+
+    async def paginate_keyset(
+        self,
+        after: str | None = None,
+        limit: int = DEFAULT_PAGE_SIZE,
+        *,
+        order_by: str | Sequence[str] | None = None,
+        with_deleted: bool = False,
+        **filters: Any,
+    ) -> KeysetPage[T]:
+        """The ``limit`` rows after the cursor ``after`` (from the start when None).
+
+        The ordering always ends in the primary key, so rows with equal sort values
+        are neither skipped nor repeated. Pass ``next_cursor`` back unchanged.
+        """
+        self._check_page_size("limit", limit)
+        order = parse_order(self.model, order_by)
+        named = {field for field, _ in order}
+        order += [(name, False) for name in self._pk_names if name not in named]
+        scope = f"{self.table.name}|" + ",".join(("-" if d else "") + f for f, d in order)
+        codec = self._cursor_codec()
+        where = self._where(filters, with_deleted)
+        if after is not None:
+            values = codec.decode(scope, after, len(order))
+            where.append(self._after(order, values))
+        stmt = (
+            select(self.model)
+            .where(*where)
+            .order_by(*build_order(self.model, order))
+            .limit(limit + 1)
+        )
+
+        async def op(session: AsyncSession) -> KeysetPage[T]:
+            rows = list((await session.scalars(stmt)).all())
+            has_more = len(rows) > limit
+            rows = rows[:limit]
+            cursor = None
+            if has_more:
+                last = rows[-1]
+                cursor = codec.encode(scope, [getattr(last, field) for field, _ in order])
+            return KeysetPage(items=rows, next_cursor=cursor, has_more=has_more)
+
+        return await self._read(op)
+
+    def _after(self, order: Sequence[tuple[str, bool]], values: Sequence[Any]) -> Any:
+        """Rows strictly after ``values`` in ``order`` (NULLs sort last either way)."""
+        clauses = []
+        for i, (field, descending) in enumerate(order):
+            col = getattr(self.model, field)
+            equal = [
+                getattr(self.model, f).is_(None) if v is None else getattr(self.model, f) == v
+                for (f, _), v in zip(order[:i], values[:i], strict=False)
+            ]
+            value = values[i]
+            if value is None:
+                continue  # nothing sorts after NULL in this column but more NULLs
+            beyond = col < value if descending else col > value
+            clauses.append(and_(*equal, or_(beyond, col.is_(None))))
+        return or_(*clauses) if clauses else false()
+
+    # -- bulk operations -------------------------------------------------------------------
+
+    async def bulk_create(
+        self, rows: Iterable[Mapping[str, Any] | T], *, batch_size: int = DEFAULT_BATCH_SIZE
+    ) -> int:
+        """Insert many rows in batches, all or nothing; returns how many were inserted.
+
+        ``rows`` may be any iterable (a generator streams: only one batch is held at a
+        time). A bad row fails the whole call with an error naming its position.
+        """
+        self._check_batch(batch_size)
+
+        async def op(session: AsyncSession) -> int:
+            async with self._atomic(session):
+                return await _bulk.insert_rows(self, session, rows, batch_size)
+
+        return await self._write(op)
+
+    async def bulk_update(
+        self, rows: Iterable[Mapping[str, Any]], *, batch_size: int = DEFAULT_BATCH_SIZE
+    ) -> int:
+        """Update many rows, each a mapping holding its primary key; all or nothing.
+
+        A row whose id does not exist (or is soft-deleted) fails the call with
+        :class:`NotFoundError`. Returns how many rows were updated.
+        """
+        self._check_batch(batch_size)
+
+        async def op(session: AsyncSession) -> int:
+            async with self._atomic(session):
+                return await _bulk.update_rows(self, session, rows, batch_size)
+
+        return await self._write(op)
+
+    async def bulk_delete(
+        self, ids: Iterable[Any], *, soft: bool | None = None, batch_size: int = DEFAULT_BATCH_SIZE
+    ) -> int:
+        """Delete many rows by id (soft by default when the model can); returns the count.
+
+        Ids that do not exist (or are already soft-deleted, for a soft delete) are skipped.
+        """
+        self._check_batch(batch_size)
+        soft_delete = self._resolve_soft(soft)
+        idents = [self._coerce_id(i) for i in ids]
+
+        async def op(session: AsyncSession) -> int:
+            async with self._atomic(session):
+                return await _bulk.delete_rows(self, session, idents, soft_delete, batch_size)
+
+        return await self._write(op)
+
+    async def upsert(self, values: Mapping[str, Any], *, conflict_on: Sequence[str]) -> T:
+        """Insert ``values``, or update the row that has the same ``conflict_on`` values.
+
+        Uses the backend's native ``INSERT ... ON CONFLICT DO UPDATE``; the columns in
+        ``conflict_on`` must form the primary key or a unique constraint.
+        """
+        self._check_values(values)
+        conflict = _bulk.check_conflict_target(self, conflict_on, values)
+
+        async def op(session: AsyncSession) -> T:
+            return await _bulk.upsert_one(self, session, dict(values), conflict)
+
+        return await self._write(op)
+
+    async def bulk_upsert(
+        self,
+        rows: Iterable[Mapping[str, Any]],
+        *,
+        conflict_on: Sequence[str],
+        batch_size: int = DEFAULT_BATCH_SIZE,
+    ) -> int:
+        """Upsert many rows in batches, all or nothing; returns how many were written."""
+        self._check_batch(batch_size)
+        conflict = _bulk.check_conflict_target(self, conflict_on, None)
+
+        async def op(session: AsyncSession) -> int:
+            async with self._atomic(session):
+                return await _bulk.upsert_rows(self, session, rows, conflict, batch_size)
+
+        return await self._write(op)
+
+    @staticmethod
+    def _check_batch(batch_size: int) -> None:
+        if (
+            isinstance(batch_size, bool)
+            or not isinstance(batch_size, int)
+            or not 1 <= batch_size <= 100_000
+        ):
+            msg = f"batch_size must be an integer between 1 and 100000 (got {batch_size!r})."
+            raise ValidationError(msg)
