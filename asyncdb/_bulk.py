@@ -222,6 +222,7 @@ async def update_rows(
     stamp = "updated_at" in repo._columns
     context = resolve_context(session.sync_session, repo._defaults) if repo._audited else None
     total = 0
+    stamped_by_caller: set[str] = set()
     for batch_no, batch in enumerate(_chunks(rows, batch_size)):
         first = batch_no * batch_size
         prepared: list[tuple[int, tuple[Any, ...], dict[str, Any]]] = []
@@ -235,6 +236,8 @@ async def update_rows(
                 )
                 raise ValidationError(msg)
             changes = {k: v for k, v in values.items() if k not in repo._pk_names}
+            if "updated_at" in changes:
+                stamped_by_caller.add("updated_at")
             if stamp and "updated_at" not in changes:
                 changes["updated_at"] = utcnow()
             prepared.append((first + i, key, changes))
@@ -272,8 +275,14 @@ async def update_rows(
             audit = []
             for _, key, changes in prepared:
                 old_row = existing[key]
-                changed = {k: v for k, v in changes.items() if old_row.get(k) != v}
-                if changed and set(changed) != {"updated_at"}:
+                # The automatic updated_at stamp is not a change the caller made (the
+                # single-row path does not log it either).
+                changed = {
+                    k: v
+                    for k, v in changes.items()
+                    if old_row.get(k) != v and (k != "updated_at" or k in stamped_by_caller)
+                }
+                if changed:
                     old = {k: old_row.get(k) for k in changed}
                     audit.append(
                         audit_row(

@@ -279,7 +279,7 @@ class Repository(Generic[T]):
         async def op(session: AsyncSession) -> T:
             self._mark(session, obj)
             session.add(obj)
-            await session.flush([obj])
+            await session.flush()
             self._changed(session, [self._key_of(obj)])
             return obj
 
@@ -291,11 +291,12 @@ class Repository(Generic[T]):
             if name in values:
                 msg = (
                     f"update() cannot change the primary key {name!r} of {self.model.__name__}. "
-                    "Create a new row and delete the old one instead."
+                    "Pass the id positionally (update(7, name=...)); to change a key, create "
+                    "a new row and delete the old one."
                 )
                 raise ValidationError(msg)
 
-    async def update(self, id: Any, **values: Any) -> T:
+    async def update(self, id: Any, /, **values: Any) -> T:
         """Set ``values`` on the row with primary key ``id`` and return it.
 
         :class:`NotFoundError` when there is no such (non-deleted) row.
@@ -312,7 +313,7 @@ class Repository(Generic[T]):
             self._mark(session, obj)
             for key, value in values.items():
                 setattr(obj, key, value)
-            await session.flush([obj])
+            await session.flush()
             self._changed(session, [self._key_of(obj)])
             return obj
 
@@ -371,7 +372,7 @@ class Repository(Generic[T]):
             self._mark(session, obj)
             key = self._key_of(obj)
             await session.delete(obj)
-            await session.flush([obj])
+            await session.flush()
             self._changed(session, [key])
 
         await self._write(op)
@@ -403,7 +404,7 @@ class Repository(Generic[T]):
                 raise ValidationError(msg)
             self._mark(session, obj)
             obj.deleted_at = None  # type: ignore[attr-defined]
-            await session.flush([obj])
+            await session.flush()
             self._changed(session, [self._key_of(obj)])
             return obj
 
