@@ -201,6 +201,30 @@ def _is_connection_level(exc: BaseException) -> bool:
     return False
 
 
+_VALUE_BEARING_DETAIL = re.compile(r"Key \(|Failing row contains|\)=\(")
+
+
+def scrub_values(exc: BaseException) -> None:
+    """Remove row values from driver exceptions in ``exc``'s chain, in place.
+
+    asyncpg renders the server's DETAIL (``Key (email)=(ada@example.com) already
+    exists``) into ``str(exc)``, so any traceback or log of the chained error would
+    carry the value. The constraint name and SQLSTATE stay.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        detail = getattr(current, "detail", None)
+        if isinstance(detail, str) and _VALUE_BEARING_DETAIL.search(detail):
+            try:
+                current.detail = None  # type: ignore[attr-defined]
+            except AttributeError:  # pragma: no cover - a read-only attribute
+                pass
+        orig = getattr(current, "orig", None)
+        current = orig if isinstance(orig, BaseException) else current.__cause__
+
+
 def translate(exc: BaseException) -> BaseException:
     """Map a SQLAlchemy or driver exception to the most specific asyncdb error.
 
@@ -208,6 +232,7 @@ def translate(exc: BaseException) -> BaseException:
     """
     if isinstance(exc, AsyncDBError):
         return exc
+    scrub_values(exc)
     if isinstance(exc, sa_exc.TimeoutError):
         msg = (
             "No pooled connection became free within pool_timeout. Raise pool_size or "

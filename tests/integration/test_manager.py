@@ -228,3 +228,23 @@ async def test_default_manager_reads_environment(
     assert db.settings.pool_size == 2
     async with db:
         assert (await db.health_check()).healthy
+
+
+async def test_postgres_session_settings_are_applied(postgres_url: str) -> None:
+    db = manager_for(postgres_url, statement_timeout=2.5, application_name="asyncdb-settings")
+    async with db, db.session() as session:
+        assert (await session.execute(text("SHOW statement_timeout"))).scalar() == "2500ms"
+        name = (await session.execute(text("SHOW application_name"))).scalar()
+        assert name == "asyncdb-settings"
+
+
+async def test_statement_timeout_bounds_a_slow_query(postgres_url: str) -> None:
+    from asyncdb import QueryError
+
+    db = manager_for(postgres_url, statement_timeout=0.2)
+    async with db:
+        with pytest.raises(QueryError, match="statement_timeout"):
+            async with db.session() as session:
+                await session.execute(text("SELECT pg_sleep(5)"))
+        report = await db.health_check()
+        assert report.healthy
