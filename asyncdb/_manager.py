@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import enum
 import logging
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import URL
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker
 from sqlalchemy.orm import Session
 
 from ._engine import JOURNAL_MODE, create_engine, option_engines
@@ -178,7 +179,7 @@ class AsyncDatabaseManager:
         for attempt in range(1, attempts + 1):
             self.connect_attempts = attempt
             try:
-                async with engine.connect() as conn:
+                async with _no_transaction(engine, self.backend).connect() as conn:
                     await conn.exec_driver_sql("SELECT 1")
                     if self.backend == "sqlite":
                         raw = await conn.get_raw_connection()
@@ -281,6 +282,40 @@ class AsyncDatabaseManager:
         self._check_connected()
         return self._factories["autocommit"]()
 
+    @contextlib.contextmanager
+    def bind_sessions_to(self, connection: AsyncConnection) -> Iterator[AsyncConnection]:
+        """For the block, every session this manager hands out joins ``connection``.
+
+        Sessions (and so units of work and repositories) run on ``connection`` and join
+        the transaction the caller began on it through a SAVEPOINT: their commits release
+        the savepoint, their rollbacks roll back to it, and the caller's final rollback
+        undoes everything. This is SQLAlchemy's "joining a session into an external
+        transaction" recipe, the basis of the ``asyncdb_transaction`` test fixture::
+
+            async with db.engine.connect() as conn:
+                await conn.begin()
+                with db.bind_sessions_to(conn):
+                    await run_code_that_commits(db)
+                await conn.rollback()
+
+        One connection cannot run two statements at once: code inside the block must
+        not use the manager from concurrent tasks.
+        """
+        self._check_connected()
+        saved = self._factories
+        self._factories = {
+            name: async_sessionmaker(
+                **{**factory.kw, "bind": connection},
+                class_=factory.class_,
+                join_transaction_mode="create_savepoint",
+            )
+            for name, factory in saved.items()
+        }
+        try:
+            yield connection
+        finally:
+            self._factories = saved
+
     # -- transaction observers -------------------------------------------------------
 
     def add_transaction_observer(self, observer: TransactionObserver) -> None:
@@ -340,18 +375,24 @@ class AsyncDatabaseManager:
         )
 
     async def _ping(self) -> None:
+        # Probes run without a transaction: on SQLite a BEGIN IMMEDIATE would make a
+        # health check queue behind every writer.
         if self.state is ManagerState.CONNECTED:
-            async with self.engine.connect() as conn:
+            async with _no_transaction(self.engine, self.backend).connect() as conn:
                 await conn.execute(text("SELECT 1"))
             return
         if self.state is ManagerState.DISPOSED:
             self._check_connected()
         engine = create_engine(self.settings.replace(pre_ping=False))
         try:
-            async with engine.connect() as conn:
+            async with _no_transaction(engine, self.backend).connect() as conn:
                 await conn.execute(text("SELECT 1"))
         finally:
             await engine.dispose()
+
+
+def _no_transaction(engine: AsyncEngine, backend: str) -> AsyncEngine:
+    return option_engines(engine, backend)["autocommit"]
 
 
 def _known(overrides: dict[str, Any]) -> dict[str, Any]:

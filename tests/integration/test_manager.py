@@ -248,3 +248,18 @@ async def test_statement_timeout_bounds_a_slow_query(postgres_url: str) -> None:
                 await session.execute(text("SELECT pg_sleep(5)"))
         report = await db.health_check()
         assert report.healthy
+
+
+async def test_health_check_does_not_queue_behind_a_writer(db: AsyncDatabaseManager) -> None:
+    async with db.session() as session:
+        session.add(Item(name="held"))
+        await session.flush()  # the write lock (SQLite) / row lock (PostgreSQL) is held
+        report = await db.health_check(timeout=1.0)
+        if db.settings.is_sqlite_memory:
+            # One connection is the whole database: while a writer holds it, a probe
+            # waits for it, and the timeout bounds that wait.
+            assert not report.healthy
+            assert "did not answer within 1 s" in (report.error or "")
+        else:
+            assert report.healthy, report.error
+        await session.rollback()
