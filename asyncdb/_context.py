@@ -9,7 +9,6 @@ starts with a snapshot of its parent's (which is why a unit records its owner ta
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
 import dataclasses
 import types
@@ -88,11 +87,20 @@ def set_audit_context(context: AuditContext) -> contextvars.Token[AuditContext]:
     return _audit.set(context)
 
 
+def _restore(var: contextvars.ContextVar[Any], token: contextvars.Token[Any], default: Any) -> None:
+    try:
+        var.reset(token)
+    except ValueError:
+        # The block was left in another Context than the one it was entered in (an async
+        # generator or fixture resumed elsewhere, a callback run via copy_context). That
+        # context may hold a copy of the value the block set: put back what preceded it.
+        old = token.old_value
+        var.set(default if old is contextvars.Token.MISSING else old)
+
+
 def reset_audit_context(token: contextvars.Token[AuditContext]) -> None:
     """Restore the audit context that was active before :func:`set_audit_context`."""
-    # ValueError: exit ran in another Context than entry; nothing of ours is active there.
-    with contextlib.suppress(ValueError):
-        _audit.reset(token)
+    _restore(_audit, token, EMPTY_CONTEXT)
 
 
 class audit_context:
@@ -122,7 +130,7 @@ class audit_context:
         return merged
 
     def __exit__(self, *exc_info: object) -> None:
-        _audit.reset(self._tokens.pop())
+        reset_audit_context(self._tokens.pop())
 
     async def __aenter__(self) -> AuditContext:
         return self.__enter__()
@@ -153,12 +161,7 @@ def set_current_unit(unit: Any) -> contextvars.Token[Any]:
 
 def reset_current_unit(token: contextvars.Token[Any]) -> None:
     """Restore the unit that was active before :func:`set_current_unit`."""
-    try:
-        _unit.reset(token)
-    except ValueError:
-        # The token was made in another Context (exit ran in a different task);
-        # clear rather than leave a closed unit visible.
-        _unit.set(None)
+    _restore(_unit, token, None)
 
 
 def owning_task() -> asyncio.Task[Any] | None:

@@ -217,10 +217,8 @@ def scrub_values(exc: BaseException) -> None:
         seen.add(id(current))
         detail = getattr(current, "detail", None)
         if isinstance(detail, str) and _VALUE_BEARING_DETAIL.search(detail):
-            try:
+            with contextlib.suppress(AttributeError):  # a read-only attribute
                 current.detail = None  # type: ignore[attr-defined]
-            except AttributeError:  # pragma: no cover - a read-only attribute
-                pass
         orig = getattr(current, "orig", None)
         current = orig if isinstance(orig, BaseException) else current.__cause__
 
@@ -255,6 +253,12 @@ def translate(exc: BaseException) -> BaseException:
             "cheaper (an index, a smaller batch) or raise statement_timeout."
         )
         return QueryError(msg, sqlstate=state)
+    if state == "53300":
+        msg = (
+            "The database server refused the connection: it has too many clients. Lower "
+            "pool_size/max_overflow across your processes, or put pgbouncer in front."
+        )
+        return DatabaseUnavailableError(msg, sqlstate=state)
     if state == "25006":
         msg = "A write was attempted in a read-only transaction. Use a read-write session or unit."
         return TransactionError(msg, sqlstate=state)

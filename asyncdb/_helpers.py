@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -11,9 +12,11 @@ from ._errors import ValidationError
 from ._manager import AsyncDatabaseManager, ManagerState
 from ._retry import backoff_delay, is_transaction_retryable
 from ._session import ToolkitAsyncSession
-from ._uow import AsyncUnitOfWork
+from ._uow import AsyncUnitOfWork, active_unit_for
 
 __all__ = [
+    "DEFAULT_TX_BACKOFF",
+    "DEFAULT_TX_RETRIES",
     "get_conn",
     "get_db_manager",
     "get_session",
@@ -22,17 +25,27 @@ __all__ = [
     "set_db_manager",
 ]
 
+logger = logging.getLogger("asyncdb")
+
 R = TypeVar("R")
 
+#: Retries after the first attempt; see :func:`run_tx` for the trade-off.
+DEFAULT_TX_RETRIES = 3
+#: Base delay in seconds of run_tx's jittered exponential backoff.
+DEFAULT_TX_BACKOFF = 0.05
+#: Longest single wait between two attempts, in seconds.
+MAX_TX_BACKOFF = 2.0
+_CONNECT_LOCK = "asyncdb_connect_lock"
+
 _default: AsyncDatabaseManager | None = None
-_connect_lock: asyncio.Lock | None = None
 
 
 def get_db_manager() -> AsyncDatabaseManager:
     """The process-wide manager, built from ``DatabaseSettings.from_env()`` on first use.
 
     It is not connected until :func:`init_database` (or ``await db.connect()``) runs;
-    :func:`get_session` and :func:`run_tx` connect it on demand.
+    :func:`get_session` and :func:`run_tx` connect it on demand. A disposed default
+    manager is replaced by a fresh one. :func:`set_db_manager` installs another.
     """
     global _default
     if _default is None or _default.state is ManagerState.DISPOSED:
@@ -41,19 +54,29 @@ def get_db_manager() -> AsyncDatabaseManager:
 
 
 def set_db_manager(db: AsyncDatabaseManager | None) -> AsyncDatabaseManager | None:
-    """Replace the process-wide manager (tests, apps with their own set-up); returns the old one."""
+    """Replace the process-wide manager (tests, apps with their own set-up); returns the old one.
+
+    ``None`` makes the next :func:`get_db_manager` build one from the environment again::
+
+        previous = set_db_manager(test_db)
+        try:
+            ...
+        finally:
+            set_db_manager(previous)
+    """
     global _default
     previous, _default = _default, db
     return previous
 
 
 async def _connected(db: AsyncDatabaseManager) -> AsyncDatabaseManager:
-    global _connect_lock
-    if db.state is ManagerState.CONNECTED:
-        return db
-    if _connect_lock is None:
-        _connect_lock = asyncio.Lock()
-    async with _connect_lock:
+    """``db``, connected once even when many tasks ask at the same time."""
+    if db.state is not ManagerState.NEW:
+        return db  # connected, or disposed: db.session() then raises a clear StateError
+    # Per manager (a manager lives on one event loop; a module-wide lock would be shared
+    # between the loops of successive asyncio.run() calls).
+    lock = db.extensions.setdefault(_CONNECT_LOCK, asyncio.Lock())
+    async with lock:
         if db.state is ManagerState.NEW:
             await db.connect()
     return db
@@ -61,7 +84,12 @@ async def _connected(db: AsyncDatabaseManager) -> AsyncDatabaseManager:
 
 @contextlib.asynccontextmanager
 async def get_session(*, read_only: bool = False) -> AsyncIterator[ToolkitAsyncSession]:
-    """``async with get_session() as s``: a session of the process-wide manager."""
+    """``async with get_session() as s``: a session of the process-wide manager.
+
+    The manager is connected on first use. Nothing is committed for you: call
+    ``await s.commit()``, or use :class:`AsyncUnitOfWork` or :func:`run_tx` for a
+    managed transaction. ``read_only=True`` gives a session that cannot write.
+    """
     db = await _connected(get_db_manager())
     async with db.session(read_only=read_only) as session:
         yield session
@@ -75,22 +103,50 @@ async def run_tx(
     fn: Callable[..., Awaitable[R]],
     *args: Any,
     db: AsyncDatabaseManager | None = None,
-    retries: int = 3,
-    backoff: float = 0.05,
+    retries: int = DEFAULT_TX_RETRIES,
+    backoff: float = DEFAULT_TX_BACKOFF,
     isolation_level: str | None = None,
     **audit: Any,
 ) -> R:
     """Run ``await fn(uow, *args)`` in a fresh unit of work, retrying the whole of it.
 
-    Retried (up to ``retries`` more times, with jittered exponential backoff) on a
-    serialization failure (SQLSTATE 40001), a deadlock (40P01) or a dropped
-    connection; integrity and validation errors are raised at once. ``audit``
-    takes ``user_id``, ``session_id``, ``correlation_id`` for the unit.
+    ::
+
+        async def transfer(uow, src, dst, amount):
+            accounts = uow.get_repository(Account)
+            ...
+
+        await run_tx(transfer, 1, 2, 10, isolation_level="SERIALIZABLE", user_id=42)
+
+    A serialization failure (SQLSTATE 40001), a deadlock (40P01) or a dropped
+    connection rolls the unit back and runs ``fn`` again, up to ``retries`` more
+    times, after a jittered exponential wait (``backoff`` seconds doubled per attempt,
+    at most 2 s). Anything else, integrity and validation errors included, is raised
+    at once; after the last attempt the error is raised too. ``fn`` must be safe to
+    run more than once: side effects belong in ``uow.on_commit``. ``audit`` takes
+    ``user_id``, ``session_id``, ``correlation_id`` (and extra keys) for the unit;
+    ``db`` defaults to :func:`get_db_manager` (connected on first use).
+
+    The default of 3 retries rides out the occasional conflict without letting a
+    failure drag on. A hot row under heavy contention (dozens of SERIALIZABLE writers
+    on one counter) needs more, and each retry adds latency: raise ``retries`` for
+    such a function, or better, remove the conflict (``UPDATE ... SET n = n + 1``,
+    ``SELECT ... FOR UPDATE``).
+
+    Called while a unit of work of ``db`` is active in the task, ``fn`` joins it as a
+    SAVEPOINT and runs once: a conflict aborts the outer transaction, so only the
+    outermost unit can be retried.
     """
     if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
         msg = f"retries must be a non-negative integer (got {retries!r})."
         raise ValidationError(msg)
+    if isinstance(backoff, bool) or not isinstance(backoff, (int, float)) or backoff < 0:
+        msg = f"backoff must be a non-negative number of seconds (got {backoff!r})."
+        raise ValidationError(msg)
     manager = await _connected(db if db is not None else get_db_manager())
+    if active_unit_for(manager) is not None:
+        async with AsyncUnitOfWork(manager, isolation_level=isolation_level, **audit) as uow:
+            return await fn(uow, *args)
     attempt = 0
     while True:
         try:
@@ -99,8 +155,17 @@ async def run_tx(
         except Exception as exc:
             if attempt >= retries or not is_transaction_retryable(exc):
                 raise
-            await asyncio.sleep(backoff_delay(attempt, backoff, cap=2.0))
+            delay = backoff_delay(attempt, backoff, cap=MAX_TX_BACKOFF)
             attempt += 1
+            logger.debug(
+                "Transaction %s failed on attempt %d of %d (%s); retrying in %.3f s",
+                getattr(fn, "__qualname__", repr(fn)),
+                attempt,
+                retries + 1,
+                type(exc).__name__,
+                delay,
+            )
+            await asyncio.sleep(delay)
 
 
 async def init_database(

@@ -325,12 +325,18 @@ class AsyncDatabaseManager:
     def notify_transaction_begin(self) -> None:
         """Called by a unit of work when it begins."""
         for observer in self._observers:
-            observer.on_transaction_begin()
+            try:
+                observer.on_transaction_begin()
+            except Exception:  # an observer must never break a transaction
+                logger.exception("A transaction observer failed")
 
     def notify_transaction_end(self, outcome: str, duration: float) -> None:
         """Called by a unit of work when it ends (``"commit"`` or ``"rollback"``)."""
         for observer in self._observers:
-            observer.on_transaction_end(outcome, duration)
+            try:
+                observer.on_transaction_end(outcome, duration)
+            except Exception:  # an observer must never break a transaction
+                logger.exception("A transaction observer failed")
 
     # -- health ----------------------------------------------------------------------
 

@@ -1,4 +1,11 @@
-"""AsyncUnitOfWork: one session, one transaction; nested units and savepoints."""
+"""AsyncUnitOfWork: one session, one transaction; nested units and savepoints.
+
+Transaction boundaries (COMMIT, ROLLBACK, RELEASE/ROLLBACK TO SAVEPOINT, closing the
+session) run to completion even when the task is cancelled meanwhile; the cancellation
+is re-raised afterwards. A cancel that interrupted one of them half-way would make
+SQLAlchemy discard the connection, and on SQLite ``:memory:`` that connection is the
+database.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +15,10 @@ import enum
 import inspect
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncSession, AsyncSessionTransaction
 
 from ._context import (
@@ -41,8 +49,10 @@ Callback = Callable[[], "Awaitable[Any] | Any"]
 ISOLATION_LEVELS = frozenset(
     {"SERIALIZABLE", "REPEATABLE READ", "READ COMMITTED", "READ UNCOMMITTED"}
 )
-#: Key in ``session.info`` pointing at the root unit that owns the session.
+#: Key in ``session.info`` pointing at the innermost active unit using the session
+#: (the audit trail reads who acts from it).
 UNIT_KEY = "asyncdb_unit"
+_ISOLATED_BIND = "asyncdb_isolated_bind"
 
 
 class UnitState(enum.Enum):
@@ -64,9 +74,14 @@ class AsyncUnitOfWork:
             async with uow.savepoint():
                 ...  # an exception here undoes only this block
 
-    Opened while another unit is active in the same task, a unit joins it as a
-    SAVEPOINT. A unit belongs to the task that opened it: using it from any other
-    task is a :class:`TransactionError` (open one unit per task instead).
+    Opened while another unit of the same manager is active in the same task, a unit
+    joins it as a SAVEPOINT. A unit belongs to the task that opened it: using it from
+    any other task is a :class:`TransactionError` (open one unit per task instead).
+
+    ``read_only=True`` starts read-only transactions and refuses ORM writes; such a
+    unit ends with a rollback, as it has nothing to commit. ``isolation_level``
+    (``"SERIALIZABLE"``, ``"REPEATABLE READ"``, ...) applies to every transaction the
+    unit runs; SQLite transactions are always serializable and ignore it.
     """
 
     def __init__(
@@ -96,14 +111,20 @@ class AsyncUnitOfWork:
         self._session: AsyncSession | None = None
         self._parent: AsyncUnitOfWork | None = None
         self._root: AsyncUnitOfWork = self
+        # The unit that was current when this one began (another manager's, or a parent
+        # task's): lookups walk this chain, so an inner unit of another manager does not
+        # hide this one.
+        self._enclosing: AsyncUnitOfWork | None = None
         self._savepoint: AsyncSessionTransaction | None = None
         self._owner: asyncio.Task[Any] | None = None
         self._unit_token: contextvars.Token[Any] | None = None
         self._audit_token: contextvars.Token[AuditContext] | None = None
         self._started = 0.0
-        # Root only: callbacks per open savepoint level; [0] is the transaction itself.
-        self._frames: list[list[Callback]] = []
-        self._savepoint_depth = 0
+        # Root only: one list of on_commit callbacks per open scope, innermost last.
+        # [0] is the transaction; each nested unit and savepoint block pushes one.
+        self._scopes: list[list[Callback]] = []
+        # This unit's index in its root's _scopes.
+        self._depth = 0
 
     # -- properties --------------------------------------------------------------------
 
@@ -150,14 +171,16 @@ class AsyncUnitOfWork:
                 "block for more work."
             )
             raise TransactionError(msg)
-        task = owning_task()
-        if task is not self._owner:
+        if owning_task() is not self._owner:
             msg = (
                 "This unit of work belongs to another task. A session cannot be shared "
                 "between concurrent tasks: open a unit per task (`async with "
                 "AsyncUnitOfWork(db)` inside the task)."
             )
             raise TransactionError(msg)
+
+    def _inner_scope_open(self) -> bool:
+        return len(self._root._scopes) - 1 != self._depth
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -166,202 +189,267 @@ class AsyncUnitOfWork:
             msg = "A unit of work can be entered once. Create a new AsyncUnitOfWork."
             raise TransactionError(msg)
         self._owner = owning_task()
+        enclosing = current_unit()
+        self._enclosing = enclosing if isinstance(enclosing, AsyncUnitOfWork) else None
         outer = active_unit_for(self.db)
         if outer is not None:
             await self._join(outer)
         else:
-            await self._begin()
+            self._begin()
         self.state = UnitState.ACTIVE
         self._unit_token = set_current_unit(self)
         self._audit_token = set_audit_context(self.effective_audit())
         return self
 
-    async def _begin(self) -> None:
+    def _begin(self) -> None:
         session = self.db.session(read_only=self.read_only)
+        if self.isolation_level is not None and self.db.backend != "sqlite":
+            # On the bind, not on one connection: every transaction of the unit (also
+            # after an explicit commit) gets the level, and the pool resets it on checkin.
+            bind = session.sync_session.bind
+            if not isinstance(bind, Engine):
+                msg = (
+                    f"Cannot use isolation_level={self.isolation_level!r}: this manager's "
+                    "sessions are bound to one connection whose transaction has already "
+                    "begun (bind_sessions_to, the asyncdb_transaction fixture). Run such "
+                    "code against the manager alone."
+                )
+                raise TransactionError(msg)
+            session.sync_session.bind = _isolated_bind(self.db, bind, self.isolation_level)
         session.info[UNIT_KEY] = self
-        try:
-            if self.isolation_level is not None and self.db.backend != "sqlite":
-                # SQLite transactions are always serializable; nothing to set there.
-                with translate_errors():
-                    await session.connection(
-                        execution_options={"isolation_level": self.isolation_level}
-                    )
-        except BaseException:
-            await session.close()
-            raise
         self._session = session
-        self._frames = [[]]
-        self._started = time.perf_counter()
-        self.db.notify_transaction_begin()
+        self._scopes = [[]]
+        self._depth = 0
+        self._transaction_began()
 
     async def _join(self, outer: AsyncUnitOfWork) -> None:
-        if outer._root.read_only and not self.read_only:
+        root = outer._root
+        if root.read_only and not self.read_only:
             msg = (
                 "Cannot open a writing unit of work inside a read-only one. Open the "
                 "outer unit without read_only=True."
             )
             raise TransactionError(msg)
-        self._parent = outer
-        self._root = outer._root
-        self._session = outer.session
+        if self.isolation_level is not None and self.isolation_level != root.isolation_level:
+            msg = (
+                f"Cannot use isolation_level={self.isolation_level!r} in a nested unit of "
+                "work: it joins the outer transaction, whose level is already set. Pass "
+                "isolation_level to the outermost unit."
+            )
+            raise TransactionError(msg)
+        session = outer.session
         with translate_errors():
-            self._savepoint = await self._session.begin_nested()
-        self._root._frames.append([])
+            self._savepoint = await session.begin_nested()
+        self._parent = outer
+        self._root = root
+        self._session = session
+        root._scopes.append([])
+        self._depth = len(root._scopes) - 1
+        session.info[UNIT_KEY] = self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
     ) -> None:
+        callbacks: list[Callback] = []
+        cancelled = False
         try:
             if self.is_nested:
-                await self._exit_nested(exc)
+                cancelled = await self._exit_nested(exc)
             else:
-                await self._exit_root(exc)
+                callbacks, cancelled = await self._exit_root(exc)
         finally:
             self.state = UnitState.CLOSED
             if self._audit_token is not None:
                 reset_audit_context(self._audit_token)
             if self._unit_token is not None:
                 reset_current_unit(self._unit_token)
+        # After the unit is closed, so a callback that writes runs its own transaction.
+        await _run_callbacks(callbacks)
+        if cancelled:
+            raise asyncio.CancelledError
 
-    async def _exit_nested(self, exc: BaseException | None) -> None:
+    async def _exit_nested(self, exc: BaseException | None) -> bool:
         assert self._savepoint is not None
-        frame = self._root._frames.pop()
+        assert self._parent is not None
+        assert self._session is not None
+        root = self._root
+        scope = root._scopes.pop()
+        self._session.info[UNIT_KEY] = self._parent
         if exc is None:
             with translate_errors():
-                await self._savepoint.commit()
-            self._root._frames[-1].extend(frame)
-        else:
-            await _rollback_quietly(self._savepoint.rollback(), "savepoint")
+                cancelled = await _complete(self._savepoint.commit())
+            root._scopes[-1].extend(scope)
+            return cancelled
+        return await _complete(_quietly(self._savepoint.rollback(), "roll back a savepoint"))
 
-    async def _exit_root(self, exc: BaseException | None) -> None:
+    async def _exit_root(self, exc: BaseException | None) -> tuple[list[Callback], bool]:
         session = self._session
         assert session is not None
+        outcome = "rollback"
+        cancelled = False
         try:
             if exc is None:
-                with translate_errors():
-                    await session.commit()
-                self._end("commit")
-                await self._run_callbacks()
+                cancelled = await self._commit(session)
+                outcome = "commit"
             else:
-                await self._abort(session, exc)
+                cancelled = await _complete(
+                    _quietly(session.rollback(), f"roll back after {type(exc).__name__}")
+                )
         finally:
-            await _close_session(session)
+            callbacks = self._take_callbacks() if outcome == "commit" else []
+            self._scopes = []
+            self._end(outcome)
+            closed = await _complete(_quietly(session.close(), "close the session"))
+            cancelled = cancelled or closed
+        return callbacks, cancelled
 
-    async def _abort(self, session: AsyncSession, exc: BaseException) -> None:
-        self._frames = [[]]
-        try:
-            if isinstance(exc, asyncio.CancelledError):
-                # The task is being cancelled: finish the rollback regardless.
-                await asyncio.shield(session.rollback())
+    async def _commit(self, session: AsyncSession) -> bool:
+        """Flush, then COMMIT without letting a cancel interrupt it; True if one arrived.
+
+        The flush runs in this task like any statement of the block (so the pool and
+        the slow-query log see the caller's stack); only COMMIT itself is shielded. A
+        read-only unit has nothing to commit and rolls back, which also undoes a raw SQL
+        write that SQLite (it has no READ ONLY transactions) would have let through.
+        """
+        if self.read_only:
+            return await _complete(self._end_transaction(session, commit=False))
+        await session.flush()
+        return await _complete(self._end_transaction(session, commit=True))
+
+    @staticmethod
+    async def _end_transaction(session: AsyncSession, *, commit: bool) -> None:
+        with translate_errors():
+            if commit:
+                await session.commit()
             else:
                 await session.rollback()
-        except BaseException as rollback_exc:  # the connection may be broken already
-            logger.warning(
-                "Rollback after %s failed (%s); the connection is discarded.",
-                type(exc).__name__,
-                type(rollback_exc).__name__,
-            )
-            with contextlib.suppress(Exception):
-                await session.invalidate()
-        finally:
-            self._end("rollback")
+
+    def _transaction_began(self) -> None:
+        self._started = time.perf_counter()
+        try:
+            self.db.notify_transaction_begin()
+        except Exception:
+            logger.exception("A transaction observer failed on begin")
 
     def _end(self, outcome: str) -> None:
-        self.db.notify_transaction_end(outcome, time.perf_counter() - self._started)
+        # An observer is plugged-in code; its failure must not skip closing the session.
+        try:
+            self.db.notify_transaction_end(outcome, time.perf_counter() - self._started)
+        except Exception:
+            logger.exception("A transaction observer failed on %s", outcome)
+
+    def _take_callbacks(self) -> list[Callback]:
+        callbacks = [cb for scope in self._scopes for cb in scope]
+        self._scopes = [[]]
+        return callbacks
 
     # -- explicit control ----------------------------------------------------------------
 
     async def commit(self) -> None:
         """Commit the work so far; later work runs in a new transaction.
 
-        Only the outermost unit commits, and never inside a savepoint block.
+        Only the outermost unit commits, and never inside a savepoint block or a
+        nested unit. ``on_commit`` callbacks registered so far run after the commit.
         """
         self._check_usable()
-        if self.is_nested or self._savepoint_depth:
+        if self.is_nested:
             msg = (
-                "Cannot commit inside a savepoint or a nested unit of work: the outer "
-                "unit commits when its block ends. Leave the savepoint block first."
+                "Cannot commit a nested unit of work or inside a savepoint: the outer unit "
+                "commits when its block ends. Raise inside the block to undo its work."
+            )
+            raise TransactionError(msg)
+        if self._inner_scope_open():
+            msg = (
+                "Cannot commit while a savepoint block or a nested unit of work is open "
+                "inside this unit: the outer unit commits when its block ends. Leave that "
+                "block first."
             )
             raise TransactionError(msg)
         assert self._session is not None
-        with translate_errors():
-            await self._session.commit()
+        cancelled = await self._commit(self._session)
         self._end("commit")
-        await self._run_callbacks()
-        self._started = time.perf_counter()
-        self.db.notify_transaction_begin()
+        callbacks = self._take_callbacks()
+        self._transaction_began()
+        token = set_current_unit(self._enclosing)
+        try:
+            await _run_callbacks(callbacks)
+        finally:
+            reset_current_unit(token)
+        if cancelled:
+            raise asyncio.CancelledError
 
     async def rollback(self) -> None:
-        """Undo the work so far (to the savepoint, for a nested unit); keep the unit open."""
+        """Undo the work so far (to the savepoint, for a nested unit); keep the unit open.
+
+        ``on_commit`` callbacks registered in the undone work are dropped.
+        """
         self._check_usable()
-        if self.is_nested:
-            assert self._savepoint is not None
-            assert self._session is not None
-            await self._savepoint.rollback()
-            self._root._frames[-1].clear()
-            with translate_errors():
-                self._savepoint = await self._session.begin_nested()
-            return
-        if self._savepoint_depth:
+        if self._inner_scope_open():
             msg = (
-                "Cannot roll back the whole unit inside a savepoint block; raise inside it instead."
+                "Cannot roll back while a savepoint block or a nested unit of work is open "
+                "inside this unit; raise inside that block to undo it instead."
             )
             raise TransactionError(msg)
-        assert self._session is not None
-        await self._session.rollback()
+        session = self._session
+        assert session is not None
+        if self.is_nested:
+            with translate_errors():
+                cancelled = await _complete(self._restart_savepoint(session))
+            self._root._scopes[-1].clear()
+            if cancelled:
+                raise asyncio.CancelledError
+            return
+        cancelled = await _complete(self._end_transaction(session, commit=False))
         self._end("rollback")
-        self._frames = [[]]
-        self._started = time.perf_counter()
-        self.db.notify_transaction_begin()
+        self._scopes = [[]]
+        self._transaction_began()
+        if cancelled:
+            raise asyncio.CancelledError
+
+    async def _restart_savepoint(self, session: AsyncSession) -> None:
+        assert self._savepoint is not None
+        await self._savepoint.rollback()
+        self._savepoint = await session.begin_nested()
 
     async def flush(self) -> None:
         """Send pending ORM changes to the database without committing."""
-        self._check_usable()
         await self.session.flush()
 
     @contextlib.asynccontextmanager
     async def savepoint(self) -> AsyncIterator[AsyncUnitOfWork]:
-        """A SAVEPOINT block: an exception inside undoes only the block, then propagates."""
-        self._check_usable()
+        """A SAVEPOINT block: an exception inside undoes only the block, then propagates.
+
+        ``on_commit`` callbacks registered inside are dropped when the block rolls back.
+        """
         session = self.session
         root = self._root
         with translate_errors():
             nested = await session.begin_nested()
-        root._frames.append([])
-        root._savepoint_depth += 1
+        root._scopes.append([])
         try:
             yield self
-        except BaseException:
-            root._frames.pop()
-            await _rollback_quietly(nested.rollback(), "savepoint")
+        except BaseException as exc:
+            root._scopes.pop()
+            cancelled = await _complete(_quietly(nested.rollback(), "roll back a savepoint"))
+            if cancelled:
+                raise asyncio.CancelledError from exc
             raise
-        else:
-            frame = root._frames.pop()
-            with translate_errors():
-                await nested.commit()
-            root._frames[-1].extend(frame)
-        finally:
-            root._savepoint_depth -= 1
+        scope = root._scopes.pop()
+        with translate_errors():
+            cancelled = await _complete(nested.commit())
+        root._scopes[-1].extend(scope)
+        if cancelled:
+            raise asyncio.CancelledError
 
     def on_commit(self, callback: Callback) -> None:
         """Run ``callback`` (sync or async) once, after the outermost commit succeeds.
 
         Dropped when the transaction (or the savepoint it was registered in) rolls
-        back. A failing callback is logged; it cannot undo the commit.
+        back. A failing callback is logged; it cannot undo the commit. Callbacks run
+        outside the unit: a write they make is its own transaction.
         """
         self._check_usable()
-        self._root._frames[-1].append(callback)
-
-    async def _run_callbacks(self) -> None:
-        callbacks = [cb for frame in self._frames for cb in frame]
-        self._frames = [[]]
-        for callback in callbacks:
-            try:
-                result = callback()
-                if inspect.isawaitable(result):
-                    await result
-            except Exception:
-                logger.exception("An on_commit callback failed after a successful commit")
+        self._root._scopes[-1].append(callback)
 
     # -- repositories --------------------------------------------------------------------
 
@@ -377,35 +465,78 @@ class AsyncUnitOfWork:
         return f"<AsyncUnitOfWork {kind} state={self.state.value} db={self.db.url}>"
 
 
-def active_unit_for(db: AsyncDatabaseManager) -> AsyncUnitOfWork | None:
-    """The unit active in this task for ``db``, or None (a parent task's does not count)."""
+def _innermost_for(db: AsyncDatabaseManager) -> AsyncUnitOfWork | None:
+    """The innermost active unit of ``db`` visible in this context (any task's)."""
     unit = current_unit()
-    if not isinstance(unit, AsyncUnitOfWork) or unit.state is not UnitState.ACTIVE:
-        return None
-    if unit.db is not db or unit.owner_task is not owning_task():
-        return None
-    return unit
+    while isinstance(unit, AsyncUnitOfWork):
+        if unit.db is db and unit.state is UnitState.ACTIVE:
+            return unit
+        unit = unit._enclosing
+    return None
+
+
+def active_unit_for(db: AsyncDatabaseManager) -> AsyncUnitOfWork | None:
+    """The unit for ``db`` active in this task, or None (a parent task's does not count)."""
+    unit = _innermost_for(db)
+    return unit if unit is not None and unit.owner_task is owning_task() else None
 
 
 def inherited_unit_for(db: AsyncDatabaseManager) -> AsyncUnitOfWork | None:
     """An active unit for ``db`` that this task inherited from the task that created it."""
-    unit = current_unit()
-    if not isinstance(unit, AsyncUnitOfWork) or unit.state is not UnitState.ACTIVE:
-        return None
-    if unit.db is not db or unit.owner_task is owning_task():
-        return None
-    return unit
+    unit = _innermost_for(db)
+    return unit if unit is not None and unit.owner_task is not owning_task() else None
 
 
-async def _rollback_quietly(awaitable: Awaitable[None], what: str) -> None:
+def _isolated_bind(db: AsyncDatabaseManager, bind: Engine, level: str) -> Engine:
+    """``bind`` (the default or read-only engine) with ``isolation_level``, cached per
+    manager: an option engine shares the pool but is not free to build."""
+    cache: dict[tuple[int, str], Engine] = db.extensions.setdefault(_ISOLATED_BIND, {})
+    key = (id(bind), level)
+    if key not in cache:
+        cache[key] = bind.execution_options(isolation_level=level)
+    return cache[key]
+
+
+async def _complete(awaitable: Coroutine[Any, Any, None]) -> bool:
+    """Await ``awaitable`` to the end even if this task is cancelled meanwhile.
+
+    Returns True when a cancellation arrived (the caller re-raises it once its own
+    bookkeeping is done); an exception of ``awaitable`` propagates.
+    """
+    task = asyncio.ensure_future(awaitable)
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if task.cancelled():
+                raise
+            cancelled = True
+        except BaseException:
+            break  # the task finished with an error, re-raised below
+    error = task.exception()
+    if error is not None:
+        if cancelled:
+            raise asyncio.CancelledError from error  # the cancellation is not swallowed
+        raise error
+    return cancelled
+
+
+async def _quietly(awaitable: Awaitable[None], what: str) -> None:
+    """Clean-up that must not replace the error being handled: failures are logged."""
     try:
         await awaitable
     except Exception as exc:
-        logger.warning("Rolling back the %s failed (%s)", what, type(exc).__name__)
+        # A broken connection fails here too; SQLAlchemy has invalidated it already, and
+        # closing the session hands it back to the pool, which discards it.
+        logger.warning("Could not %s (%s)", what, type(exc).__name__)
 
 
-async def _close_session(session: AsyncSession) -> None:
-    try:
-        await asyncio.shield(session.close())
-    except Exception as exc:
-        logger.warning("Closing the session failed (%s)", type(exc).__name__)
+async def _run_callbacks(callbacks: list[Callback]) -> None:
+    for callback in callbacks:
+        try:
+            result = callback()
+            if inspect.isawaitable(result):
+                await result
+        except Exception:
+            logger.exception("An on_commit callback failed after a successful commit")
