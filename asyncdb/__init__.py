@@ -7,6 +7,7 @@ Alembic migrations, for asyncio and FastAPI applications.
 
 from ._audit import cleanup_audit_logs, get_audit_logs
 from ._audit_model import AuditAction, AuditLog
+from ._cache import CacheBackend, MemoryCacheBackend, RepositoryCache
 from ._context import AuditContext, audit_context, get_audit_context
 from ._errors import (
     AsyncDBError,
@@ -25,6 +26,15 @@ from ._health import HealthReport
 from ._helpers import get_conn, get_db_manager, get_session, init_database, run_tx, set_db_manager
 from ._manager import AsyncDatabaseManager, ManagerState, StateError
 from ._metrics import Metrics
+from ._migrate import (
+    MigrationResult,
+    MigrationStatus,
+    alembic_render_item,
+    downgrade,
+    migrate,
+    migration_status,
+    migrations_location,
+)
 from ._models import Audited, Base, SoftDeleteMixin, TimestampMixin, UTCDateTime, utcnow
 from ._pagination import KeysetPage, Page
 from ._repository import Repository
@@ -43,6 +53,7 @@ __all__ = [
     "AuditLog",
     "Audited",
     "Base",
+    "CacheBackend",
     "ConfigurationError",
     "ConflictError",
     "DatabaseSettings",
@@ -50,13 +61,17 @@ __all__ = [
     "HealthReport",
     "KeysetPage",
     "ManagerState",
+    "MemoryCacheBackend",
     "Metrics",
     "MigrationError",
+    "MigrationResult",
+    "MigrationStatus",
     "NotFoundError",
     "Page",
     "PoolTimeoutError",
     "QueryError",
     "Repository",
+    "RepositoryCache",
     "RetryableError",
     "SoftDeleteMixin",
     "StateError",
@@ -65,8 +80,10 @@ __all__ = [
     "UTCDateTime",
     "ValidationError",
     "__version__",
+    "alembic_render_item",
     "audit_context",
     "cleanup_audit_logs",
+    "downgrade",
     "get_audit_context",
     "get_audit_logs",
     "get_conn",
@@ -74,6 +91,9 @@ __all__ = [
     "get_session",
     "init_database",
     "mask_url",
+    "migrate",
+    "migration_status",
+    "migrations_location",
     "run_tx",
     "set_db_manager",
     "toolkit_metadata",

@@ -329,7 +329,7 @@ async def delete_rows(
     context = resolve_context(session.sync_session, repo._defaults) if repo._audited else None
     total = 0
     for batch in _chunks(idents, batch_size):
-        keys = [tuple(i) if isinstance(i, tuple) else (i,) for i in batch]
+        keys = [repo._pk_tuple(i) for i in batch]
         old_rows = await _load_existing(repo, session, keys, True) if context is not None else {}
         now = utcnow()
         if soft:

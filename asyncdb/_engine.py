@@ -24,12 +24,14 @@ connection, and hands out a fresh one.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
 
 from sqlalchemy import event, exc, pool
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.util import await_only
 
 from ._settings import DatabaseSettings
 
@@ -101,9 +103,7 @@ def _sqlite_engine(settings: DatabaseSettings, common: dict[str, Any]) -> AsyncE
         cursor = dbapi_connection.cursor()
         try:
             if is_file:
-                cursor.execute("PRAGMA journal_mode=WAL")
-                row = cursor.fetchone()
-                mode = str(row[0]).lower() if row else "unknown"
+                mode = _enable_wal(cursor, settings.busy_timeout)
                 record.info[JOURNAL_MODE] = mode
                 if mode != "wal":
                     logger.warning(
@@ -119,12 +119,40 @@ def _sqlite_engine(settings: DatabaseSettings, common: dict[str, Any]) -> AsyncE
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
+        proxied = conn.connection
+        if getattr(proxied.driver_connection, "in_transaction", False):
+            # A COMMIT that failed (a deferred foreign key, say) leaves SQLite inside the
+            # transaction while SQLAlchemy believes it ended, so the pool skips its reset.
+            # Never let the next user see or extend that work.
+            logger.warning("A pooled SQLite connection was still in a transaction; rolled back.")
+            proxied.dbapi_connection.rollback()
         options = conn.get_execution_options()
         if options.get(AUTOCOMMIT_OPTION):
             return
         conn.exec_driver_sql("BEGIN" if options.get(READ_ONLY_OPTION) else "BEGIN IMMEDIATE")
 
     return engine
+
+
+def _enable_wal(cursor: Any, busy_timeout: float) -> str:
+    """Switch to WAL and return the journal mode SQLite reports.
+
+    Two processes opening a brand-new file at once can get "database is locked" here
+    at once: SQLite does not apply the busy timeout to this pragma. Retry it, with a
+    short backoff bounded by the busy timeout.
+    """
+    deadline = time.monotonic() + busy_timeout
+    delay = 0.005
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            row = cursor.fetchone()
+            return str(row[0]).lower() if row else "unknown"
+        except Exception as exc:
+            if "locked" not in str(exc).lower() or time.monotonic() + delay > deadline:
+                raise
+            await_only(asyncio.sleep(delay))  # inside SQLAlchemy's greenlet: yields to the loop
+            delay = min(delay * 2, 0.2)
 
 
 # -- PostgreSQL ------------------------------------------------------------------------

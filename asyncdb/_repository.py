@@ -27,7 +27,7 @@ from sqlalchemy.orm import Mapper
 
 from . import _bulk
 from ._audit import is_audited, mark_instance
-from ._changes import record_changes
+from ._changes import record_changes, recorded_by_caller
 from ._context import AuditContext
 from ._errors import DatabaseUnavailableError, NotFoundError, TransactionError, ValidationError
 from ._filters import build_filters, build_order, check_columns, column_names, parse_order
@@ -156,10 +156,13 @@ class Repository(Generic[T]):
     async def _write(self, op: Callable[[AsyncSession], Awaitable[R]]) -> R:
         session = self._bound_session()
         if session is not None:
-            return await op(session)
+            with recorded_by_caller(session.sync_session):
+                return await op(session)
         assert self.db is not None
         async with AsyncUnitOfWork(self.db) as unit:
-            return await op(unit.session)
+            # Each operation records the exact keys it changed (see _changed).
+            with recorded_by_caller(unit.session.sync_session):
+                return await op(unit.session)
 
     @contextlib.asynccontextmanager
     async def _atomic(self, session: AsyncSession) -> AsyncIterator[None]:
@@ -208,6 +211,12 @@ class Repository(Generic[T]):
         values = ident.values() if isinstance(ident, Mapping) else ident
         return and_(*(c == v for c, v in zip(self._pk_cols, values, strict=False)))
 
+    def _pk_tuple(self, ident: Any) -> tuple[Any, ...]:
+        """A coerced id as the key tuple the change log and the cache use."""
+        if isinstance(ident, Mapping):
+            return tuple(ident[name] for name in self._pk_names)
+        return ident if isinstance(ident, tuple) else (ident,)
+
     def _key_of(self, obj: Any) -> tuple[Any, ...]:
         return tuple(self._mapper.primary_key_from_instance(obj))
 
@@ -235,6 +244,11 @@ class Repository(Generic[T]):
     async def get_by_id(self, id: Any, *, with_deleted: bool = False) -> T | None:
         """The row with primary key ``id``, or None (also for a soft-deleted row)."""
         ident = self._coerce_id(id)
+        if self.cache is not None and self._bound_session() is None:
+            # A hit outside a unit of work needs no session and no connection.
+            hit: T | None = await self.cache.get_detached(self, ident)
+            if hit is not None:
+                return None if not with_deleted and self._is_deleted(hit) else hit
 
         async def op(session: AsyncSession) -> T | None:
             obj = await self._load_by_id(session, ident)
@@ -364,7 +378,7 @@ class Repository(Generic[T]):
                 stmt = stmt.execution_options(synchronize_session="fetch")
                 if (await session.execute(stmt)).first() is None:
                     raise self._not_found(id)
-                self._changed(session, [ident if isinstance(ident, tuple) else (ident,)])
+                self._changed(session, [self._pk_tuple(ident)])
                 return
             obj = await self._load_by_id(session, ident, for_update=True)
             if obj is None:
@@ -490,7 +504,7 @@ class Repository(Generic[T]):
         async def op(session: AsyncSession) -> int:
             return int((await session.execute(stmt)).scalar_one())
 
-        return await self._read(op)
+        return await self._cached_query("count", filters, with_deleted, op)
 
     async def exists(self, *, with_deleted: bool = False, **filters: Any) -> bool:
         """True when at least one row matches (an EXISTS query, not a COUNT)."""
@@ -500,7 +514,28 @@ class Repository(Generic[T]):
         async def op(session: AsyncSession) -> bool:
             return bool((await session.execute(stmt)).scalar())
 
-        return await self._read(op)
+        return await self._cached_query("exists", filters, with_deleted, op)
+
+    async def _cached_query(
+        self,
+        kind: str,
+        filters: Mapping[str, Any],
+        with_deleted: bool,
+        op: Callable[[AsyncSession], Awaitable[R]],
+    ) -> R:
+        cache = self.cache
+        if cache is None:
+            return await self._read(op)
+        if self._bound_session() is None:
+            found, value = await cache.peek_query(self, kind, filters, with_deleted)
+            if found:
+                return value  # type: ignore[no-any-return]
+
+        async def cached(session: AsyncSession) -> R:
+            result: R = await cache.query(self, session, kind, filters, with_deleted, op)
+            return result
+
+        return await self._read(cached)
 
     # -- pagination ------------------------------------------------------------------------
 

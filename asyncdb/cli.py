@@ -21,6 +21,8 @@ __all__ = ["add_url_argument", "main"]
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("asyncdb.demo", "a narrated tour of asyncdb on a real database"),
     "health": ("asyncdb._cli_health", "probe the database; exit 0 when healthy, 1 when not"),
+    "metrics": ("asyncdb._cli_metrics", "connect, run the health check, print the metrics"),
+    "migrate": ("asyncdb._cli_migrate", "upgrade (or --status, --downgrade) the toolkit's tables"),
 }
 
 
