@@ -31,6 +31,7 @@ from sqlalchemy.orm.base import NO_VALUE
 from ._audit_model import AuditAction, AuditLog
 from ._context import EMPTY_CONTEXT, AuditContext, get_audit_context
 from ._errors import ValidationError, translate_errors
+from ._filters import check_int
 from ._models import Audited, utcnow
 from ._session import ToolkitSession
 
@@ -258,12 +259,8 @@ async def get_audit_logs(
 
     ``entity_id`` and ``user_id`` may be given as ints or UUIDs; they are stored as text.
     """
-    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 100_000:
-        msg = f"limit must be an integer between 1 and 100000 (got {limit!r})."
-        raise ValidationError(msg)
-    if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
-        msg = f"offset must be a non-negative integer (got {offset!r})."
-        raise ValidationError(msg)
+    check_int("limit", limit, 1, 100_000)
+    check_int("offset", offset, 0)
     stmt = select(AuditLog)
     if table_name is not None:
         stmt = stmt.where(AuditLog.table_name == table_name)
@@ -308,13 +305,7 @@ async def cleanup_audit_logs(
             f"retention_days must be at least 1 (got {retention_days!r}); audit rows are evidence."
         )
         raise ValidationError(msg)
-    if (
-        isinstance(batch_size, bool)
-        or not isinstance(batch_size, int)
-        or not 1 <= batch_size <= 100_000
-    ):
-        msg = f"batch_size must be an integer between 1 and 100000 (got {batch_size!r})."
-        raise ValidationError(msg)
+    check_int("batch_size", batch_size, 1, 100_000)
     cutoff = utcnow() - dt.timedelta(days=retention_days)
     total = 0
     while True:

@@ -16,7 +16,14 @@ from sqlalchemy.sql.elements import UnaryExpression
 
 from ._errors import ValidationError
 
-__all__ = ["FILTER_OPS", "build_filters", "build_order", "check_columns", "column_names"]
+__all__ = [
+    "FILTER_OPS",
+    "build_filters",
+    "build_order",
+    "check_columns",
+    "check_int",
+    "column_names",
+]
 
 
 def _in(col: Any, value: Any) -> ColumnElement[bool]:
@@ -57,6 +64,20 @@ FILTER_OPS: dict[str, Callable[[Any, Any], ColumnElement[bool]]] = {
     "ilike": _text_op("ilike", "ilike"),
     "is_null": _is_null,
 }
+
+
+def check_int(name: str, value: object, low: int, high: int | None = None) -> None:
+    """Raise :class:`ValidationError` unless ``value`` is an int in ``[low, high]``.
+
+    ``True`` and ``False`` are refused: a flag passed as a page number is a bug.
+    """
+    ok = isinstance(value, int) and not isinstance(value, bool) and value >= low
+    if ok and high is not None:
+        ok = value <= high  # type: ignore[operator]
+    if not ok:
+        bound = f"between {low} and {high}" if high is not None else f"of at least {low}"
+        msg = f"{name} must be an integer {bound} (got {value!r})."
+        raise ValidationError(msg)
 
 
 def _sequence(op: str, value: Any) -> list[Any]:

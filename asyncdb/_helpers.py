@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 from ._errors import ValidationError
+from ._filters import check_int
 from ._manager import AsyncDatabaseManager, ManagerState
 from ._retry import backoff_delay, is_transaction_retryable
 from ._session import ToolkitAsyncSession
@@ -137,9 +138,7 @@ async def run_tx(
     SAVEPOINT and runs once: a conflict aborts the outer transaction, so only the
     outermost unit can be retried.
     """
-    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-        msg = f"retries must be a non-negative integer (got {retries!r})."
-        raise ValidationError(msg)
+    check_int("retries", retries, 0)
     if isinstance(backoff, bool) or not isinstance(backoff, (int, float)) or backoff < 0:
         msg = f"backoff must be a non-negative number of seconds (got {backoff!r})."
         raise ValidationError(msg)

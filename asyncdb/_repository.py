@@ -30,7 +30,14 @@ from ._audit import is_audited, mark_instance
 from ._changes import record_changes, recorded_by_caller
 from ._context import AuditContext
 from ._errors import DatabaseUnavailableError, NotFoundError, TransactionError, ValidationError
-from ._filters import build_filters, build_order, check_columns, column_names, parse_order
+from ._filters import (
+    build_filters,
+    build_order,
+    check_columns,
+    check_int,
+    column_names,
+    parse_order,
+)
 from ._models import utcnow
 from ._pagination import CursorCodec, KeysetPage, Page
 from ._settings import DEFAULT_MAX_PAGE_SIZE
@@ -47,6 +54,7 @@ R = TypeVar("R")
 
 DEFAULT_PAGE_SIZE = 50
 DEFAULT_BATCH_SIZE = 1000
+MAX_BATCH_SIZE = 100_000
 
 
 class Repository(Generic[T]):
@@ -438,14 +446,6 @@ class Repository(Generic[T]):
         order += [(name, False) for name in self._pk_names if name not in named]
         return stmt.order_by(*build_order(self.model, order))
 
-    @staticmethod
-    def _check_limit(name: str, value: int | None, low: int) -> None:
-        if value is not None and (
-            isinstance(value, bool) or not isinstance(value, int) or value < low
-        ):
-            msg = f"{name} must be an integer of at least {low} (got {value!r})."
-            raise ValidationError(msg)
-
     async def get_all(
         self,
         *,
@@ -469,8 +469,10 @@ class Repository(Generic[T]):
         **filters: Any,
     ) -> list[T]:
         """Rows matching every filter: ``name="x"``, ``qty__gte=3``, ``id__in=[1, 2]``."""
-        self._check_limit("limit", limit, 0)
-        self._check_limit("offset", offset, 0)
+        if limit is not None:
+            check_int("limit", limit, 0)
+        if offset is not None:
+            check_int("offset", offset, 0)
         stmt = self._ordered(
             select(self.model).where(*self._where(filters, with_deleted)), order_by
         )
@@ -539,15 +541,6 @@ class Repository(Generic[T]):
 
     # -- pagination ------------------------------------------------------------------------
 
-    def _check_page_size(self, name: str, value: int) -> None:
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, int)
-            or not 1 <= value <= self.max_page_size
-        ):
-            msg = f"{name} must be an integer between 1 and {self.max_page_size} (got {value!r})."
-            raise ValidationError(msg)
-
     async def paginate(
         self,
         page: int = 1,
@@ -558,10 +551,8 @@ class Repository(Generic[T]):
         **filters: Any,
     ) -> Page[T]:
         """Page ``page`` (from 1) of ``page_size`` rows, with the total count."""
-        if isinstance(page, bool) or not isinstance(page, int) or page < 1:
-            msg = f"page must be an integer of at least 1 (got {page!r})."
-            raise ValidationError(msg)
-        self._check_page_size("page_size", page_size)
+        check_int("page", page, 1)
+        check_int("page_size", page_size, 1, self.max_page_size)
         where = self._where(filters, with_deleted)
         count_stmt = select(func.count()).select_from(self.model).where(*where)
         stmt = self._ordered(select(self.model).where(*where), order_by)
@@ -601,7 +592,7 @@ class Repository(Generic[T]):
         The ordering always ends in the primary key, so rows with equal sort values
         are neither skipped nor repeated. Pass ``next_cursor`` back unchanged.
         """
-        self._check_page_size("limit", limit)
+        check_int("limit", limit, 1, self.max_page_size)
         order = parse_order(self.model, order_by)
         named = {field for field, _ in order}
         order += [(name, False) for name in self._pk_names if name not in named]
@@ -730,10 +721,4 @@ class Repository(Generic[T]):
 
     @staticmethod
     def _check_batch(batch_size: int) -> None:
-        if (
-            isinstance(batch_size, bool)
-            or not isinstance(batch_size, int)
-            or not 1 <= batch_size <= 100_000
-        ):
-            msg = f"batch_size must be an integer between 1 and 100000 (got {batch_size!r})."
-            raise ValidationError(msg)
+        check_int("batch_size", batch_size, 1, MAX_BATCH_SIZE)

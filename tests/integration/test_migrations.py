@@ -33,7 +33,7 @@ from asyncdb import (
 )
 from asyncdb._migrate import ADVISORY_LOCK_KEY, VERSION_TABLE
 from asyncdb.cli import main
-from tests.conftest import IN_CI, POSTGRES_URL, _admin, _dsn
+from tests.conftest import _dsn, fresh_postgres_database
 
 REPO = Path(__file__).resolve().parents[2]
 HEAD = "asyncdb_0001"
@@ -53,19 +53,8 @@ def pristine_database(kind: str, tmp_path: Path) -> Iterator[str]:
     if kind == "sqlite-file":
         yield f"sqlite+aiosqlite:///{tmp_path / f'fresh_{uuid.uuid4().hex[:6]}.db'}"
         return
-    name = f"asyncdb_mig_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    try:
-        asyncio.run(_admin(POSTGRES_URL, f'CREATE DATABASE "{name}" TEMPLATE template0'))
-    except Exception as exc:
-        reason = f"PostgreSQL is not reachable at {POSTGRES_URL} ({type(exc).__name__})"
-        if IN_CI:
-            pytest.fail(f"{reason}; under CI=true the PostgreSQL tests must run.")
-        pytest.skip(f"{reason}; set ASYNCDB_TEST_POSTGRES_URL to run these tests.")
-    base, _, _ = POSTGRES_URL.rpartition("/")
-    try:
-        yield f"{base}/{name}"
-    finally:
-        asyncio.run(_admin(POSTGRES_URL, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with fresh_postgres_database("asyncdb_mig") as url:
+        yield url
 
 
 @pytest.fixture(params=PRISTINE)
