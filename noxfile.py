@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import nox
 
 nox.options.sessions = ["tests", "lint", "typecheck"]
@@ -41,10 +43,11 @@ def docs(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
-    """The benchmark on the SQLite file default and on PostgreSQL."""
+    """The benchmark on a SQLite file and on PostgreSQL (see docs/performance.md)."""
     session.install("-e", ".[dev]")
-    session.run("asyncdb", "bench", "--yes", *session.posargs)
-    pg = session.env.get(
+    sqlite = f"sqlite+aiosqlite:///{session.create_tmp()}/bench.sqlite3"
+    session.run("asyncdb", "bench", "--url", sqlite, *session.posargs)
+    pg = os.environ.get(
         "ASYNCDB_BENCH_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
     )
     session.run("asyncdb", "bench", "--yes", "--url", pg, *session.posargs)

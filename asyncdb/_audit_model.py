@@ -17,7 +17,9 @@ __all__ = ["AUDIT_TABLE", "AuditAction", "AuditLog", "ToolkitBase"]
 
 AUDIT_TABLE = "asyncdb_audit_log"
 
-_JSON = JSON().with_variant(JSONB(), "postgresql")
+# none_as_null: a missing old/new value is SQL NULL (``old_values IS NULL`` finds it),
+# not the JSON literal null.
+_JSON = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
 _ID = BigInteger().with_variant(Integer(), "sqlite")
 
 

@@ -49,7 +49,12 @@ def _table(repo: Repository[Any]) -> Table:
 
 
 def _attr_to_column(repo: Repository[Any]) -> dict[str, Column[Any]]:
-    return {prop.key: prop.columns[0] for prop in repo._mapper.column_attrs}  # type: ignore[misc]
+    """Attribute key → column; computed once per repository (bulk calls ask per row)."""
+    mapping: dict[str, Column[Any]] | None = getattr(repo, "_attr_columns", None)
+    if mapping is None:
+        mapping = {prop.key: prop.columns[0] for prop in repo._mapper.column_attrs}  # type: ignore[misc]
+        repo._attr_columns = mapping
+    return mapping
 
 
 def _python_default(column: Column[Any]) -> tuple[bool, Any]:

@@ -109,6 +109,7 @@ class Repository(Generic[T]):
             max_page_size = self.db.settings.max_page_size if self.db else DEFAULT_MAX_PAGE_SIZE
         self.max_page_size = max_page_size
         self._codec: CursorCodec | None = None
+        self._attr_columns: dict[str, Any] | None = None  # filled by the bulk operations
         if cache is not None and self.db is not None:
             cache.attach(self.db)
 
@@ -171,6 +172,24 @@ class Repository(Generic[T]):
             # Each operation records the exact keys it changed (see _changed).
             with recorded_by_caller(unit.session.sync_session):
                 return await op(unit.session)
+
+    async def _write_one_statement(self, op: Callable[[AsyncSession], Awaitable[R]]) -> R:
+        """Run a write that sends exactly one statement.
+
+        Outside a unit of work it needs no transaction: the statement commits itself
+        (autocommit), so the call costs one round trip instead of BEGIN + it + COMMIT.
+        The session's commit still runs, so the change log is published as usual.
+        """
+        session = self._bound_session()
+        if session is not None:
+            with recorded_by_caller(session.sync_session):
+                return await op(session)
+        assert self.db is not None
+        async with self.db.autocommit_session() as own:
+            with recorded_by_caller(own.sync_session):
+                result = await op(own)
+            await own.commit()
+            return result
 
     @contextlib.asynccontextmanager
     async def _atomic(self, session: AsyncSession) -> AsyncIterator[None]:
@@ -305,6 +324,9 @@ class Repository(Generic[T]):
             self._changed(session, [self._key_of(obj)])
             return obj
 
+        if instance is None and self._fast_path():
+            # Column values only, no audit row: the flush is a single INSERT.
+            return await self._write_one_statement(op)
         return await self._write(op)
 
     def _check_update(self, values: Mapping[str, Any]) -> None:
@@ -327,8 +349,6 @@ class Repository(Generic[T]):
         self._check_update(values)
 
         async def op(session: AsyncSession) -> T:
-            if self._fast_path():
-                return await self._update_returning(session, ident, values)
             obj = await self._load_by_id(session, ident, for_update=True)
             if obj is None or self._is_deleted(obj):
                 raise self._not_found(id)
@@ -339,6 +359,11 @@ class Repository(Generic[T]):
             self._changed(session, [self._key_of(obj)])
             return obj
 
+        if self._fast_path():
+            # One UPDATE ... RETURNING, outside any transaction when standalone.
+            return await self._write_one_statement(
+                lambda session: self._update_returning(session, ident, values)
+            )
         return await self._write(op)
 
     def _fast_path(self) -> bool:
@@ -397,7 +422,10 @@ class Repository(Generic[T]):
             await session.flush()
             self._changed(session, [key])
 
-        await self._write(op)
+        if self._fast_path():
+            await self._write_one_statement(op)  # a single DELETE ... RETURNING
+        else:
+            await self._write(op)
 
     def _resolve_soft(self, soft: bool | None) -> bool:
         if soft is None:
@@ -634,7 +662,9 @@ class Repository(Generic[T]):
             if value is None:
                 continue  # nothing sorts after NULL in this column but more NULLs
             beyond = col < value if descending else col > value
-            clauses.append(and_(*equal, or_(beyond, col.is_(None))))
+            if getattr(col, "nullable", True) and not col.primary_key:
+                beyond = or_(beyond, col.is_(None))  # NULLs sort after every value
+            clauses.append(and_(*equal, beyond))
         return or_(*clauses) if clauses else false()
 
     # -- bulk operations -------------------------------------------------------------------

@@ -19,6 +19,7 @@ __all__ = ["add_url_argument", "main"]
 
 #: subcommand → (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
+    "bench": ("asyncdb.bench", "compare asyncdb with the raw driver, Core and the bare ORM"),
     "demo": ("asyncdb.demo", "a narrated tour of asyncdb on a real database"),
     "health": ("asyncdb._cli_health", "probe the database; exit 0 when healthy, 1 when not"),
     "metrics": ("asyncdb._cli_metrics", "connect, run the health check, print the metrics"),

@@ -1,0 +1,383 @@
+"""The stacks under comparison: each does the same request-shaped operations.
+
+An operation is what one request of a web service does: open a session (or take a
+connection), run the statement(s), commit or close. Every stack gets a pool of
+``POOL_SIZE`` connections and no overflow.
+
+On SQLite the plain stacks get the connection settings asyncdb applies (WAL, which the
+file keeps anyway, ``synchronous=NORMAL``, a busy timeout), so the comparison measures
+the libraries and not a durability setting.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from sqlalchemy import bindparam, event, func, insert, pool, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+
+from .._context import audit_context
+from .._manager import AsyncDatabaseManager
+from .._repository import Repository
+from ._schema import BenchSchema
+
+__all__ = [
+    "POOL_SIZE",
+    "STACKS",
+    "Stack",
+    "StackSpec",
+    "Target",
+    "cache_class",
+]
+
+#: Connections in every stack's pool (no overflow): the concurrent workload's "pool of 10".
+POOL_SIZE = 10
+#: SQLite busy timeout of the plain stacks, as asyncdb's default.
+_BUSY_TIMEOUT_MS = 5000
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """Where the stacks connect and what they work on."""
+
+    url: str
+    backend: str
+    schema: BenchSchema
+    cache_entries: int = 10_000
+
+
+class Stack(abc.ABC):
+    """One way of talking to the database. ``Any`` results: the bench only counts them."""
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+        self.read_table = target.schema.read_model.__table__
+        self.write_table = target.schema.write_model.__table__
+
+    @abc.abstractmethod
+    async def open(self) -> None:
+        """Create the pool (connections open lazily)."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Close every connection; safe to call after a failed :meth:`open`."""
+
+    async def warm(self, ids: Sequence[int]) -> None:  # noqa: B027 - an optional hook
+        """Bring the stack to its steady state for reads of ``ids`` (a cache fills up)."""
+
+    @abc.abstractmethod
+    async def create(self, values: dict[str, Any]) -> Any:
+        """Insert one row into the insert table; return its id."""
+
+    @abc.abstractmethod
+    async def get_by_id(self, ident: int) -> Any:
+        """Read one row of the read table by primary key."""
+
+    @abc.abstractmethod
+    async def update(self, ident: int, values: dict[str, Any]) -> Any:
+        """Change one row of the read table and return it."""
+
+    @abc.abstractmethod
+    async def paginate(self, page: int, page_size: int) -> Any:
+        """One offset page by id with the total count, as ``(total, rows)``."""
+
+    @abc.abstractmethod
+    async def bulk_create(self, rows: list[dict[str, Any]]) -> Any:
+        """Insert ``rows`` into the insert table in one transaction."""
+
+    @abc.abstractmethod
+    async def keyset_page(self, after: Any, limit: int) -> tuple[int, Any]:
+        """The page after the cursor ``after`` (None: the first); ``(rows, next or None)``."""
+
+
+# -- SQLAlchemy, without asyncdb ---------------------------------------------------------
+
+
+def plain_engine(target: Target, *, pre_ping: bool = False) -> AsyncEngine:
+    """A bare ``create_async_engine`` with the bench's pool size."""
+    engine = create_async_engine(
+        target.url,
+        poolclass=pool.AsyncAdaptedQueuePool,
+        pool_size=POOL_SIZE,
+        max_overflow=0,
+        pool_pre_ping=pre_ping,
+    )
+    if target.backend == "sqlite":
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def _sqlite_pragmas(dbapi_connection: Any, record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
+    finally:
+        cursor.close()
+
+
+class CoreStack(Stack):
+    """SQLAlchemy Core: prepared statements on ``engine.begin()`` / ``engine.connect()``."""
+
+    engine: AsyncEngine
+
+    async def open(self) -> None:
+        self.engine = plain_engine(self.target)
+        read, write = self.read_table, self.write_table
+        self._insert = insert(write).returning(write.c.id)
+        self._by_id = select(read).where(read.c.id == bindparam("ident"))
+        self._count = select(func.count()).select_from(read)
+        self._page = (
+            select(read).order_by(read.c.id).limit(bindparam("lim")).offset(bindparam("off"))
+        )
+        self._after = (
+            select(read)
+            .where(read.c.id > bindparam("after"))
+            .order_by(read.c.id)
+            .limit(bindparam("lim"))
+        )
+
+    async def close(self) -> None:
+        if hasattr(self, "engine"):
+            await self.engine.dispose()
+
+    async def create(self, values: dict[str, Any]) -> Any:
+        async with self.engine.begin() as conn:
+            return (await conn.execute(self._insert, values)).scalar_one()
+
+    async def get_by_id(self, ident: int) -> Any:
+        async with self.engine.connect() as conn:
+            return (await conn.execute(self._by_id, {"ident": ident})).first()
+
+    async def update(self, ident: int, values: dict[str, Any]) -> Any:
+        table = self.read_table
+        stmt = update(table).where(table.c.id == ident).values(**values).returning(*table.c)
+        async with self.engine.begin() as conn:
+            return (await conn.execute(stmt)).first()
+
+    async def paginate(self, page: int, page_size: int) -> Any:
+        params = {"lim": page_size, "off": (page - 1) * page_size}
+        async with self.engine.connect() as conn:
+            total = (await conn.execute(self._count)).scalar_one()
+            return total, (await conn.execute(self._page, params)).all()
+
+    async def bulk_create(self, rows: list[dict[str, Any]]) -> Any:
+        async with self.engine.begin() as conn:
+            await conn.execute(insert(self.write_table), rows)
+
+    async def keyset_page(self, after: Any, limit: int) -> tuple[int, Any]:
+        params = {"after": after or 0, "lim": limit + 1}
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(self._after, params)).all()
+        return _keyset_result(rows, limit, lambda row: row.id)
+
+
+def _keyset_result(rows: Sequence[Any], limit: int, key: Callable[[Any], Any]) -> tuple[int, Any]:
+    page = rows[:limit]
+    return len(page), key(page[-1]) if len(rows) > limit else None
+
+
+class OrmStack(Stack):
+    """The bare SQLAlchemy ORM: ``async_sessionmaker(engine, expire_on_commit=False)``."""
+
+    engine: AsyncEngine
+
+    def __init__(self, target: Target, *, pre_ping: bool = False) -> None:
+        super().__init__(target)
+        self.pre_ping = pre_ping
+        self.read_model = target.schema.read_model
+        self.write_model = target.schema.write_model
+
+    async def open(self) -> None:
+        self.engine = plain_engine(self.target, pre_ping=self.pre_ping)
+        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+
+    async def close(self) -> None:
+        if hasattr(self, "engine"):
+            await self.engine.dispose()
+
+    async def create(self, values: dict[str, Any]) -> Any:
+        async with self.sessions() as session:
+            obj = self.write_model(**values)
+            session.add(obj)
+            await session.commit()
+            return obj.id
+
+    async def get_by_id(self, ident: int) -> Any:
+        async with self.sessions() as session:
+            return await session.get(self.read_model, ident)
+
+    async def update(self, ident: int, values: dict[str, Any]) -> Any:
+        async with self.sessions() as session:
+            obj = await session.get(self.read_model, ident)
+            for key, value in values.items():
+                setattr(obj, key, value)
+            await session.commit()
+            return obj
+
+    async def paginate(self, page: int, page_size: int) -> Any:
+        model = self.read_model
+        async with self.sessions() as session:
+            total = await session.scalar(select(func.count()).select_from(model))
+            stmt = select(model).order_by(model.id).limit(page_size).offset((page - 1) * page_size)
+            return total, (await session.scalars(stmt)).all()
+
+    async def bulk_create(self, rows: list[dict[str, Any]]) -> Any:
+        async with self.sessions() as session:
+            session.add_all([self.write_model(**row) for row in rows])
+            await session.commit()
+
+    async def keyset_page(self, after: Any, limit: int) -> tuple[int, Any]:
+        model = self.read_model
+        stmt = select(model).where(model.id > (after or 0)).order_by(model.id).limit(limit + 1)
+        async with self.sessions() as session:
+            rows = (await session.scalars(stmt)).all()
+        return _keyset_result(rows, limit, lambda row: row.id)
+
+
+# -- asyncdb ---------------------------------------------------------------------------
+
+
+def cache_class() -> tuple[Any, str | None]:
+    """``asyncdb.RepositoryCache`` when it is a usable class, else ``(None, why not)``."""
+    import asyncdb
+
+    cls = getattr(asyncdb, "RepositoryCache", None)
+    if cls is None:
+        return None, "asyncdb.RepositoryCache does not exist in this version"
+    if getattr(cls, "_is_protocol", False):
+        return None, "asyncdb.RepositoryCache is only a protocol in this version"
+    return cls, None
+
+
+class AsyncdbStack(Stack):
+    """asyncdb's ``Repository`` on an ``AsyncDatabaseManager`` (standalone calls)."""
+
+    db: AsyncDatabaseManager
+
+    def __init__(
+        self,
+        target: Target,
+        *,
+        audit: bool = False,
+        metrics: bool = True,
+        pre_ping: bool = True,
+        cache: bool = False,
+    ) -> None:
+        super().__init__(target)
+        self.audit = audit
+        self.metrics = metrics
+        self.pre_ping = pre_ping
+        self.cache = cache
+
+    async def open(self) -> None:
+        db = AsyncDatabaseManager(
+            self.target.url,
+            pool_size=POOL_SIZE,
+            max_overflow=0,
+            metrics=self.metrics,
+            pre_ping=self.pre_ping,
+            connect_retries=1,
+        )
+        await db.connect()
+        self.db = db
+        cache = None
+        if self.cache:
+            cls, why = cache_class()
+            if cls is None:
+                raise RuntimeError(why)
+            cache = cls(ttl=300.0, max_entries=self.target.cache_entries)
+        schema = self.target.schema
+        self.reads: Repository[Any] = Repository(
+            schema.read_model, db, audit=self.audit, cache=cache
+        )
+        self.writes: Repository[Any] = Repository(schema.write_model, db, audit=self.audit)
+
+    async def close(self) -> None:
+        if hasattr(self, "db"):
+            await self.db.dispose()
+
+    async def warm(self, ids: Sequence[int]) -> None:
+        if self.cache:
+            for ident in ids:
+                await self.reads.get_by_id(ident)
+
+    async def create(self, values: dict[str, Any]) -> Any:
+        if self.audit:
+            with audit_context(user_id="bench"):
+                return (await self.writes.create(**values)).id
+        return (await self.writes.create(**values)).id
+
+    async def get_by_id(self, ident: int) -> Any:
+        return await self.reads.get_by_id(ident)
+
+    async def update(self, ident: int, values: dict[str, Any]) -> Any:
+        if self.audit:
+            with audit_context(user_id="bench"):
+                return await self.reads.update(ident, **values)
+        return await self.reads.update(ident, **values)
+
+    async def paginate(self, page: int, page_size: int) -> Any:
+        result = await self.reads.paginate(page=page, page_size=page_size, order_by="id")
+        return result.total, result.items
+
+    async def bulk_create(self, rows: list[dict[str, Any]]) -> Any:
+        if self.audit:
+            with audit_context(user_id="bench"):
+                return await self.writes.bulk_create(rows)
+        return await self.writes.bulk_create(rows)
+
+    async def keyset_page(self, after: Any, limit: int) -> tuple[int, Any]:
+        page = await self.reads.paginate_keyset(after=after, limit=limit, order_by="id")
+        return len(page.items), page.next_cursor if page.has_more else None
+
+
+# -- the registry ----------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class StackSpec:
+    """A named stack: its label in the report and how to build it."""
+
+    name: str
+    label: str
+    build: Callable[[Target], Stack]
+    #: Runs only on these backends (empty: all).
+    backends: tuple[str, ...] = ()
+
+
+def _raw(target: Target) -> Stack:
+    from ._raw import raw_stack
+
+    return raw_stack(target)
+
+
+STACKS: dict[str, StackSpec] = {
+    spec.name: spec
+    for spec in (
+        StackSpec("raw", "raw {driver}", _raw),
+        StackSpec("core", "SQLAlchemy Core", CoreStack),
+        StackSpec("orm", "SQLAlchemy ORM (baseline)", OrmStack),
+        StackSpec(
+            "orm+ping",
+            "ORM, pool_pre_ping=True",
+            lambda t: OrmStack(t, pre_ping=True),
+            backends=("postgresql",),
+        ),
+        StackSpec("asyncdb", "asyncdb (metrics on, audit off)", AsyncdbStack),
+        StackSpec(
+            "asyncdb-nometrics", "asyncdb, metrics off", lambda t: AsyncdbStack(t, metrics=False)
+        ),
+        StackSpec(
+            "asyncdb-noping",
+            "asyncdb, pre_ping=False",
+            lambda t: AsyncdbStack(t, pre_ping=False),
+            backends=("postgresql",),
+        ),
+        StackSpec("asyncdb+audit", "asyncdb, audit on", lambda t: AsyncdbStack(t, audit=True)),
+        StackSpec("asyncdb+cache", "asyncdb, warm cache", lambda t: AsyncdbStack(t, cache=True)),
+    )
+}
