@@ -66,33 +66,29 @@ def option_engines(engine: AsyncEngine, backend: str) -> dict[str, AsyncEngine]:
     return {"autocommit": autocommit, "read_only": read_only}
 
 
+def _queue_pool(settings: DatabaseSettings, *, single: bool = False) -> dict[str, Any]:
+    """Pool arguments; ``single`` is the one-connection pool of an in-memory database."""
+    recycle = settings.pool_recycle if settings.pool_recycle is not None else -1
+    return {
+        "poolclass": pool.AsyncAdaptedQueuePool,
+        "pool_size": 1 if single else settings.pool_size,
+        "max_overflow": 0 if single else settings.max_overflow,
+        "pool_timeout": settings.pool_timeout,
+        "pool_recycle": -1 if single else recycle,
+    }
+
+
 # -- SQLite ----------------------------------------------------------------------------
 
 
 def _sqlite_engine(settings: DatabaseSettings, common: dict[str, Any]) -> AsyncEngine:
     connect_args = {"timeout": settings.busy_timeout}
-    if settings.is_sqlite_memory:
-        engine = create_async_engine(
-            settings.url,
-            poolclass=pool.AsyncAdaptedQueuePool,
-            pool_size=1,
-            max_overflow=0,
-            pool_timeout=settings.pool_timeout,
-            pool_recycle=-1,
-            connect_args=connect_args,
-            **common,
-        )
-    else:
-        engine = create_async_engine(
-            settings.url,
-            poolclass=pool.AsyncAdaptedQueuePool,
-            pool_size=settings.pool_size,
-            max_overflow=settings.max_overflow,
-            pool_timeout=settings.pool_timeout,
-            pool_recycle=settings.pool_recycle if settings.pool_recycle is not None else -1,
-            connect_args=connect_args,
-            **common,
-        )
+    engine = create_async_engine(
+        settings.url,
+        connect_args=connect_args,
+        **_queue_pool(settings, single=settings.is_sqlite_memory),
+        **common,
+    )
     busy_ms = int(settings.busy_timeout * 1000)
     is_file = not settings.is_sqlite_memory
 
@@ -171,14 +167,7 @@ def _postgres_engine(settings: DatabaseSettings, common: dict[str, Any]) -> Asyn
     if settings.statement_cache_size is not None:
         connect_args["statement_cache_size"] = settings.statement_cache_size
     engine = create_async_engine(
-        settings.url,
-        poolclass=pool.AsyncAdaptedQueuePool,
-        pool_size=settings.pool_size,
-        max_overflow=settings.max_overflow,
-        pool_timeout=settings.pool_timeout,
-        pool_recycle=settings.pool_recycle if settings.pool_recycle is not None else -1,
-        connect_args=connect_args,
-        **common,
+        settings.url, connect_args=connect_args, **_queue_pool(settings), **common
     )
     if settings.pre_ping:
         install_liveness_check(engine, settings.ping_idle_after)
