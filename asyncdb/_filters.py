@@ -145,6 +145,16 @@ def parse_order(model: type[Any], order_by: str | Sequence[str] | None) -> list[
     return parsed
 
 
+def parse_order_with_key(
+    model: type[Any], order_by: str | Sequence[str] | None, key: Sequence[str]
+) -> list[tuple[str, bool]]:
+    """:func:`parse_order`, then the primary key columns not named yet (ascending), so
+    the order is total: rows with equal sort values still come in one fixed order."""
+    order = parse_order(model, order_by)
+    named = {field for field, _ in order}
+    return order + [(name, False) for name in key if name not in named]
+
+
 def build_order(model: type[Any], order: Sequence[tuple[str, bool]]) -> list[UnaryExpression[Any]]:
     """ORDER BY clauses for parsed ``order`` (NULLs last in both directions)."""
     clauses: list[UnaryExpression[Any]] = []

@@ -15,9 +15,11 @@ import uuid
 from collections.abc import Sequence
 from typing import Any, Generic, TypeVar
 
+from sqlalchemy import and_, false, or_
+
 from ._errors import ValidationError
 
-__all__ = ["CursorCodec", "KeysetPage", "Page"]
+__all__ = ["CursorCodec", "KeysetPage", "Page", "keyset_after"]
 
 T = TypeVar("T")
 
@@ -145,3 +147,27 @@ class CursorCodec:
         if data.get("s") != scope or len(values) != width:
             raise ValidationError(invalid)
         return values
+
+
+def keyset_after(model: type[Any], order: Sequence[tuple[str, bool]], values: Sequence[Any]) -> Any:
+    """The condition "strictly after ``values``" in ``order`` (NULLs sort last either way).
+
+    ``(a, b) after (va, vb)`` is ``a beyond va OR (a = va AND b beyond vb)``. The
+    ``OR column IS NULL`` that NULLs-last needs is added only for nullable columns: on a
+    primary key it would stop PostgreSQL from using the index as a range condition.
+    """
+    clauses = []
+    for i, (field, descending) in enumerate(order):
+        col = getattr(model, field)
+        equal = [
+            getattr(model, f).is_(None) if v is None else getattr(model, f) == v
+            for (f, _), v in zip(order[:i], values[:i], strict=False)
+        ]
+        value = values[i]
+        if value is None:
+            continue  # nothing sorts after NULL in this column but more NULLs
+        beyond = col < value if descending else col > value
+        if getattr(col, "nullable", True) and not col.primary_key:
+            beyond = or_(beyond, col.is_(None))
+        clauses.append(and_(*equal, beyond))
+    return or_(*clauses) if clauses else false()

@@ -14,10 +14,8 @@ from sqlalchemy import (
     and_,
     delete,
     exists,
-    false,
     func,
     inspect,
-    or_,
     select,
     true,
     update,
@@ -36,10 +34,10 @@ from ._filters import (
     check_columns,
     check_int,
     column_names,
-    parse_order,
+    parse_order_with_key,
 )
 from ._models import utcnow
-from ._pagination import CursorCodec, KeysetPage, Page
+from ._pagination import CursorCodec, KeysetPage, Page, keyset_after
 from ._settings import DEFAULT_MAX_PAGE_SIZE
 from ._uow import AsyncUnitOfWork, active_unit_for, inherited_unit_for
 
@@ -469,9 +467,7 @@ class Repository(Generic[T]):
         return conditions
 
     def _ordered(self, stmt: Select[Any], order_by: str | Sequence[str] | None) -> Select[Any]:
-        order = parse_order(self.model, order_by)
-        named = {field for field, _ in order}
-        order += [(name, False) for name in self._pk_names if name not in named]
+        order = parse_order_with_key(self.model, order_by, self._pk_names)
         return stmt.order_by(*build_order(self.model, order))
 
     async def get_all(
@@ -621,15 +617,13 @@ class Repository(Generic[T]):
         are neither skipped nor repeated. Pass ``next_cursor`` back unchanged.
         """
         check_int("limit", limit, 1, self.max_page_size)
-        order = parse_order(self.model, order_by)
-        named = {field for field, _ in order}
-        order += [(name, False) for name in self._pk_names if name not in named]
+        order = parse_order_with_key(self.model, order_by, self._pk_names)
         scope = f"{self.table.name}|" + ",".join(("-" if d else "") + f for f, d in order)
         codec = self._cursor_codec()
         where = self._where(filters, with_deleted)
         if after is not None:
             values = codec.decode(scope, after, len(order))
-            where.append(self._after(order, values))
+            where.append(keyset_after(self.model, order, values))
         stmt = (
             select(self.model)
             .where(*where)
@@ -648,24 +642,6 @@ class Repository(Generic[T]):
             return KeysetPage(items=rows, next_cursor=cursor, has_more=has_more)
 
         return await self._read(op)
-
-    def _after(self, order: Sequence[tuple[str, bool]], values: Sequence[Any]) -> Any:
-        """Rows strictly after ``values`` in ``order`` (NULLs sort last either way)."""
-        clauses = []
-        for i, (field, descending) in enumerate(order):
-            col = getattr(self.model, field)
-            equal = [
-                getattr(self.model, f).is_(None) if v is None else getattr(self.model, f) == v
-                for (f, _), v in zip(order[:i], values[:i], strict=False)
-            ]
-            value = values[i]
-            if value is None:
-                continue  # nothing sorts after NULL in this column but more NULLs
-            beyond = col < value if descending else col > value
-            if getattr(col, "nullable", True) and not col.primary_key:
-                beyond = or_(beyond, col.is_(None))  # NULLs sort after every value
-            clauses.append(and_(*equal, beyond))
-        return or_(*clauses) if clauses else false()
 
     # -- bulk operations -------------------------------------------------------------------
 
