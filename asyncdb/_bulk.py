@@ -54,6 +54,7 @@ def _attr_to_column(repo: Repository[Any]) -> dict[str, Column[Any]]:
     if mapping is None:
         mapping = {prop.key: prop.columns[0] for prop in repo._mapper.column_attrs}  # type: ignore[misc]
         repo._attr_columns = mapping
+        repo._names_are_columns = all(key == col.key for key, col in mapping.items())
     return mapping
 
 
@@ -81,8 +82,8 @@ def _row_values(repo: Repository[Any], row: Any, index: int) -> dict[str, Any]:
             f"{repo.model.__name__} (got {type(row).__name__})."
         )
         raise ValidationError(msg)
-    unknown = [k for k in row if k not in repo._columns]
-    if unknown:
+    if not repo._columns.issuperset(row):
+        unknown = [k for k in row if k not in repo._columns]
         msg = (
             f"Row {index}: unknown field {unknown[0]!r} for {repo.model.__name__}. "
             f"Use one of: {', '.join(sorted(repo._columns))}."
@@ -91,10 +92,23 @@ def _row_values(repo: Repository[Any], row: Any, index: int) -> dict[str, Any]:
     return dict(row)
 
 
+def _defaulted(repo: Repository[Any]) -> list[tuple[str, Column[Any]]]:
+    """The columns that have a Python-side default; computed once per repository."""
+    found: list[tuple[str, Column[Any]]] | None = getattr(repo, "_defaulted_columns", None)
+    if found is None:
+        found = [
+            (key, col)
+            for key, col in _attr_to_column(repo).items()
+            if col.default is not None and not getattr(col.default, "is_sequence", False)
+        ]
+        repo._defaulted_columns = found
+    return found
+
+
 def _with_defaults(repo: Repository[Any], values: dict[str, Any]) -> dict[str, Any]:
     """Fill Python-side column defaults, so every row of a batch has the same keys and
     the audit log sees the values that were really written."""
-    for key, column in _attr_to_column(repo).items():
+    for key, column in _defaulted(repo):
         if key not in values:
             has, value = _python_default(column)
             if has:
@@ -104,6 +118,8 @@ def _with_defaults(repo: Repository[Any], values: dict[str, Any]) -> dict[str, A
 
 def _to_columns(repo: Repository[Any], values: Mapping[str, Any]) -> dict[str, Any]:
     mapping = _attr_to_column(repo)
+    if repo._names_are_columns:
+        return values if isinstance(values, dict) else dict(values)
     return {mapping[k].key: v for k, v in values.items()}
 
 

@@ -107,7 +107,10 @@ class Repository(Generic[T]):
             max_page_size = self.db.settings.max_page_size if self.db else DEFAULT_MAX_PAGE_SIZE
         self.max_page_size = max_page_size
         self._codec: CursorCodec | None = None
-        self._attr_columns: dict[str, Any] | None = None  # filled by the bulk operations
+        # Filled by the bulk operations on first use.
+        self._attr_columns: dict[str, Any] | None = None
+        self._defaulted_columns: list[tuple[str, Any]] | None = None
+        self._names_are_columns = False
         if cache is not None and self.db is not None:
             cache.attach(self.db)
 
