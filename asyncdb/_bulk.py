@@ -185,6 +185,37 @@ def _evict(repo: Repository[Any], session: AsyncSession, keys: Iterable[tuple[An
             sync.expunge(obj)
 
 
+def _written(repo: Repository[Any], session: AsyncSession, keys: list[tuple[Any, ...]]) -> None:
+    """Rows changed by Core DML: drop their stale ORM copies and log them for the cache."""
+    _evict(repo, session, keys)
+    repo._changed(session, keys)
+
+
+def _as_attrs(repo: Repository[Any], row: Mapping[Any, Any]) -> dict[str, Any]:
+    """A row read by column name, keyed by the model's attribute names."""
+    by_column: dict[str, str] | None = getattr(repo, "_column_to_attr", None)
+    if by_column is None:
+        by_column = {col.key: prop for prop, col in _attr_to_column(repo).items()}
+        repo._column_to_attr = by_column
+    return {by_column[k]: v for k, v in row.items()}
+
+
+def _upsert_audit(
+    repo: Repository[Any],
+    key: tuple[Any, ...],
+    context: Any,
+    old: Mapping[str, Any] | None,
+    new: dict[str, Any],
+) -> dict[str, Any]:
+    """The UPSERT audit row: all values for an insert, only what changed for an update."""
+    if old is not None:
+        new = {k: v for k, v in new.items() if old.get(k) != v}
+        old = {k: old.get(k) for k in new}
+    return audit_row(
+        repo.model, AuditAction.UPSERT, entity_id_of(key), context, old=old, new=new, changed=new
+    )
+
+
 def _key(repo: Repository[Any], values: Mapping[str, Any]) -> tuple[Any, ...]:
     return tuple(values.get(name) for name in repo._pk_names)
 
@@ -317,8 +348,7 @@ async def update_rows(
                         )
                     )
             await session.run_sync(write_audit_rows, audit)
-        _evict(repo, session, keys)
-        repo._changed(session, keys)
+        _written(repo, session, keys)
         total += len(prepared)
     return total
 
@@ -331,10 +361,9 @@ async def _load_existing(
     stmt = select(*cols).where(_pk_in(repo, keys))
     if repo._soft:
         stmt = stmt.where(table.c.deleted_at.is_(None))
-    by_column = {col.key: prop for prop, col in _attr_to_column(repo).items()}
     found: dict[tuple[Any, ...], dict[str, Any]] = {}
     for row in (await session.execute(stmt)).mappings():
-        values = {by_column[k]: v for k, v in row.items()}
+        values = _as_attrs(repo, row)
         found[_key(repo, values)] = values
     return found
 
@@ -393,8 +422,7 @@ async def delete_rows(
                         )
                     )
             await session.run_sync(write_audit_rows, audit)
-        _evict(repo, session, done)
-        repo._changed(session, done)
+        _written(repo, session, done)
         total += len(done)
     return total
 
@@ -474,8 +502,7 @@ async def upsert_one(
         where = [getattr(repo.model, n) == values[n] for n in conflict]
         found = (await session.execute(select(repo.table).where(*where))).mappings().first()
         if found is not None:
-            by_column = {col.key: prop for prop, col in _attr_to_column(repo).items()}
-            old = {by_column[k]: v for k, v in found.items()}
+            old = _as_attrs(repo, found)
     ins = _dialect_insert(session, repo.model)
     stmt = ins.values(**values).on_conflict_do_update(
         index_elements=[getattr(repo.model, n) for n in conflict],
@@ -489,21 +516,7 @@ async def upsert_one(
     if repo._audited:
         context = resolve_context(session.sync_session, repo._defaults)
         new = {k: getattr(obj, k) for k in repo._columns}
-        if old is not None:
-            changed = {k: v for k, v in new.items() if old.get(k) != v}
-            row = audit_row(
-                repo.model,
-                AuditAction.UPSERT,
-                entity_id_of(key),
-                context,
-                old={k: old.get(k) for k in changed},
-                new=changed,
-                changed=changed,
-            )
-        else:
-            row = audit_row(
-                repo.model, AuditAction.UPSERT, entity_id_of(key), context, new=new, changed=new
-            )
+        row = _upsert_audit(repo, key, context, old, new)
         await session.run_sync(write_audit_rows, [row])
     repo._changed(session, [key])
     return obj
@@ -551,9 +564,8 @@ async def upsert_rows(
                 if len(cols) == 1
                 else tuple_(*cols).in_(targets)
             )
-            by_column = {col.key: prop for prop, col in columns.items()}
             for found in (await session.execute(select(table).where(cond))).mappings():
-                values = {by_column[k]: v for k, v in found.items()}
+                values = _as_attrs(repo, found)
                 old_rows[tuple(values[n] for n in conflict)] = values
         for group in _group_by_keys(prepared):
             ins = _dialect_insert(session, table)
@@ -565,27 +577,17 @@ async def upsert_rows(
             result = await _execute_batch(session, stmt, params, group[0][0])
             keys = [tuple(r) for r in result.all()]
             if context is not None:
-                audit = []
-                for key, (_, values) in zip(keys, group, strict=False):
-                    old = old_rows.get(tuple(values[n] for n in conflict))
-                    new = {**values, **dict(zip(repo._pk_names, key, strict=False))}
-                    if old is not None:
-                        changed = {k: v for k, v in new.items() if old.get(k) != v}
-                        old = {k: old.get(k) for k in changed}
-                        new = changed
-                    audit.append(
-                        audit_row(
-                            repo.model,
-                            AuditAction.UPSERT,
-                            entity_id_of(key),
-                            context,
-                            old=old,
-                            new=new,
-                            changed=new,
-                        )
+                audit = [
+                    _upsert_audit(
+                        repo,
+                        key,
+                        context,
+                        old_rows.get(tuple(values[n] for n in conflict)),
+                        {**values, **dict(zip(repo._pk_names, key, strict=False))},
                     )
+                    for key, (_, values) in zip(keys, group, strict=False)
+                ]
                 await session.run_sync(write_audit_rows, audit)
-            _evict(repo, session, keys)
-            repo._changed(session, keys)
+            _written(repo, session, keys)
             total += len(group)
     return total

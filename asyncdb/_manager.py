@@ -384,7 +384,7 @@ class AsyncDatabaseManager:
         # Probes run without a transaction: on SQLite a BEGIN IMMEDIATE would make a
         # health check queue behind every writer.
         if self.state is ManagerState.CONNECTED:
-            async with _no_transaction(self.engine, self.backend).connect() as conn:
+            async with self._engines["autocommit"].connect() as conn:
                 await conn.execute(text("SELECT 1"))
             return
         if self.state is ManagerState.DISPOSED:

@@ -111,6 +111,7 @@ class Repository(Generic[T]):
         self._attr_columns: dict[str, Any] | None = None
         self._defaulted_columns: list[tuple[str, Any]] | None = None
         self._names_are_columns = False
+        self._column_to_attr: dict[str, str] | None = None
         if cache is not None and self.db is not None:
             cache.attach(self.db)
 
