@@ -7,6 +7,7 @@ Alembic migrations, for asyncio and FastAPI applications.
 
 from ._audit import cleanup_audit_logs, get_audit_logs
 from ._audit_model import AuditAction, AuditLog
+from ._audit_verify import AuditChainBreak, AuditChainReport, verify_audit_chain
 from ._cache import CacheBackend, MemoryCacheBackend, RepositoryCache
 from ._context import AuditContext, audit_context, get_audit_context
 from ._errors import (
@@ -49,6 +50,8 @@ __all__ = [
     "AsyncDatabaseManager",
     "AsyncUnitOfWork",
     "AuditAction",
+    "AuditChainBreak",
+    "AuditChainReport",
     "AuditContext",
     "AuditLog",
     "Audited",
@@ -98,4 +101,5 @@ __all__ = [
     "set_db_manager",
     "toolkit_metadata",
     "utcnow",
+    "verify_audit_chain",
 ]

@@ -24,10 +24,11 @@ import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Table, delete, event, insert, inspect, select
+from sqlalchemy import Table, event, insert, inspect, select
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.base import NO_VALUE
 
+from ._audit_chain import link_rows, prune_batch
 from ._audit_model import AuditAction, AuditLog
 from ._context import EMPTY_CONTEXT, AuditContext, get_audit_context
 from ._errors import ValidationError, translate_errors
@@ -156,10 +157,14 @@ def mark_instance(
 
 
 def write_audit_rows(session: Session, rows: Sequence[dict[str, Any]]) -> None:
-    """INSERT ``rows`` into the audit log on the session's connection, in batches."""
+    """INSERT ``rows`` into the audit log on the session's connection, in batches.
+
+    Each row is first linked into its entity's hash chain (see ``_audit_chain``).
+    """
     if not rows:
         return
     conn = session.connection()
+    link_rows(conn, rows)
     table: Table = AuditLog.__table__  # type: ignore[assignment]
     for start in range(0, len(rows), AUDIT_BATCH):
         conn.execute(insert(table), list(rows[start : start + AUDIT_BATCH]))
@@ -295,6 +300,9 @@ async def cleanup_audit_logs(
     """Delete audit rows older than ``retention_days``, in batches; returns the count.
 
     Each batch is its own short transaction, so a large cleanup never holds locks long.
+    A chain loses only its oldest rows, and each batch writes a CHECKPOINT row recording
+    the last removed link of every chain it shortened, so ``verify_audit_chain`` still
+    passes afterwards. CHECKPOINT rows themselves are kept.
     """
     if (
         isinstance(retention_days, bool)
@@ -309,22 +317,12 @@ async def cleanup_audit_logs(
     cutoff = utcnow() - dt.timedelta(days=retention_days)
     total = 0
     while True:
-        ids = (
-            select(AuditLog.id)
-            .where(AuditLog.occurred_at < cutoff)
-            .order_by(AuditLog.id)
-            .limit(batch_size)
-            .scalar_subquery()
-        )
         async with db.session() as session:
             with translate_errors():
-                result = await session.execute(
-                    delete(AuditLog)
-                    .execution_options(synchronize_session=False)
-                    .where(AuditLog.id.in_(ids))
+                deleted = await session.run_sync(
+                    lambda s: prune_batch(s.connection(), cutoff, batch_size)
                 )
                 await session.commit()
-        deleted = int(getattr(result, "rowcount", 0) or 0)
         total += deleted
         if deleted < batch_size:
             return total

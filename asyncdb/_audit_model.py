@@ -35,6 +35,8 @@ class AuditAction(str, enum.Enum):
     BULK_UPDATE = "BULK_UPDATE"
     BULK_DELETE = "BULK_DELETE"
     UPSERT = "UPSERT"
+    #: written by retention cleanup: anchors the chains whose oldest rows it removed
+    CHECKPOINT = "CHECKPOINT"
 
 
 class ToolkitBase(DeclarativeBase):
@@ -53,6 +55,9 @@ class AuditLog(ToolkitBase):
         Index("ix_asyncdb_audit_log_user_id", "user_id"),
         Index("ix_asyncdb_audit_log_correlation_id", "correlation_id"),
         Index("ix_asyncdb_audit_log_action", "action"),
+        # One hash chain per entity (see _audit_chain): its order, and the guard against
+        # two writers forking it.
+        Index("ux_asyncdb_audit_log_chain", "table_name", "entity_id", "chain_seq", unique=True),
     )
 
     id: Mapped[int] = mapped_column(_ID, primary_key=True, autoincrement=True)
@@ -67,6 +72,10 @@ class AuditLog(ToolkitBase):
     new_values: Mapped[dict[str, Any] | None] = mapped_column(_JSON, nullable=True)
     changed_fields: Mapped[list[str] | None] = mapped_column(_JSON, nullable=True)
     extra: Mapped[dict[str, Any] | None] = mapped_column(_JSON, nullable=True)
+    # The tamper-evident chain; NULL on rows written before asyncdb_0002 ("unchained").
+    chain_seq: Mapped[int | None] = mapped_column(_ID, nullable=True)
+    prev_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    row_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
     def __repr__(self) -> str:
         return (

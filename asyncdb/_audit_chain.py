@@ -1,0 +1,286 @@
+"""The audit log's hash chain: how a row is linked, and how the links are checked.
+
+**Scope: one chain per entity**, ``(table_name, entity_id)``. Rows of one entity are
+numbered ``chain_seq`` = 1, 2, 3, … and each carries ``prev_hash`` (the previous row's
+``row_hash``; NULL for the first) and ``row_hash`` = sha256 of the row's canonical JSON
+(sorted keys, ``(",", ":")`` separators) including ``prev_hash`` and ``chain_seq``.
+
+Why per entity: writers of *different* entities never wait for each other (no global or
+sharded chain head to lock), and writers of the *same* entity are already serialised by the
+row lock their UPDATE/DELETE takes on the entity itself, so the head they read is the
+committed one. The unique index on ``(table_name, entity_id, chain_seq)`` turns any fork
+the row lock did not prevent into an error instead of a silent branch.
+
+The order that counts is ``chain_seq`` inside a chain (``id`` is a surrogate key). A row
+changed, deleted, inserted or moved breaks the recomputed hash, the ``prev_hash`` link or
+the run of ``chain_seq``. Retention cleanup removes a chain's oldest rows only as a prefix
+and writes a CHECKPOINT row (itself chained, in the ``checkpoint`` chain of the audit table)
+that records, per chain, the last removed ``chain_seq`` and its ``row_hash``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import hashlib
+import json
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import Connection, Table, and_, bindparam, delete, func, insert, select, text
+from sqlalchemy.orm import aliased
+
+from ._audit_model import AUDIT_TABLE, AuditAction, AuditLog
+from ._models import utcnow
+
+__all__ = [
+    "CHAIN_FIELDS",
+    "CHECKPOINT_ENTITY",
+    "canonical_json",
+    "chain_key",
+    "checkpoint_row",
+    "link_rows",
+    "prune_batch",
+    "row_digest",
+]
+
+#: the columns a row's hash covers, besides ``prev_hash`` and ``chain_seq``
+CHAIN_FIELDS = (
+    "table_name",
+    "entity_id",
+    "action",
+    "occurred_at",
+    "user_id",
+    "session_id",
+    "correlation_id",
+    "old_values",
+    "new_values",
+    "changed_fields",
+    "extra",
+)
+#: entity id of the chain that holds retention checkpoints (table: the audit table itself)
+CHECKPOINT_ENTITY = "checkpoint"
+_HEAD_BATCH = 500
+
+
+_EXACT = 2**53
+
+
+def _number(value: int | float) -> str:
+    # PostgreSQL's JSONB keeps numbers as decimals: 1.0 comes back as 1.0, 1e100 as a
+    # 101-digit integer. Compare numbers by decimal value, written one way.
+    if isinstance(value, int):
+        if -_EXACT < value < _EXACT:
+            return str(value)
+    elif value.is_integer() and -_EXACT < value < _EXACT:
+        return str(int(value))
+    number = decimal.Decimal(repr(value) if isinstance(value, float) else value)
+    return str(number.normalize())
+
+
+def _canonical(value: Any) -> str:
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, (int, float)):
+        if isinstance(value, float) and (value != value or value in (float("inf"), -float("inf"))):
+            return json.dumps(str(value))
+        return _number(value)
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+        return json.dumps(value.isoformat(timespec="microseconds"))
+    if isinstance(value, Mapping):
+        items = sorted((str(k), v) for k, v in value.items())
+        return "{" + ",".join(f"{json.dumps(k)}:{_canonical(v)}" for k, v in items) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_canonical(v) for v in value) + "]"
+    return json.dumps(str(value), ensure_ascii=False)
+
+
+def canonical_json(value: Any) -> str:
+    """``value`` as canonical JSON: sorted keys, no spaces, numbers by decimal value.
+
+    Datetimes are written as naive UTC ISO 8601 with microseconds, so a row hashes the
+    same before it is written and after it is read back from any backend.
+    """
+    return _canonical(value)
+
+
+def row_digest(row: Mapping[str, Any]) -> str:
+    """The sha256 (hex) of a row's chained content: :data:`CHAIN_FIELDS`, seq and prev."""
+    content = {name: row.get(name) for name in CHAIN_FIELDS}
+    content["chain_seq"] = row.get("chain_seq")
+    content["prev_hash"] = row.get("prev_hash")
+    return hashlib.sha256(canonical_json(content).encode("utf-8")).hexdigest()
+
+
+def chain_key(table_name: str, entity_id: str | None) -> tuple[str, str | None]:
+    """The chain a row belongs to."""
+    return (table_name, entity_id)
+
+
+def _heads(
+    conn: Connection, table_name: str, entity_ids: Sequence[str]
+) -> dict[str, tuple[int, str | None]]:
+    """The newest ``(chain_seq, row_hash)`` of each entity's chain that exists."""
+    audit: Table = AuditLog.__table__  # type: ignore[assignment]
+    newer = aliased(AuditLog)
+    heads: dict[str, tuple[int, str | None]] = {}
+    for start in range(0, len(entity_ids), _HEAD_BATCH):
+        chunk = entity_ids[start : start + _HEAD_BATCH]
+        last = (
+            select(func.max(newer.chain_seq))
+            .where(newer.table_name == audit.c.table_name, newer.entity_id == audit.c.entity_id)
+            .scalar_subquery()
+        )
+        stmt = select(audit.c.entity_id, audit.c.chain_seq, audit.c.row_hash).where(
+            and_(
+                audit.c.table_name == table_name,
+                audit.c.entity_id.in_(chunk),
+                audit.c.chain_seq == last,
+            )
+        )
+        for entity_id, seq, row_hash in conn.execute(stmt):
+            heads[entity_id] = (int(seq), row_hash)
+    return heads
+
+
+def link_rows(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+    """Fill ``chain_seq``, ``prev_hash`` and ``row_hash`` of ``rows`` (in place), in order.
+
+    One query per table finds the chains' heads; several rows of one entity in ``rows``
+    follow each other in the order given.
+    """
+    wanted: dict[str, set[str]] = defaultdict(set)
+    for row in rows:
+        if row["entity_id"] is not None:
+            wanted[row["table_name"]].add(row["entity_id"])
+    heads: dict[tuple[str, str | None], tuple[int, str | None]] = {}
+    for table_name, ids in wanted.items():
+        for entity_id, head in _heads(conn, table_name, sorted(ids)).items():
+            heads[(table_name, entity_id)] = head
+    if any(row["entity_id"] is None for row in rows):
+        # Rows without an entity id (none of asyncdb's paths writes one) chain per table.
+        for table_name in {row["table_name"] for row in rows if row["entity_id"] is None}:
+            stmt = (
+                select(AuditLog.chain_seq, AuditLog.row_hash)
+                .where(AuditLog.table_name == table_name, AuditLog.entity_id.is_(None))
+                .where(AuditLog.chain_seq.is_not(None))
+                .order_by(AuditLog.chain_seq.desc())
+                .limit(1)
+            )
+            found = conn.execute(stmt).first()
+            if found is not None:
+                heads[(table_name, None)] = (int(found[0] or 0), found[1])
+    for row in rows:
+        key = chain_key(row["table_name"], row["entity_id"])
+        seq, prev = heads.get(key, (0, None))
+        row["chain_seq"] = seq + 1
+        row["prev_hash"] = prev
+        row["row_hash"] = row_digest(row)
+        heads[key] = (seq + 1, row["row_hash"])
+
+
+def checkpoint_row(
+    removed: Mapping[tuple[str, str | None], tuple[int, str | None, int]],
+    occurred_at: dt.datetime,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The CHECKPOINT row for one retention batch (not yet linked).
+
+    ``removed`` maps each chain to (last removed ``chain_seq``, its ``row_hash``, count).
+    """
+    chains = [
+        {"table": table, "entity_id": entity, "seq": seq, "hash": row_hash, "removed": count}
+        for (table, entity), (seq, row_hash, count) in sorted(
+            removed.items(), key=lambda item: (item[0][0], item[0][1] or "")
+        )
+    ]
+    return {
+        "table_name": AUDIT_TABLE,
+        "entity_id": CHECKPOINT_ENTITY,
+        "action": AuditAction.CHECKPOINT.value,
+        "occurred_at": occurred_at,
+        "user_id": None,
+        "session_id": None,
+        "correlation_id": None,
+        "old_values": None,
+        "new_values": {"chains": chains},
+        "changed_fields": None,
+        "extra": dict(extra) if extra else None,
+    }
+
+
+#: transaction-local setting that lets retention through the append-only trigger
+RETENTION_SETTING = "asyncdb.audit_retention"
+
+
+def _same_entity(audit: Table, entity_id: str | None) -> Any:
+    return audit.c.entity_id.is_(None) if entity_id is None else audit.c.entity_id == entity_id
+
+
+def prune_batch(conn: Connection, cutoff: dt.datetime, batch_size: int) -> int:
+    """Remove up to ``batch_size`` audit rows older than ``cutoff``; returns how many.
+
+    Chained rows go only as a prefix of their chain (a row's older links go with it), and
+    one CHECKPOINT row records where each shortened chain now starts.
+    """
+    audit: Table = AuditLog.__table__  # type: ignore[assignment]
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT set_config(:name, 'on', true)"), {"name": RETENTION_SETTING})
+    found = conn.execute(
+        select(audit.c.id, audit.c.table_name, audit.c.entity_id, audit.c.chain_seq)
+        .where(audit.c.occurred_at < cutoff, audit.c.action != AuditAction.CHECKPOINT.value)
+        .order_by(audit.c.id)
+        .limit(batch_size)
+    ).all()
+    if not found:
+        return 0
+    unchained = [row.id for row in found if row.chain_seq is None]
+    last: dict[tuple[str, str | None], int] = {}
+    counts: dict[tuple[str, str | None], int] = defaultdict(int)
+    for row in found:
+        if row.chain_seq is not None:
+            key = chain_key(row.table_name, row.entity_id)
+            last[key] = max(last.get(key, 0), int(row.chain_seq))
+            counts[key] += 1
+    if unchained:
+        conn.execute(delete(audit).where(audit.c.id.in_(unchained)))
+    if last:
+        removed: dict[tuple[str, str | None], tuple[int, str | None, int]] = {}
+        for (table_name, entity_id), seq in last.items():
+            where = and_(audit.c.table_name == table_name, _same_entity(audit, entity_id))
+            link = conn.execute(
+                select(audit.c.row_hash).where(where, audit.c.chain_seq == seq)
+            ).scalar_one()
+            removed[(table_name, entity_id)] = (seq, link, counts[(table_name, entity_id)])
+        keyed = [(t, e, s) for (t, e), (s, _, _) in removed.items() if e is not None]
+        if keyed:
+            conn.execute(
+                delete(audit).where(
+                    audit.c.table_name == bindparam("t"),
+                    audit.c.entity_id == bindparam("e"),
+                    audit.c.chain_seq <= bindparam("s"),
+                ),
+                [{"t": t, "e": e, "s": s} for t, e, s in keyed],
+            )
+        for (table_name, entity_id), (seq, _, _) in removed.items():
+            if entity_id is None:
+                conn.execute(
+                    delete(audit).where(
+                        audit.c.table_name == table_name,
+                        audit.c.entity_id.is_(None),
+                        audit.c.chain_seq <= seq,
+                    )
+                )
+        checkpoint = checkpoint_row(removed, utcnow(), {"cutoff": cutoff.isoformat()})
+        link_rows(conn, [checkpoint])
+        conn.execute(insert(audit), [checkpoint])
+    return len(found)

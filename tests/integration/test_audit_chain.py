@@ -1,0 +1,218 @@
+"""The audit log's hash chain on every backend: valid after every write path, and each
+kind of tampering (changed, deleted, inserted, reordered rows) caught at the right row."""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+from typing import Any
+
+from sqlalchemy import delete, insert, select, update
+
+from asyncdb import (
+    AsyncDatabaseManager,
+    AuditAction,
+    AuditLog,
+    Repository,
+    audit_context,
+    cleanup_audit_logs,
+    utcnow,
+    verify_audit_chain,
+)
+from asyncdb._audit import audit_row, write_audit_rows
+from asyncdb._context import AuditContext
+from tests.integration.models import Account, Item
+
+COLUMNS = [c.key for c in AuditLog.__table__.columns if c.key != "id"]
+
+
+async def item_history(db: AsyncDatabaseManager) -> tuple[int, list[AuditLog]]:
+    """One item with four audit rows (CREATE, UPDATE, UPDATE, SOFT_DELETE)."""
+    items = Repository(Item, db)
+    item = await items.create(name="a", qty=1)
+    await items.update(item.id, name="b")
+    await items.update(item.id, qty=2)
+    await items.delete(item.id)
+    return item.id, await chain_of(db, "t_item", item.id)
+
+
+async def chain_of(db: AsyncDatabaseManager, table: str, entity: object) -> list[AuditLog]:
+    async with db.session() as session:
+        stmt = (
+            select(AuditLog)
+            .where(AuditLog.table_name == table, AuditLog.entity_id == str(entity))
+            .order_by(AuditLog.chain_seq)
+        )
+        return list((await session.scalars(stmt)).all())
+
+
+async def tamper(db: AsyncDatabaseManager, *statements: Any) -> None:
+    async with db.session() as session:
+        for stmt in statements:
+            await session.execute(stmt)
+        await session.commit()
+
+
+async def test_every_write_path_extends_the_entitys_chain(db: AsyncDatabaseManager) -> None:
+    items = Repository(Item, db)
+    with audit_context(user_id="u1"):
+        item = await items.create(name="a")
+        await items.update(item.id, name="b")
+        await items.delete(item.id)
+        await items.restore(item.id)
+        await items.bulk_update([{"id": item.id, "qty": 5}])
+        await items.upsert({"id": item.id, "name": "c"}, conflict_on=["id"])
+        await items.bulk_create([{"name": f"n{i}"} for i in range(5)])
+        await items.delete(item.id, soft=False)
+    rows = await chain_of(db, "t_item", item.id)
+    assert [r.chain_seq for r in rows] == list(range(1, 8))
+    assert rows[0].prev_hash is None
+    assert all(b.prev_hash == a.row_hash for a, b in itertools.pairwise(rows))
+    assert len({r.row_hash for r in rows}) == len(rows)
+    report = await verify_audit_chain(db)
+    assert report.ok, report.broken
+    assert (report.rows, report.chains, report.unchained) == (12, 6, 0)
+    assert (await verify_audit_chain(db, table_name="t_item", entity_id=item.id)).rows == 7
+
+
+async def test_a_changed_value_is_caught_at_its_row(db: AsyncDatabaseManager) -> None:
+    _, rows = await item_history(db)
+    target = rows[1]
+    await tamper(
+        db, update(AuditLog).where(AuditLog.id == target.id).values(new_values={"name": "evil"})
+    )
+    report = await verify_audit_chain(db)
+    assert report.broken is not None
+    assert (report.broken.row_id, report.broken.problem) == (target.id, "hash")
+    assert report.broken.found == target.row_hash
+    assert report.broken.expected != target.row_hash
+    assert f"audit row {target.id}" in str(report.broken)
+
+
+async def test_a_changed_who_or_when_is_caught(db: AsyncDatabaseManager) -> None:
+    _, rows = await item_history(db)
+    await tamper(db, update(AuditLog).where(AuditLog.id == rows[2].id).values(user_id="x"))
+    assert (await verify_audit_chain(db)).broken.row_id == rows[2].id  # type: ignore[union-attr]
+    await tamper(db, update(AuditLog).where(AuditLog.id == rows[2].id).values(user_id=None))
+    assert (await verify_audit_chain(db)).ok
+    later = rows[0].occurred_at + dt.timedelta(seconds=1)
+    await tamper(db, update(AuditLog).where(AuditLog.id == rows[0].id).values(occurred_at=later))
+    assert (await verify_audit_chain(db)).broken.row_id == rows[0].id  # type: ignore[union-attr]
+
+
+async def test_a_deleted_row_is_caught(db: AsyncDatabaseManager) -> None:
+    _, rows = await item_history(db)
+    await tamper(db, delete(AuditLog).where(AuditLog.id == rows[1].id))
+    broken = (await verify_audit_chain(db)).broken
+    assert broken is not None
+    assert (broken.row_id, broken.problem) == (rows[2].id, "sequence")
+    assert (broken.expected, broken.found) == ("chain_seq 2", "chain_seq 3")
+
+
+async def test_a_deleted_first_row_is_caught(db: AsyncDatabaseManager) -> None:
+    _, rows = await item_history(db)
+    await tamper(db, delete(AuditLog).where(AuditLog.id == rows[0].id))
+    broken = (await verify_audit_chain(db)).broken
+    assert broken is not None and (broken.row_id, broken.problem) == (rows[1].id, "start")
+
+
+async def test_an_inserted_row_is_caught(db: AsyncDatabaseManager) -> None:
+    _, rows = await item_history(db)
+    forged = {c: getattr(rows[1], c) for c in COLUMNS}
+    forged["chain_seq"] = 5  # a replay of row 2 appended after the head
+    await tamper(db, insert(AuditLog).values(**forged))
+    broken = (await verify_audit_chain(db)).broken
+    assert broken is not None and broken.problem == "link" and broken.chain_seq == 5
+    assert (broken.expected, broken.found) == (rows[3].row_hash, rows[0].row_hash)
+
+
+async def test_an_inserted_row_in_the_middle_is_caught(db: AsyncDatabaseManager) -> None:
+    _, rows = await item_history(db)
+    # Make room at chain_seq 3 (highest first, for the unique index) and put a row there.
+    for row in reversed(rows[2:]):
+        await tamper(
+            db, update(AuditLog).where(AuditLog.id == row.id).values(chain_seq=row.chain_seq + 1)
+        )
+    forged = {c: getattr(rows[1], c) for c in COLUMNS}
+    forged.update(chain_seq=3, prev_hash=rows[1].row_hash, new_values={"qty": 99})
+    await tamper(db, insert(AuditLog).values(**forged))
+    broken = (await verify_audit_chain(db)).broken
+    assert broken is not None and broken.chain_seq == 3 and broken.problem == "hash"
+
+
+async def test_reordered_rows_are_caught(db: AsyncDatabaseManager) -> None:
+    _, rows = await item_history(db)
+    second, third = rows[1], rows[2]
+    await tamper(
+        db,
+        update(AuditLog).where(AuditLog.id == second.id).values(chain_seq=-1),
+        update(AuditLog).where(AuditLog.id == third.id).values(chain_seq=2),
+        update(AuditLog).where(AuditLog.id == second.id).values(chain_seq=3),
+    )
+    broken = (await verify_audit_chain(db)).broken
+    assert broken is not None
+    assert (broken.row_id, broken.problem) == (third.id, "link")
+    assert (broken.expected, broken.found) == (rows[0].row_hash, second.row_hash)
+
+
+async def test_a_row_stripped_of_its_chain_is_caught(db: AsyncDatabaseManager) -> None:
+    _, rows = await item_history(db)
+    await tamper(
+        db,
+        update(AuditLog)
+        .where(AuditLog.id == rows[3].id)
+        .values(chain_seq=None, prev_hash=None, row_hash=None),
+    )
+    report = await verify_audit_chain(db)
+    assert report.unchained == 1
+    assert report.broken is not None
+    assert (report.broken.row_id, report.broken.problem) == (rows[3].id, "unchained")
+
+
+async def test_retention_leaves_a_verifiable_chain_with_a_checkpoint(
+    db: AsyncDatabaseManager,
+) -> None:
+    account = await Repository(Account, db).create(email="a@x")
+    old = utcnow() - dt.timedelta(days=40)
+    ctx = AuditContext()
+    # Three old links on item 1, then two recent ones: retention removes the prefix only.
+    made = [
+        audit_row(Item, AuditAction.UPDATE, "1", ctx, new={"qty": i}, changed=["qty"])
+        for i in range(5)
+    ]
+    for row in made[:3]:
+        row["occurred_at"] = old
+    async with db.session() as session:
+        await session.run_sync(write_audit_rows, made)
+        await session.commit()
+    assert (await verify_audit_chain(db)).ok
+    assert await cleanup_audit_logs(db, retention_days=30, batch_size=2) == 3
+    left = await chain_of(db, "t_item", 1)
+    assert [r.chain_seq for r in left] == [4, 5]
+    report = await verify_audit_chain(db)
+    assert report.ok, report.broken
+    assert report.checkpoints == 2  # two batches, each anchoring where item 1 now starts
+    checkpoints = await chain_of(db, "asyncdb_audit_log", "checkpoint")
+    assert [r.action for r in checkpoints] == ["CHECKPOINT", "CHECKPOINT"]
+    assert checkpoints[-1].new_values is not None
+    assert checkpoints[-1].new_values["chains"][0]["seq"] == 3
+    # The checkpoint is evidence too: changing it breaks its own chain.
+    await tamper(
+        db,
+        update(AuditLog)
+        .where(AuditLog.id == checkpoints[-1].id)
+        .values(new_values={"chains": [{"table": "t_item", "entity_id": "1", "seq": 3}]}),
+    )
+    broken = (await verify_audit_chain(db)).broken
+    assert broken is not None and broken.row_id == checkpoints[-1].id
+    assert (await chain_of(db, "t_account", account.id))[0].chain_seq == 1
+
+
+async def test_head_digest_is_an_anchor_later_rows_do_not_move(db: AsyncDatabaseManager) -> None:
+    await item_history(db)
+    anchor = await verify_audit_chain(db)
+    assert anchor.last_id is not None
+    await Repository(Item, db).create(name="later")
+    again = await verify_audit_chain(db, until_id=anchor.last_id)
+    assert (again.head_digest, again.rows) == (anchor.head_digest, anchor.rows)
+    assert (await verify_audit_chain(db)).head_digest != anchor.head_digest
