@@ -6,6 +6,7 @@ Alembic migrations, for asyncio and FastAPI applications.
 """
 
 from ._audit import cleanup_audit_logs, get_audit_logs
+from ._audit_history import AuditVersion, as_of, history, revert
 from ._audit_model import AuditAction, AuditLog
 from ._audit_verify import AuditChainBreak, AuditChainReport, verify_audit_chain
 from ._cache import CacheBackend, MemoryCacheBackend, RepositoryCache
@@ -54,6 +55,7 @@ __all__ = [
     "AuditChainReport",
     "AuditContext",
     "AuditLog",
+    "AuditVersion",
     "Audited",
     "Base",
     "CacheBackend",
@@ -84,6 +86,7 @@ __all__ = [
     "ValidationError",
     "__version__",
     "alembic_render_item",
+    "as_of",
     "audit_context",
     "cleanup_audit_logs",
     "downgrade",
@@ -92,11 +95,13 @@ __all__ = [
     "get_conn",
     "get_db_manager",
     "get_session",
+    "history",
     "init_database",
     "mask_url",
     "migrate",
     "migration_status",
     "migrations_location",
+    "revert",
     "run_tx",
     "set_db_manager",
     "toolkit_metadata",
