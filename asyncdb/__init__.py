@@ -6,6 +6,7 @@ Alembic migrations, for asyncio and FastAPI applications.
 """
 
 from ._audit import cleanup_audit_logs, get_audit_logs
+from ._audit_export import export_audit_logs, iter_audit_logs
 from ._audit_history import AuditVersion, as_of, history, revert
 from ._audit_model import AuditAction, AuditLog
 from ._audit_verify import AuditChainBreak, AuditChainReport, verify_audit_chain
@@ -90,6 +91,7 @@ __all__ = [
     "audit_context",
     "cleanup_audit_logs",
     "downgrade",
+    "export_audit_logs",
     "get_audit_context",
     "get_audit_logs",
     "get_conn",
@@ -97,6 +99,7 @@ __all__ = [
     "get_session",
     "history",
     "init_database",
+    "iter_audit_logs",
     "mask_url",
     "migrate",
     "migration_status",

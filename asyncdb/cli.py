@@ -19,6 +19,7 @@ __all__ = ["add_url_argument", "main"]
 
 #: subcommand → (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
+    "audit": ("asyncdb._cli_audit", "verify the audit log's hash chains, or export it"),
     "bench": ("asyncdb.bench", "compare asyncdb with the raw driver, Core and the bare ORM"),
     "demo": ("asyncdb.demo", "a narrated tour of asyncdb on a real database"),
     "health": ("asyncdb._cli_health", "probe the database; exit 0 when healthy, 1 when not"),
