@@ -36,13 +36,15 @@ from asyncdb.cli import main
 from tests.conftest import _dsn, fresh_postgres_database
 
 REPO = Path(__file__).resolve().parents[2]
-HEAD = "asyncdb_0001"
+HEAD = "asyncdb_0002"
+ALL = ("asyncdb_0001", HEAD)
 AUDIT_INDEXES = {
     "ix_asyncdb_audit_log_action",
     "ix_asyncdb_audit_log_correlation_id",
     "ix_asyncdb_audit_log_entity",
     "ix_asyncdb_audit_log_occurred_at",
     "ix_asyncdb_audit_log_user_id",
+    "ux_asyncdb_audit_log_chain",
 }
 PRISTINE = ["sqlite-file", "postgres"]
 
@@ -116,11 +118,11 @@ async def execute(url: str, *statements: str) -> None:
 
 async def test_upgrade_downgrade_upgrade_round_trip(fresh_url: str) -> None:
     status = await migration_status(fresh_url)
-    assert (status.current, status.heads, status.pending) == ((), (HEAD,), (HEAD,))
+    assert (status.current, status.heads, status.pending) == ((), (HEAD,), ALL)
     assert not status.up_to_date
 
     result = await migrate(fresh_url)
-    assert (result.before, result.after, result.applied) == ((), (HEAD,), (HEAD,))
+    assert (result.before, result.after, result.applied) == ((), (HEAD,), ALL)
     assert result.changed
     tables, indexes, versions = await schema_of(fresh_url)
     assert {"asyncdb_audit_log", VERSION_TABLE} <= tables
@@ -133,7 +135,7 @@ async def test_upgrade_downgrade_upgrade_round_trip(fresh_url: str) -> None:
     assert not again.changed
 
     down = await downgrade(fresh_url, "base")
-    assert (down.before, down.after, down.applied) == ((HEAD,), (), (HEAD,))
+    assert (down.before, down.after, down.applied) == ((HEAD,), (), ALL[::-1])
     tables, _, versions = await schema_of(fresh_url)
     assert "asyncdb_audit_log" not in tables
     assert versions == []
@@ -156,7 +158,7 @@ async def test_migrate_uses_the_managers_engine(tmp_path: Path) -> None:
     # must run there, not on an engine of its own.
     async with AsyncDatabaseManager("sqlite+aiosqlite:///:memory:") as db:
         result = await migrate(db)
-        assert result.applied == (HEAD,)
+        assert result.applied == ALL
         assert (await migration_status(db)).up_to_date
         async with db.engine.connect() as conn:
             count = await conn.scalar(text("SELECT count(*) FROM asyncdb_audit_log"))
@@ -284,10 +286,10 @@ CREATE_THREE = (
 async def test_failed_upgrade_stops_at_the_last_good_revision(
     fresh_url: str, add_revision: AddRevision
 ) -> None:
-    add_revision("asyncdb_0002", HEAD, CREATE_TWO, 'op.drop_table("asyncdb_test_two")')
+    add_revision("asyncdb_0003", HEAD, CREATE_TWO, 'op.drop_table("asyncdb_test_two")')
     broken = add_revision(
+        "asyncdb_0004",
         "asyncdb_0003",
-        "asyncdb_0002",
         # DDL that succeeds, then a statement that fails: the whole revision must go.
         f'{CREATE_THREE}\nop.execute("SELECT no_such_column FROM asyncdb_test_two")',
         'op.drop_table("asyncdb_test_three")',
@@ -296,8 +298,8 @@ async def test_failed_upgrade_stops_at_the_last_good_revision(
     with pytest.raises(MigrationError) as caught:
         await migrate(fresh_url)
     message = str(caught.value)
-    assert message.startswith("Migration asyncdb_0003 failed while upgrading")
-    assert "The database is at revision asyncdb_0002." in message
+    assert message.startswith("Migration asyncdb_0004 failed while upgrading")
+    assert "The database is at revision asyncdb_0003." in message
     assert "then run `asyncdb migrate --revision head`" in message
     assert "QueryError" in message
     password = make_url(fresh_url).password
@@ -305,19 +307,19 @@ async def test_failed_upgrade_stops_at_the_last_good_revision(
     assert caught.value.__cause__ is not None
 
     tables, _, versions = await schema_of(fresh_url)
-    assert versions == ["asyncdb_0002"]
+    assert versions == ["asyncdb_0003"]
     assert {"asyncdb_audit_log", "asyncdb_test_two"} <= tables
     assert "asyncdb_test_three" not in tables
 
     # Fixed, the same command carries on from the last good revision.
     broken.unlink()
     add_revision(
-        "asyncdb_0003", "asyncdb_0002", CREATE_THREE, 'op.drop_table("asyncdb_test_three")'
+        "asyncdb_0004", "asyncdb_0003", CREATE_THREE, 'op.drop_table("asyncdb_test_three")'
     )
     result = await migrate(fresh_url)
-    assert (result.before, result.applied) == (("asyncdb_0002",), ("asyncdb_0003",))
+    assert (result.before, result.applied) == (("asyncdb_0003",), ("asyncdb_0004",))
     tables, _, versions = await schema_of(fresh_url)
-    assert versions == ["asyncdb_0003"]
+    assert versions == ["asyncdb_0004"]
     assert "asyncdb_test_three" in tables
 
 
@@ -336,18 +338,18 @@ async def test_failed_downgrade_names_the_revision_and_the_command(
     fresh_url: str, add_revision: AddRevision
 ) -> None:
     add_revision(
-        "asyncdb_0002", HEAD, CREATE_TWO, 'op.drop_table("asyncdb_test_two")\nraise RuntimeError'
+        "asyncdb_0003", HEAD, CREATE_TWO, 'op.drop_table("asyncdb_test_two")\nraise RuntimeError'
     )
     await migrate(fresh_url)
     with pytest.raises(MigrationError) as caught:
         await downgrade(fresh_url, "base")
     message = str(caught.value)
-    assert message.startswith("Migration asyncdb_0002 failed while downgrading")
+    assert message.startswith("Migration asyncdb_0003 failed while downgrading")
     assert "RuntimeError" in message
-    assert "The database is at revision asyncdb_0002." in message
+    assert "The database is at revision asyncdb_0003." in message
     assert "`asyncdb migrate --downgrade base`" in message
     tables, _, versions = await schema_of(fresh_url)
-    assert versions == ["asyncdb_0002"]
+    assert versions == ["asyncdb_0003"]
     assert "asyncdb_test_two" in tables  # its drop was rolled back with the revision
 
 
@@ -367,7 +369,7 @@ async def test_unknown_revisions_are_migration_errors(fresh_sqlite_url: str) -> 
 
 async def test_concurrent_callers_in_one_process_take_turns(fresh_url: str) -> None:
     results = await asyncio.gather(*(migrate(fresh_url) for _ in range(3)))
-    assert sorted(len(r.applied) for r in results) == [0, 0, 1]
+    assert sorted(len(r.applied) for r in results) == [0, 0, len(ALL)]
     assert all(r.after == (HEAD,) for r in results)
     _, _, versions = await schema_of(fresh_url)
     assert versions == [HEAD]
@@ -385,7 +387,7 @@ async def test_waiting_for_the_postgres_lock_is_bounded(fresh_pg_url: str) -> No
             assert db.pool_status().get("checked_out", 0) == 0
             await holder.execute("SELECT pg_advisory_unlock($1)", ADVISORY_LOCK_KEY)
             # The connection went back to the pool clean: the next run takes the lock.
-            assert (await migrate(db)).applied == (HEAD,)
+            assert (await migrate(db)).applied == ALL
     finally:
         await holder.close()
 
@@ -402,7 +404,7 @@ async def test_waiting_for_the_sqlite_write_lock_is_bounded(fresh_sqlite_url: st
             holder.execute("ROLLBACK")
         finally:
             holder.close()
-        assert (await migrate(db)).applied == (HEAD,)
+        assert (await migrate(db)).applied == ALL
 
 
 INIT_DATABASE_CHILD = """
@@ -524,7 +526,7 @@ def test_cli_migrate_status_sql_and_downgrade(
     assert main(["migrate", "--status", "--url", fresh_url]) == 1
     out = capsys.readouterr().out
     assert "current: base" in out
-    assert f"pending: {HEAD}" in out
+    assert f"pending: {', '.join(ALL)}" in out
 
     assert main(["migrate", "--url", fresh_url]) == 0
     out = capsys.readouterr().out
@@ -560,9 +562,9 @@ def test_cli_migrate_uses_asyncdb_url(
 def test_cli_migrate_failure_exits_2_with_what_to_run(
     fresh_sqlite_url: str, add_revision: AddRevision, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    add_revision("asyncdb_0002", HEAD, 'op.execute("SELECT * FROM no_such_table")')
+    add_revision("asyncdb_0003", HEAD, 'op.execute("SELECT * FROM no_such_table")')
     assert main(["migrate", "--url", fresh_sqlite_url]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("asyncdb: Migration asyncdb_0002 failed while upgrading")
+    assert err.startswith("asyncdb: Migration asyncdb_0003 failed while upgrading")
     assert f"The database is at revision {HEAD}." in err
     assert "`asyncdb migrate --revision head`" in err

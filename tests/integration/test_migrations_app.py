@@ -140,7 +140,7 @@ def test_way_2_chain_the_asyncdb_branch(app_dir: Path) -> None:
     command.upgrade(config, "asyncdb@head")
     tables, versions = tables_and_versions(app_dir / "app.db", "alembic_version")
     assert "asyncdb_audit_log" in tables
-    assert versions == ["asyncdb_0001"]
+    assert versions == ["asyncdb_0002"]
 
     # The application's first revision starts its own branch; the audit log is already in
     # the database and in target_metadata, so autogenerate leaves it alone.
@@ -162,7 +162,7 @@ def test_way_2_chain_the_asyncdb_branch(app_dir: Path) -> None:
     tables, versions = tables_and_versions(app_dir / "app.db", "alembic_version")
     assert {"asyncdb_audit_log", "app_order"} <= tables
     assert "asyncdb_alembic_version" not in tables  # one history: the application's
-    assert versions == ["app_0001", "asyncdb_0001"]
+    assert versions == ["app_0001", "asyncdb_0002"]
     command.check(config)
 
     # The branches stay independent: the toolkit's can go down alone.

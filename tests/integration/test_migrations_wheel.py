@@ -16,7 +16,7 @@ import pytest
 from tests.integration.test_migrations_app import tables_and_versions, write_app_project
 
 REPO = Path(__file__).resolve().parents[2]
-HEAD = "asyncdb_0001"
+HEAD = "asyncdb_0002"
 
 
 def run(
@@ -48,7 +48,8 @@ def test_installed_wheel_runs_migrate_and_demo(tmp_path: Path) -> None:
     assert {
         "asyncdb/_migrations/env.py",
         "asyncdb/_migrations/script.py.mako",
-        f"asyncdb/_migrations/versions/{HEAD}_audit_log.py",
+        "asyncdb/_migrations/versions/asyncdb_0001_audit_log.py",
+        f"asyncdb/_migrations/versions/{HEAD}_audit_chain.py",
     } <= names
     assert not any("__pycache__" in name for name in names)
 

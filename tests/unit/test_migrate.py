@@ -128,7 +128,7 @@ async def test_sql_mode_renders_postgres_sql_without_connecting() -> None:
     assert result.sql.count("BEGIN;") == result.sql.count("COMMIT;") >= 1
     assert "s3cret-pw" not in result.sql
     assert "s3cret-pw" not in result.url
-    assert result.applied == ("asyncdb_0001",)
+    assert result.applied == ("asyncdb_0001", "asyncdb_0002")
     assert not result.changed
 
 
