@@ -6,6 +6,7 @@
     asyncdb migrate --sql [--revision REV]         print the SQL; connect to nothing
     asyncdb migrate --status                       exit 0 when up to date, 1 when not
     asyncdb migrate --downgrade REV                e.g. base, or -1
+    asyncdb migrate --audit-append-only            then guard the audit log (PostgreSQL)
 
 A failure exits 2 with a message naming the revision and what to run next.
 """
@@ -38,6 +39,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="show the current and head revisions; exit 1 when migrations are pending",
     )
     mode.add_argument("--downgrade", metavar="REV", help="downgrade to REV (base drops all)")
+    parser.add_argument(
+        "--audit-append-only",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="after the upgrade, make the audit log reject UPDATE/DELETE (PostgreSQL), or not",
+    )
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -63,7 +70,12 @@ async def run(args: argparse.Namespace) -> int:
         result = await downgrade(args.url, args.downgrade)
         verb = "Downgraded"
     else:
-        result = await migrate(args.url, revision=args.revision or "head", sql=args.sql)
+        result = await migrate(
+            args.url,
+            revision=args.revision or "head",
+            sql=args.sql,
+            audit_append_only=args.audit_append_only,
+        )
         if result.sql is not None:
             sys.stdout.write(result.sql)
             return 0

@@ -52,6 +52,7 @@ from sqlalchemy.engine import Connection, Transaction
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from . import _audit_model  # noqa: F401 - registers the toolkit's tables on toolkit_metadata
+from ._audit_guard import append_only_sql, set_append_only
 from ._engine import READ_ONLY_OPTION
 from ._errors import MigrationError, exception_summary, sqlstate_of
 from ._manager import AsyncDatabaseManager
@@ -197,7 +198,11 @@ class _Progress:
 
 
 async def migrate(
-    db: AsyncDatabaseManager | str | None = None, *, revision: str = "head", sql: bool = False
+    db: AsyncDatabaseManager | str | None = None,
+    *,
+    revision: str = "head",
+    sql: bool = False,
+    audit_append_only: bool | None = None,
 ) -> MigrationResult:
     """Upgrade the toolkit's tables to ``revision`` (default: the newest).
 
@@ -208,10 +213,24 @@ async def migrate(
 
         result = await migrate(db)
         print(result.before, "->", result.after)
+
+    ``audit_append_only=True`` then makes the audit log reject UPDATE, DELETE and TRUNCATE
+    (PostgreSQL; retention still works), ``False`` lifts that, ``None`` leaves it as is.
     """
     if sql:
-        return await _offline(_settings_of(db), revision)
-    return await _online("upgrade", db, revision)
+        result = await _offline(_settings_of(db), revision)
+        if audit_append_only is not None and _settings_of(db).parsed_url.get_backend_name() == (
+            "postgresql"
+        ):
+            statements = append_only_sql(audit_append_only)
+            extra = "".join(f"{statement};\n\n" for statement in statements)
+            result = dataclasses.replace(result, sql=(result.sql or "") + extra)
+        return result
+    result = await _online("upgrade", db, revision)
+    if audit_append_only is not None:
+        async with _engine_for(db) as (engine, _), engine.begin() as conn:
+            await conn.run_sync(set_append_only, audit_append_only)
+    return result
 
 
 async def downgrade(db: AsyncDatabaseManager | str | None, revision: str) -> MigrationResult:
