@@ -170,6 +170,30 @@ async def _concurrent(stack: Stack, data: Data) -> Sample:
     return Sample(done, time.perf_counter() - start)
 
 
+async def _concurrent_updates(stack: Stack, data: Data) -> Sample:
+    # Each task updates its own rows: writers of different entities, as in a busy service.
+    ids = data.ids
+    tasks = data.scale.concurrency
+    for ident in ids[: data.scale.warmup]:
+        await stack.update(ident, data.new_values())
+    gc.collect()
+    done = 0
+    start = time.perf_counter()
+    deadline = start + data.scale.duration
+
+    async def worker(offset: int) -> None:
+        nonlocal done
+        mine = ids[offset::tasks] or ids
+        i = 0
+        while time.perf_counter() < deadline:
+            await stack.update(mine[i % len(mine)], data.new_values())
+            done += 1
+            i += 1
+
+    await asyncio.gather(*(worker(w) for w in range(tasks)))
+    return Sample(done, time.perf_counter() - start)
+
+
 async def _keyset(stack: Stack, data: Data) -> Sample:
     cursor: Any = None
 
@@ -248,6 +272,14 @@ WORKLOADS: dict[str, Workload] = {
             (*_CORE, "asyncdb+cache"),
             _concurrent,
             read=True,
+        ),
+        Workload(
+            "concurrent_updates",
+            "ops/s",
+            "update from {concurrency} tasks, each on its own rows, over a pool of {pool_size}",
+            (*_CORE, "asyncdb+audit"),
+            _concurrent_updates,
+            tidy="read",
         ),
         Workload(
             "keyset",

@@ -20,7 +20,16 @@ from asyncdb import cli
 from asyncdb.bench import _workloads
 from asyncdb.bench._schema import PREFIX
 
-ALL_WORKLOADS = ["create", "get_by_id", "update", "paginate", "bulk_create", "concurrent", "keyset"]
+ALL_WORKLOADS = [
+    "create",
+    "get_by_id",
+    "update",
+    "paginate",
+    "bulk_create",
+    "concurrent",
+    "concurrent_updates",
+    "keyset",
+]
 
 
 def bench(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
