@@ -24,11 +24,11 @@ import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Table, event, insert, inspect, select
+from sqlalchemy import Table, event, inspect, select
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.base import NO_VALUE
 
-from ._audit_chain import link_rows, prune_batch
+from ._audit_chain import insert_linked, prune_batch
 from ._audit_model import AuditAction, AuditLog
 from ._context import EMPTY_CONTEXT, AuditContext, get_audit_context
 from ._errors import ValidationError, translate_errors
@@ -164,10 +164,8 @@ def write_audit_rows(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     if not rows:
         return
     conn = session.connection()
-    link_rows(conn, rows)
-    table: Table = AuditLog.__table__  # type: ignore[assignment]
     for start in range(0, len(rows), AUDIT_BATCH):
-        conn.execute(insert(table), list(rows[start : start + AUDIT_BATCH]))
+        insert_linked(conn, rows[start : start + AUDIT_BATCH])
 
 
 def _column_values(obj: Any) -> dict[str, Any]:

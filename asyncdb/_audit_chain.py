@@ -28,7 +28,21 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Table, and_, bindparam, delete, func, insert, select, text
+from sqlalchemy import (
+    Connection,
+    Table,
+    Text,
+    and_,
+    bindparam,
+    cast,
+    delete,
+    func,
+    insert,
+    literal,
+    select,
+    text,
+    true,
+)
 from sqlalchemy.orm import aliased
 
 from ._audit_model import AUDIT_TABLE, AuditAction, AuditLog
@@ -40,6 +54,9 @@ __all__ = [
     "canonical_json",
     "chain_key",
     "checkpoint_row",
+    "content_digest",
+    "insert_linked",
+    "link_digest",
     "link_rows",
     "prune_batch",
     "row_digest",
@@ -113,12 +130,23 @@ def canonical_json(value: Any) -> str:
     return _canonical(value)
 
 
-def row_digest(row: Mapping[str, Any]) -> str:
-    """The sha256 (hex) of a row's chained content: :data:`CHAIN_FIELDS`, seq and prev."""
+def content_digest(row: Mapping[str, Any]) -> str:
+    """sha256 (hex) of the canonical JSON of a row's :data:`CHAIN_FIELDS`."""
     content = {name: row.get(name) for name in CHAIN_FIELDS}
-    content["chain_seq"] = row.get("chain_seq")
-    content["prev_hash"] = row.get("prev_hash")
     return hashlib.sha256(canonical_json(content).encode("utf-8")).hexdigest()
+
+
+def link_digest(prev_hash: str | None, chain_seq: int, content: str) -> str:
+    """``row_hash``: sha256 (hex) of ``"<prev_hash or ''>:<chain_seq>:<content digest>"``.
+
+    PostgreSQL computes the same expression inside the INSERT (see :func:`insert_linked`).
+    """
+    return hashlib.sha256(f"{prev_hash or ''}:{chain_seq}:{content}".encode()).hexdigest()
+
+
+def row_digest(row: Mapping[str, Any]) -> str:
+    """The ``row_hash`` a row must carry, from its content, ``chain_seq`` and ``prev_hash``."""
+    return link_digest(row.get("prev_hash"), int(row.get("chain_seq") or 0), content_digest(row))
 
 
 def chain_key(table_name: str, entity_id: str | None) -> tuple[str, str | None]:
@@ -186,6 +214,69 @@ def link_rows(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
         row["prev_hash"] = prev
         row["row_hash"] = row_digest(row)
         heads[key] = (seq + 1, row["row_hash"])
+
+
+def _linked_insert(audit: Table) -> Any:
+    """INSERT ... SELECT that reads the chain's head and links the row in one statement.
+
+    One round trip per batch, as an unchained INSERT: the head lookup is an index probe
+    on ``ux_asyncdb_audit_log_chain`` inside the same statement.
+    """
+    same_chain = (
+        audit.c.table_name == bindparam("table_name"),
+        audit.c.entity_id == bindparam("entity_id"),
+        audit.c.chain_seq.is_not(None),
+    )
+    head = (
+        select(audit.c.chain_seq.label("seq"), audit.c.row_hash.label("hash"))
+        .where(*same_chain)
+        .order_by(audit.c.chain_seq.desc())
+        .limit(1)
+        .subquery("head")
+    )
+    one = select(literal(1).label("one")).subquery("one")
+    seq = func.coalesce(head.c.seq, 0) + 1
+    prev = head.c.hash
+    link = func.encode(
+        func.sha256(
+            func.convert_to(
+                func.concat(
+                    func.coalesce(prev, ""),
+                    ":",
+                    cast(seq, Text),
+                    ":",
+                    cast(bindparam("content_hash"), Text),
+                ),
+                "UTF8",
+            )
+        ),
+        "hex",
+    )
+    # Parameters in a SELECT list have no column to take a type from: cast each one.
+    values = [
+        cast(bindparam(name, type_=audit.c[name].type), audit.c[name].type) for name in CHAIN_FIELDS
+    ]
+    source = select(*values, seq, prev, link).select_from(one.outerjoin(head, true()))
+    columns = [*CHAIN_FIELDS, "chain_seq", "prev_hash", "row_hash"]
+    return insert(audit).from_select(columns, source)
+
+
+def insert_linked(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+    """INSERT ``rows`` into the audit log, each linked into its chain.
+
+    PostgreSQL links in the INSERT itself (:func:`_linked_insert`); elsewhere (SQLite
+    serialises writers anyway) one query per table reads the heads first.
+    """
+    audit: Table = AuditLog.__table__  # type: ignore[assignment]
+    if conn.dialect.name == "postgresql" and all(r["entity_id"] is not None for r in rows):
+        params = [
+            {**{name: row[name] for name in CHAIN_FIELDS}, "content_hash": content_digest(row)}
+            for row in rows
+        ]
+        conn.execute(_LINKED_INSERT, params)
+        return
+    link_rows(conn, rows)
+    conn.execute(insert(audit), list(rows))
 
 
 def checkpoint_row(
@@ -281,6 +372,8 @@ def prune_batch(conn: Connection, cutoff: dt.datetime, batch_size: int) -> int:
                     )
                 )
         checkpoint = checkpoint_row(removed, utcnow(), {"cutoff": cutoff.isoformat()})
-        link_rows(conn, [checkpoint])
-        conn.execute(insert(audit), [checkpoint])
+        insert_linked(conn, [checkpoint])
     return len(found)
+
+
+_LINKED_INSERT = _linked_insert(AuditLog.__table__)  # type: ignore[arg-type]
