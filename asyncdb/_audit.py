@@ -49,6 +49,7 @@ __all__ = [
 ]
 
 AUDIT_BATCH = 1000
+_EXACT_FLOAT = 2.0**53
 _OBJ_CONTEXT = "asyncdb_audit_objects"
 _NO_AUDIT = object()
 
@@ -67,9 +68,14 @@ def json_safe(value: Any) -> Any:
     if value is None or isinstance(value, (bool, int, str)):
         return value
     if isinstance(value, float):
-        return (
-            value if value == value and value not in (float("inf"), float("-inf")) else str(value)
-        )
+        if value != value or value in (float("inf"), float("-inf")):
+            return str(value)
+        # PostgreSQL's JSONB reads numbers as decimals and writes big integral ones back
+        # without an exponent (1e16 returns as 10000000000000000, an int) and -0.0 as 0:
+        # store them in that form, so the audit chain hashes what comes back.
+        if value.is_integer() and (abs(value) >= _EXACT_FLOAT or value == 0):
+            return int(value) if value else 0.0
+        return value
     if isinstance(value, (dt.datetime, dt.date, dt.time)):
         return value.isoformat()
     if isinstance(value, (uuid.UUID, decimal.Decimal)):
@@ -130,7 +136,7 @@ def audit_row(
             None if new is None else {k: json_safe(v) for k, v in new.items() if k not in excluded}
         ),
         "changed_fields": None if changed is None else sorted(changed),
-        "extra": dict(context.extra) or None,
+        "extra": json_safe(dict(context.extra)) or None,
     }
 
 

@@ -2,8 +2,10 @@
 
 **Scope: one chain per entity**, ``(table_name, entity_id)``. Rows of one entity are
 numbered ``chain_seq`` = 1, 2, 3, … and each carries ``prev_hash`` (the previous row's
-``row_hash``; NULL for the first) and ``row_hash`` = sha256 of the row's canonical JSON
-(sorted keys, ``(",", ":")`` separators) including ``prev_hash`` and ``chain_seq``.
+``row_hash``; NULL for the first) and ``row_hash`` =
+sha256(``"<prev_hash or ''>:<chain_seq>:<content>"``), where ``<content>`` is the sha256 of
+the canonical JSON (sorted keys, ``(",", ":")`` separators) of :data:`CHAIN_FIELDS`. The
+split lets PostgreSQL link a row inside its INSERT from a content digest computed here.
 
 Why per entity: writers of *different* entities never wait for each other (no global or
 sharded chain head to lock), and writers of the *same* entity are already serialised by the
@@ -21,7 +23,6 @@ that records, per chain, the last removed ``chain_seq`` and its ``row_hash``.
 from __future__ import annotations
 
 import datetime as dt
-import decimal
 import hashlib
 import json
 from collections import defaultdict
@@ -55,6 +56,7 @@ __all__ = [
     "chain_key",
     "checkpoint_row",
     "content_digest",
+    "fields_digest",
     "insert_linked",
     "link_digest",
     "link_rows",
@@ -81,58 +83,39 @@ CHECKPOINT_ENTITY = "checkpoint"
 _HEAD_BATCH = 500
 
 
-_EXACT = 2**53
-
-
-def _number(value: int | float) -> str:
-    # PostgreSQL's JSONB keeps numbers as decimals: 1.0 comes back as 1.0, 1e100 as a
-    # 101-digit integer. Compare numbers by decimal value, written one way.
-    if isinstance(value, int):
-        if -_EXACT < value < _EXACT:
-            return str(value)
-    elif value.is_integer() and -_EXACT < value < _EXACT:
-        return str(int(value))
-    number = decimal.Decimal(repr(value) if isinstance(value, float) else value)
-    return str(number.normalize())
-
-
-def _canonical(value: Any) -> str:
-    if value is None:
-        return "null"
-    if value is True:
-        return "true"
-    if value is False:
-        return "false"
-    if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
-    if isinstance(value, (int, float)):
-        if isinstance(value, float) and (value != value or value in (float("inf"), -float("inf"))):
-            return json.dumps(str(value))
-        return _number(value)
+def _plain(value: Any) -> Any:
+    """What ``json.dumps`` cannot write itself: datetimes as naive UTC, the rest as text."""
     if isinstance(value, dt.datetime):
         if value.tzinfo is not None:
             value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
-        return json.dumps(value.isoformat(timespec="microseconds"))
-    if isinstance(value, Mapping):
-        items = sorted((str(k), v) for k, v in value.items())
-        return "{" + ",".join(f"{json.dumps(k)}:{_canonical(v)}" for k, v in items) + "}"
-    if isinstance(value, (list, tuple)):
-        return "[" + ",".join(_canonical(v) for v in value) + "]"
-    return json.dumps(str(value), ensure_ascii=False)
+        return value.isoformat(timespec="microseconds")
+    return str(value)
+
+
+_ENCODER = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_plain
+)
 
 
 def canonical_json(value: Any) -> str:
-    """``value`` as canonical JSON: sorted keys, no spaces, numbers by decimal value.
+    """``value`` as canonical JSON: sorted keys, ``(",", ":")`` separators, UTF-8 text.
 
-    Datetimes are written as naive UTC ISO 8601 with microseconds, so a row hashes the
-    same before it is written and after it is read back from any backend.
+    Datetimes are written as naive UTC ISO 8601 with microseconds. The values the audit
+    log stores went through ``json_safe``, which also keeps numbers in a form every
+    backend's JSON type gives back unchanged, so a row hashes the same before it is
+    written and after it is read back.
     """
-    return _canonical(value)
+    return _ENCODER.encode(value)
 
 
 def content_digest(row: Mapping[str, Any]) -> str:
     """sha256 (hex) of the canonical JSON of a row's :data:`CHAIN_FIELDS`."""
-    content = {name: row.get(name) for name in CHAIN_FIELDS}
+    return fields_digest([row.get(name) for name in CHAIN_FIELDS])
+
+
+def fields_digest(values: Sequence[Any]) -> str:
+    """:func:`content_digest` from the values of :data:`CHAIN_FIELDS`, in that order."""
+    content = dict(zip(CHAIN_FIELDS, values, strict=True))
     return hashlib.sha256(canonical_json(content).encode("utf-8")).hexdigest()
 
 

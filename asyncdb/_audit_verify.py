@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Table, and_, func, or_, select
 
-from ._audit_chain import CHAIN_FIELDS, CHECKPOINT_ENTITY, chain_key, row_digest
+from ._audit_chain import CHAIN_FIELDS, CHECKPOINT_ENTITY, chain_key, fields_digest, link_digest
 from ._audit_model import AUDIT_TABLE, AuditAction, AuditLog
 from ._errors import translate_errors
 from ._filters import check_int
@@ -145,7 +145,7 @@ class _Checker:
         if row.prev_hash != expected_prev:
             self._break(row, "link", expected_prev, row.prev_hash)
             return False
-        digest = row_digest(row._mapping)
+        digest = link_digest(row.prev_hash, seq, fields_digest(row[4:]))
         if digest != row.row_hash:
             self._break(row, "hash", digest, row.row_hash)
             return False

@@ -216,3 +216,16 @@ async def test_head_digest_is_an_anchor_later_rows_do_not_move(db: AsyncDatabase
     again = await verify_audit_chain(db, until_id=anchor.last_id)
     assert (again.head_digest, again.rows) == (anchor.head_digest, anchor.rows)
     assert (await verify_audit_chain(db)).head_digest != anchor.head_digest
+
+
+async def test_numbers_hash_the_same_after_the_round_trip(db: AsyncDatabaseManager) -> None:
+    # PostgreSQL's JSONB gives 1e100 back as a 101-digit integer and -0.0 as 0.
+    odd = {"tenth": 0.1, "big": 1e100, "neg_zero": -0.0, "huge": 2**70, "tiny": 1.5e-7}
+    with audit_context(**odd):
+        item = await Repository(Item, db).create(name="n", qty=2**31 - 1)
+    report = await verify_audit_chain(db)
+    assert report.ok, report.broken
+    row = (await chain_of(db, "t_item", item.id))[0]
+    assert row.extra is not None
+    assert row.extra["big"] == int(1e100)  # the float's exact value, as an integer
+    assert row.extra["tenth"] == 0.1 and row.extra["huge"] == 2**70
