@@ -80,8 +80,10 @@ async def main(url: str) -> None:
             start = time.perf_counter()
             report = await verify_audit_chain(db)
             took = time.perf_counter() - start
-            print(f"verify #{attempt + 1}: {report.rows:,} rows, {report.chains:,} chains, "
-                  f"ok={report.ok}, {took:.2f} s")
+            print(
+                f"verify #{attempt + 1}: {report.rows:,} rows, {report.chains:,} chains, "
+                f"ok={report.ok}, {took:.2f} s"
+            )
         if db.engine.dialect.name != "postgresql":
             return
         async with db.session() as session:
