@@ -3,6 +3,7 @@ kind of tampering (changed, deleted, inserted, reordered rows) caught at the rig
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import itertools
 from typing import Any
@@ -229,3 +230,23 @@ async def test_numbers_hash_the_same_after_the_round_trip(db: AsyncDatabaseManag
     assert row.extra is not None
     assert row.extra["big"] == int(1e100)  # the float's exact value, as an integer
     assert row.extra["tenth"] == 0.1 and row.extra["huge"] == 2**70
+
+
+async def test_concurrent_writers_of_one_entity_never_fork_its_chain(
+    db: AsyncDatabaseManager,
+) -> None:
+    items = Repository(Item, db)
+    shared = await items.create(name="shared", qty=0)
+    others = [await items.create(name=f"o{i}") for i in range(4)]
+
+    async def writer(n: int) -> None:
+        await items.update(shared.id, qty=n)  # each its own transaction, same row
+        await items.update(others[n % 4].id, qty=n)
+
+    await asyncio.gather(*(writer(n) for n in range(1, 13)))
+    rows = await chain_of(db, "t_item", shared.id)
+    assert [r.chain_seq for r in rows] == list(range(1, 14))
+    assert all(b.prev_hash == a.row_hash for a, b in itertools.pairwise(rows))
+    report = await verify_audit_chain(db)
+    assert report.ok, report.broken
+    assert report.rows == 1 + 4 + 24
