@@ -10,13 +10,13 @@ as the table's owner (see docs/audit.md for the REVOKE that makes it one).
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection
 
 from ._audit_chain import RETENTION_SETTING
 from ._audit_model import AUDIT_TABLE
 from ._errors import MigrationError
 
-__all__ = ["APPEND_ONLY_TRIGGER", "append_only_sql", "is_append_only", "set_append_only"]
+__all__ = ["APPEND_ONLY_TRIGGER", "append_only_sql", "set_append_only"]
 
 APPEND_ONLY_TRIGGER = "asyncdb_audit_append_only"
 _TRUNCATE_TRIGGER = "asyncdb_audit_no_truncate"
@@ -67,14 +67,3 @@ def set_append_only(connection: Connection, enabled: bool) -> None:
         return
     for statement in append_only_sql(enabled):
         connection.exec_driver_sql(statement)
-
-
-def is_append_only(connection: Connection) -> bool:
-    """True when the guard's trigger is installed on the audit table."""
-    if connection.dialect.name != "postgresql":
-        return False
-    found = connection.execute(
-        text("SELECT 1 FROM pg_trigger WHERE tgname = :name AND NOT tgisinternal"),
-        {"name": APPEND_ONLY_TRIGGER},
-    ).first()
-    return found is not None
