@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -37,8 +36,15 @@ from ._filters import (
     parse_order_with_key,
 )
 from ._models import utcnow
-from ._pagination import CursorCodec, KeysetPage, Page, keyset_after
-from ._settings import DEFAULT_MAX_PAGE_SIZE
+from ._pagination import (
+    CursorCodec,
+    KeysetPage,
+    Page,
+    check_cursor_values,
+    codec_for_secrets,
+    keyset_after,
+)
+from ._settings import DEFAULT_MAX_PAGE_SIZE, cursor_secret_from_env
 from ._uow import AsyncUnitOfWork, active_unit_for, inherited_unit_for
 
 if TYPE_CHECKING:
@@ -595,15 +601,10 @@ class Repository(Generic[T]):
 
     def _cursor_codec(self) -> CursorCodec:
         if self._codec is None:
-            if self.db is not None:
-                secret = self.db.settings.url
-            else:
-                assert self._session is not None
-                bind = self._session.bind
-                url = getattr(bind, "url", None)
-                secret = url.render_as_string(hide_password=False) if url is not None else ""
-            key = hashlib.sha256(b"asyncdb-keyset-cursor\0" + secret.encode()).digest()
-            self._codec = CursorCodec(key)
+            settings = self.db.settings if self.db is not None else None
+            self._codec = codec_for_secrets(
+                settings.cursor_secret if settings is not None else cursor_secret_from_env()
+            )
         return self._codec
 
     async def paginate_keyset(
@@ -626,7 +627,7 @@ class Repository(Generic[T]):
         codec = self._cursor_codec()
         where = self._where(filters, with_deleted)
         if after is not None:
-            values = codec.decode(scope, after, len(order))
+            values = check_cursor_values(self.model, order, codec.decode(scope, after, len(order)))
             where.append(keyset_after(self.model, order, values))
         stmt = (
             select(self.model)
