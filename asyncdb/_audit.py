@@ -19,6 +19,7 @@ import datetime as dt
 import decimal
 import enum
 import json
+import math
 import uuid
 import weakref
 from collections.abc import Iterable, Mapping, Sequence
@@ -48,6 +49,8 @@ __all__ = [
 ]
 
 AUDIT_BATCH = 1000
+#: The longest retention ``cleanup_audit_logs`` accepts (about 1,000 years).
+MAX_RETENTION_DAYS = 365_000
 _OBJ_CONTEXT = "asyncdb_audit_objects"
 _NO_AUDIT = object()
 
@@ -87,6 +90,41 @@ def json_safe(value: Any) -> Any:
         return f"<unprintable {type(value).__name__}>"
 
 
+#: Default cap on one audited value's JSON size (``__audit_max_value_bytes__`` overrides).
+DEFAULT_AUDIT_MAX_VALUE_BYTES = 64 * 1024
+#: The key of the marker that replaces a value too large for the audit log.
+TRUNCATED_MARKER = "$asyncdb_truncated"
+
+
+def _capped(value: Any, cap: int) -> Any:
+    """``value`` (already JSON-safe), or a marker with its head when larger than ``cap``.
+
+    The marker is ``{"$asyncdb_truncated": {"bytes": <original size>, "head": <prefix>}}``:
+    the audit row still says the value changed and how large it was.
+    """
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    if isinstance(value, str):
+        if len(value) * 4 <= cap:  # cheap bound: at most 4 UTF-8 bytes per character
+            return value
+        text = value
+    else:
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size <= cap:
+        return value
+    head = text[: max(0, cap // 8)]
+    return {TRUNCATED_MARKER: {"bytes": size, "head": head}}
+
+
+def _audit_values(model: type[Any], values: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if values is None:
+        return None
+    excluded = excluded_columns(model)
+    cap = int(getattr(model, "__audit_max_value_bytes__", DEFAULT_AUDIT_MAX_VALUE_BYTES))
+    return {k: _capped(json_safe(v), cap) for k, v in values.items() if k not in excluded}
+
+
 def excluded_columns(model: type[Any]) -> frozenset[str]:
     """Columns kept out of the audit log (``__audit_exclude__``)."""
     return frozenset(getattr(model, "__audit_exclude__", ()))
@@ -111,8 +149,11 @@ def audit_row(
     new: Mapping[str, Any] | None = None,
     changed: Iterable[str] | None = None,
 ) -> dict[str, Any]:
-    """One audit row as a dict for ``INSERT``; excluded columns are dropped."""
-    excluded = excluded_columns(model)
+    """One audit row as a dict for ``INSERT``; excluded columns are dropped.
+
+    A value whose JSON form exceeds the model's ``__audit_max_value_bytes__`` (default
+    64 KiB) is stored as a truncation marker with its size and head.
+    """
     table: Table = model.__table__
     return {
         "table_name": table.name,
@@ -122,12 +163,8 @@ def audit_row(
         "user_id": context.user_id,
         "session_id": context.session_id,
         "correlation_id": context.correlation_id,
-        "old_values": (
-            None if old is None else {k: json_safe(v) for k, v in old.items() if k not in excluded}
-        ),
-        "new_values": (
-            None if new is None else {k: json_safe(v) for k, v in new.items() if k not in excluded}
-        ),
+        "old_values": _audit_values(model, old),
+        "new_values": _audit_values(model, new),
         "changed_fields": None if changed is None else sorted(changed),
         "extra": dict(context.extra) or None,
     }
@@ -261,6 +298,17 @@ async def get_audit_logs(
     """
     check_int("limit", limit, 1, 100_000)
     check_int("offset", offset, 0)
+    for name, moment in (("since", since), ("until", until)):
+        if moment is not None and not isinstance(moment, dt.datetime):
+            msg = (
+                f"{name} must be a datetime (got a {type(moment).__name__}), for example "
+                "datetime.now(timezone.utc) - timedelta(days=1)."
+            )
+            raise ValidationError(msg)
+    for name, text in (("table_name", table_name), ("correlation_id", correlation_id)):
+        if text is not None and not isinstance(text, str):
+            msg = f"{name} must be a string (got a {type(text).__name__})."
+            raise ValidationError(msg)
     stmt = select(AuditLog)
     if table_name is not None:
         stmt = stmt.where(AuditLog.table_name == table_name)
@@ -299,10 +347,12 @@ async def cleanup_audit_logs(
     if (
         isinstance(retention_days, bool)
         or not isinstance(retention_days, (int, float))
-        or retention_days < 1
+        or not math.isfinite(retention_days)
+        or not 1 <= retention_days <= MAX_RETENTION_DAYS
     ):
         msg = (
-            f"retention_days must be at least 1 (got {retention_days!r}); audit rows are evidence."
+            f"retention_days must be a number of days from 1 to {MAX_RETENTION_DAYS} "
+            f"(got {retention_days!r}); audit rows are evidence."
         )
         raise ValidationError(msg)
     check_int("batch_size", batch_size, 1, 100_000)

@@ -11,16 +11,82 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import dataclasses
+import json
 import types
+import uuid
 from typing import Any, Protocol
 
+from ._errors import ValidationError
+
 __all__ = [
+    "MAX_AUDIT_EXTRA_BYTES",
+    "MAX_AUDIT_ID_LENGTH",
     "AuditContext",
     "UnitLike",
     "audit_context",
     "current_unit",
     "get_audit_context",
 ]
+
+
+#: Longest user, session or correlation id: the width of the audit log's columns.
+MAX_AUDIT_ID_LENGTH = 255
+#: Largest JSON form of an audit context's extras.
+MAX_AUDIT_EXTRA_BYTES = 64 * 1024
+
+
+def _checked_id(name: str, value: object) -> str | None:
+    """``value`` as the text stored in the audit log; ValidationError if it cannot be."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int, uuid.UUID)):
+        msg = f"{name} must be a string, an int or a UUID (got a {type(value).__name__})."
+        raise ValidationError(msg)
+    text = str(value)
+    if len(text) > MAX_AUDIT_ID_LENGTH:
+        msg = (
+            f"{name} is {len(text)} characters long; the audit log stores at most "
+            f"{MAX_AUDIT_ID_LENGTH}. Pass a shorter id (a hash or a database key)."
+        )
+        raise ValidationError(msg)
+    if "\x00" in text or not _encodable(text):
+        msg = f"{name} holds a NUL character or a lone surrogate, which no database stores."
+        raise ValidationError(msg)
+    return text
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _checked_extra(extra: dict[str, Any] | None) -> dict[str, Any]:
+    """``extra`` if it is JSON (finite numbers, string keys) and not too large."""
+    values = dict(extra or {})
+    if not all(isinstance(key, str) for key in values):
+        msg = "Audit context extras must have string keys."
+        raise ValidationError(msg)
+    try:
+        text = json.dumps(values, allow_nan=False, ensure_ascii=False)
+    except (TypeError, ValueError) as exc:
+        msg = (
+            "Audit context extras must be JSON values (str, int, float, bool, None, lists "
+            "and dicts with string keys); convert dates and ids to strings first."
+        )
+        raise ValidationError(msg) from exc
+    if "\\u0000" in text or not _encodable(text):
+        msg = "Audit context extras hold a NUL character or a lone surrogate."
+        raise ValidationError(msg)
+    if len(text.encode()) > MAX_AUDIT_EXTRA_BYTES:
+        msg = (
+            f"Audit context extras take {len(text.encode())} bytes as JSON; at most "
+            f"{MAX_AUDIT_EXTRA_BYTES} are stored with every audit row. Keep them small."
+        )
+        raise ValidationError(msg)
+    return values
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,12 +128,18 @@ class AuditContext:
         correlation_id: object = None,
         extra: dict[str, Any] | None = None,
     ) -> AuditContext:
-        """Build a context, turning ids into strings (a user id may be an int or UUID)."""
+        """Build a context, turning ids into strings (a user id may be an int or UUID).
+
+        Everything is checked here, when the context is set, so that a bad id or
+        extra is one clear :class:`ValidationError` rather than a failure of every
+        later audited write: ids at most :data:`MAX_AUDIT_ID_LENGTH` characters,
+        extras JSON-serializable and at most :data:`MAX_AUDIT_EXTRA_BYTES`.
+        """
         return cls(
-            user_id=None if user_id is None else str(user_id),
-            session_id=None if session_id is None else str(session_id),
-            correlation_id=None if correlation_id is None else str(correlation_id),
-            extra=types.MappingProxyType(dict(extra or {})),
+            user_id=_checked_id("user_id", user_id),
+            session_id=_checked_id("session_id", session_id),
+            correlation_id=_checked_id("correlation_id", correlation_id),
+            extra=types.MappingProxyType(_checked_extra(extra)),
         )
 
 
