@@ -18,7 +18,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ._audit import audit_row, entity_id_of, resolve_context, write_audit_rows
 from ._audit_model import AuditAction
-from ._errors import AsyncDBError, ConflictError, NotFoundError, ValidationError
+from ._errors import (
+    AsyncDBError,
+    ConflictError,
+    DatabaseUnavailableError,
+    NotFoundError,
+    TransactionError,
+    ValidationError,
+)
 from ._models import utcnow
 
 if TYPE_CHECKING:
@@ -137,6 +144,8 @@ async def _execute_batch(
     try:
         async with session.begin_nested():
             return await session.execute(stmt, params)
+    except (DatabaseUnavailableError, TransactionError):
+        raise  # not the rows' fault: probing them row by row would only wait again
     except AsyncDBError as exc:
         bad = await _find_bad_row(session, stmt, params)
         if bad is None:

@@ -5,7 +5,8 @@ The tree::
     AsyncDBError
     ├── ConfigurationError        bad settings, URL or option; raised before any I/O
     ├── DatabaseUnavailableError  cannot reach the server (refused, reset, DNS, timed out)
-    │   └── PoolTimeoutError      every pooled connection stayed busy for pool_timeout
+    │   ├── PoolTimeoutError      every pooled connection stayed busy for pool_timeout
+    │   └── CommitOutcomeUnknownError  the connection died after COMMIT was sent
     ├── NotFoundError             no row with that primary key
     ├── ValidationError           caller input rejected before SQL, or a NOT NULL/CHECK failure
     ├── ConflictError             unique or foreign-key violation
@@ -29,6 +30,7 @@ from sqlalchemy import exc as sa_exc
 
 __all__ = [
     "AsyncDBError",
+    "CommitOutcomeUnknownError",
     "ConfigurationError",
     "ConflictError",
     "DatabaseUnavailableError",
@@ -67,6 +69,24 @@ class DatabaseUnavailableError(AsyncDBError):
 
 class PoolTimeoutError(DatabaseUnavailableError):
     """No pooled connection became free within ``pool_timeout`` seconds."""
+
+
+class CommitOutcomeUnknownError(DatabaseUnavailableError):
+    """The connection was lost after COMMIT was sent: the transaction may have committed.
+
+    Never retried automatically (``run_tx`` raises it at once): running the work again
+    could apply it twice. Check the data, or make the work idempotent, before retrying.
+    """
+
+
+def commit_outcome_unknown(exc: DatabaseUnavailableError) -> CommitOutcomeUnknownError:
+    """The error for a connection lost while COMMIT was in flight; raise it ``from exc``."""
+    msg = (
+        "The connection to the database was lost while committing: the transaction may "
+        "or may not have committed, so it was not retried. Check whether the change is "
+        "there before doing it again, or make the work idempotent."
+    )
+    return CommitOutcomeUnknownError(msg, sqlstate=exc.sqlstate)
 
 
 class NotFoundError(AsyncDBError):
@@ -198,6 +218,26 @@ def _is_connection_level(exc: BaseException) -> bool:
             return True
         orig = getattr(current, "orig", None)
         current = orig if isinstance(orig, BaseException) else current.__cause__
+    return False
+
+
+def lost_pooled_connection(exc: BaseException) -> bool:
+    """True when an established (pooled) connection died under a statement.
+
+    SQLAlchemy marks such an error ``connection_invalidated``; a failed *new* connection
+    and a pool timeout are not marked. Only the former is worth one immediate repeat:
+    the pool has discarded the dead connection and the next one is likely live, while
+    repeating a failed connect or a pool wait would double the bounded wait.
+    """
+    if isinstance(exc, PoolTimeoutError):
+        return False
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, sa_exc.DBAPIError) and current.connection_invalidated:
+            return True
+        current = current.__cause__
     return False
 
 

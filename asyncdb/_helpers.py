@@ -8,7 +8,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
-from ._errors import ValidationError
+from ._errors import CommitOutcomeUnknownError, ValidationError
 from ._filters import check_int
 from ._manager import AsyncDatabaseManager, ManagerState
 from ._retry import backoff_delay, is_transaction_retryable
@@ -152,7 +152,11 @@ async def run_tx(
             async with AsyncUnitOfWork(manager, isolation_level=isolation_level, **audit) as uow:
                 return await fn(uow, *args)
         except Exception as exc:
-            if attempt >= retries or not is_transaction_retryable(exc):
+            if (
+                attempt >= retries
+                or isinstance(exc, CommitOutcomeUnknownError)
+                or not is_transaction_retryable(exc)
+            ):
                 raise
             delay = backoff_delay(attempt, backoff, cap=MAX_TX_BACKOFF)
             attempt += 1

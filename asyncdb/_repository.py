@@ -26,7 +26,13 @@ from . import _bulk
 from ._audit import is_audited, mark_instance
 from ._changes import record_changes, recorded_by_caller
 from ._context import AuditContext
-from ._errors import DatabaseUnavailableError, NotFoundError, TransactionError, ValidationError
+from ._errors import (
+    DatabaseUnavailableError,
+    NotFoundError,
+    TransactionError,
+    ValidationError,
+    lost_pooled_connection,
+)
 from ._filters import (
     build_filters,
     build_order,
@@ -163,10 +169,12 @@ class Repository(Generic[T]):
             try:
                 async with self.db.autocommit_session() as own:
                     return await op(own)
-            except DatabaseUnavailableError:
-                # A read with no transaction is safe to repeat once: the pool has
-                # dropped the dead connection by now and hands out a live one.
-                if attempt == 2:
+            except DatabaseUnavailableError as exc:
+                # A read with no transaction is safe to repeat once when a pooled
+                # connection turned out dead: the pool has dropped it by now. A failed
+                # connect or a pool timeout is not repeated, so the wait stays bounded
+                # by connect_timeout or pool_timeout.
+                if attempt == 2 or not lost_pooled_connection(exc):
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
 

@@ -31,7 +31,13 @@ from ._context import (
     set_audit_context,
     set_current_unit,
 )
-from ._errors import TransactionError, ValidationError, translate_errors
+from ._errors import (
+    DatabaseUnavailableError,
+    TransactionError,
+    ValidationError,
+    commit_outcome_unknown,
+    translate_errors,
+)
 
 if TYPE_CHECKING:
     import contextvars
@@ -318,11 +324,16 @@ class AsyncUnitOfWork:
 
     @staticmethod
     async def _end_transaction(session: AsyncSession, *, commit: bool) -> None:
-        with translate_errors():
-            if commit:
-                await session.commit()
-            else:
+        if not commit:
+            with translate_errors():
                 await session.rollback()
+            return
+        try:
+            with translate_errors():
+                await session.commit()
+        except DatabaseUnavailableError as exc:
+            # COMMIT was sent (the flush ran before it): the server may have committed.
+            raise commit_outcome_unknown(exc) from exc
 
     def _transaction_began(self) -> None:
         self._started = time.perf_counter()
