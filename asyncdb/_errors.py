@@ -221,6 +221,22 @@ def _is_connection_level(exc: BaseException) -> bool:
     return False
 
 
+# SQLITE_BUSY and SQLITE_LOCKED (primary result codes; extended codes keep them in the
+# low byte).
+_SQLITE_BUSY_CODES = frozenset({5, 6})
+
+
+def _is_sqlite_busy(exc: BaseException) -> bool:
+    driver = _driver_error(exc)
+    if driver is None or type(driver).__module__ != "sqlite3":
+        return False
+    code = getattr(driver, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        return code & 0xFF in _SQLITE_BUSY_CODES
+    text = str(driver).lower()
+    return "database is locked" in text or "database table is locked" in text
+
+
 def lost_pooled_connection(exc: BaseException) -> bool:
     """True when an established (pooled) connection died under a statement.
 
@@ -287,6 +303,13 @@ def translate(exc: BaseException) -> BaseException:
             "asyncdb.run_tx does this for you."
         )
         return RetryableError(msg, sqlstate=state)
+    if _is_sqlite_busy(exc):
+        msg = (
+            "The SQLite database stayed locked by another writer for busy_timeout. Run the "
+            "transaction again (asyncdb.run_tx does), shorten write transactions, or raise "
+            "busy_timeout."
+        )
+        return RetryableError(msg)
     if state == "57014":
         msg = (
             "The statement was cancelled because it ran past statement_timeout. Make the query "

@@ -6,7 +6,7 @@ import random
 
 from sqlalchemy import exc as sa_exc
 
-from ._errors import RETRYABLE_SQLSTATES, sqlstate_of
+from ._errors import RETRYABLE_SQLSTATES, RetryableError, sqlstate_of
 
 __all__ = ["backoff_delay", "is_connect_retryable", "is_transaction_retryable"]
 
@@ -59,7 +59,7 @@ def is_transaction_retryable(exc: BaseException) -> bool:
     Classified by SQLSTATE (40001, 40P01), since asyncpg's errors arrive as a plain
     DBAPIError; never true for integrity or validation errors.
     """
-    if sqlstate_of(exc) in RETRYABLE_SQLSTATES:
+    if isinstance(exc, RetryableError) or sqlstate_of(exc) in RETRYABLE_SQLSTATES:
         return True
     for err in _chain(exc):
         if isinstance(err, sa_exc.DBAPIError) and err.connection_invalidated:
