@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import dataclasses
+import functools
 import json
 import types
 import uuid
@@ -23,6 +24,7 @@ __all__ = [
     "MAX_AUDIT_ID_LENGTH",
     "AuditContext",
     "UnitLike",
+    "acts_for",
     "audit_context",
     "current_unit",
     "get_audit_context",
@@ -234,6 +236,56 @@ def set_current_unit(unit: Any) -> contextvars.Token[Any]:
 def reset_current_unit(token: contextvars.Token[Any]) -> None:
     """Restore the unit that was active before :func:`set_current_unit`."""
     _restore(_unit, token, None)
+
+
+def acts_for(owner: asyncio.Task[Any] | None) -> bool:
+    """True when the running task is ``owner``, or runs on its behalf in ``wait_for``.
+
+    On Python 3.10 and 3.11 ``asyncio.wait_for(coro, t)`` runs ``coro`` in a new task
+    while the caller waits for it, suspended; that task acts for the caller, so it may
+    use the caller's unit of work (3.12+ runs ``coro`` in the caller's own task). The
+    link is exact: the new task's done-callback releases the very future the owner is
+    waiting on. A task started with ``create_task`` or ``gather`` is never linked.
+    """
+    task = owning_task()
+    for _ in range(_MAX_WAIT_FOR_DEPTH):
+        if task is owner:
+            return True
+        if task is None:
+            return False
+        waiter = _wait_for_waiter(task)
+        if waiter is None:
+            return False
+        task = _task_waiting_on(waiter, owner)
+    return False
+
+
+_MAX_WAIT_FOR_DEPTH = 8
+_release_waiter = getattr(asyncio.tasks, "_release_waiter", None)
+
+
+def _wait_for_waiter(task: asyncio.Task[Any]) -> Any:
+    """The future a ``wait_for`` caller waits on, if ``task`` was started by one."""
+    if _release_waiter is None:
+        return None
+    for entry in getattr(task, "_callbacks", None) or ():
+        callback = entry[0] if isinstance(entry, tuple) else entry
+        if (
+            isinstance(callback, functools.partial)
+            and callback.func is _release_waiter
+            and callback.args
+        ):
+            return callback.args[0]
+    return None
+
+
+def _task_waiting_on(waiter: Any, owner: asyncio.Task[Any] | None) -> asyncio.Task[Any] | None:
+    if owner is not None and getattr(owner, "_fut_waiter", None) is waiter:
+        return owner
+    for task in asyncio.all_tasks():
+        if getattr(task, "_fut_waiter", None) is waiter:
+            return task
+    return None
 
 
 def owning_task() -> asyncio.Task[Any] | None:

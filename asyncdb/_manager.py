@@ -105,6 +105,7 @@ class AsyncDatabaseManager:
             enabled=settings.metrics,
         )
         self.state = ManagerState.NEW
+        self._loop: asyncio.AbstractEventLoop | None = None
         #: Attempts the last ``connect()`` made (1 when the first one succeeded).
         self.connect_attempts = 0
         self._engine: AsyncEngine | None = None
@@ -147,6 +148,18 @@ class AsyncDatabaseManager:
                 "Create a new AsyncDatabaseManager."
             )
             raise StateError(msg)
+        if self._loop is not None:
+            try:
+                running = asyncio.get_running_loop()
+            except RuntimeError:
+                return  # sync code (a repr, a sync helper): no loop to compare
+            if running is not self._loop:
+                msg = (
+                    "This database manager was connected on another event loop. Its pooled "
+                    "connections belong to that loop: create and connect one manager per "
+                    "event loop (in tests, give the manager the same scope as the loop)."
+                )
+                raise StateError(msg)
 
     async def connect(self) -> AsyncDatabaseManager:
         """Create the engine and open a first connection, retrying connection failures.
@@ -170,6 +183,7 @@ class AsyncDatabaseManager:
             await engine.dispose()
             raise
         self._install(engine)
+        self._loop = asyncio.get_running_loop()
         self.state = ManagerState.CONNECTED
         logger.info("Connected to %s", self.url)
         return self

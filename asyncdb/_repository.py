@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -113,7 +114,7 @@ class Repository(Generic[T]):
         self._soft = "deleted_at" in self._columns
         self._audited = audit and is_audited(model)
         self._audit_flag = audit
-        self._defaults: AuditContext | None = None
+        self._context_var: contextvars.ContextVar[AuditContext | None] | None = None
         self.cache = cache
         if max_page_size is None:
             max_page_size = self.db.settings.max_page_size if self.db else DEFAULT_MAX_PAGE_SIZE
@@ -135,9 +136,25 @@ class Repository(Generic[T]):
     def set_context(
         self, *, user_id: object = None, session_id: object = None, correlation_id: object = None
     ) -> Repository[T]:
-        """Audit defaults for this repository's writes (the lowest precedence)."""
-        self._defaults = AuditContext.of(user_id, session_id, correlation_id)
+        """Audit defaults for this repository's writes (the lowest precedence).
+
+        The defaults are task-local, like :func:`audit_context`: they apply to writes
+        made by the task that set them and by tasks it creates afterwards. A repository
+        shared by concurrent requests therefore never gives one request's actor to
+        another's rows. Set them in each request (or use ``audit_context``).
+        """
+        if self._context_var is None:
+            self._context_var = contextvars.ContextVar(
+                f"asyncdb_repository_context_{id(self)}", default=None
+            )
+        self._context_var.set(AuditContext.of(user_id, session_id, correlation_id))
         return self
+
+    @property
+    def _defaults(self) -> AuditContext | None:
+        """The audit defaults :meth:`set_context` gave this task (None if none)."""
+        var = self._context_var
+        return None if var is None else var.get()
 
     # -- session scopes ------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, AsyncSessionTransaction
 
 from ._context import (
     AuditContext,
+    acts_for,
     current_unit,
     get_audit_context,
     owning_task,
@@ -177,11 +178,12 @@ class AsyncUnitOfWork:
                 "block for more work."
             )
             raise TransactionError(msg)
-        if owning_task() is not self._owner:
+        if not acts_for(self._owner):
             msg = (
                 "This unit of work belongs to another task. A session cannot be shared "
                 "between concurrent tasks: open a unit per task (`async with "
-                "AsyncUnitOfWork(db)` inside the task)."
+                "AsyncUnitOfWork(db)` inside the task). To bound a call's time inside "
+                "the unit, `asyncio.wait_for` and `asyncio.timeout` both work."
             )
             raise TransactionError(msg)
 
@@ -489,13 +491,13 @@ def _innermost_for(db: AsyncDatabaseManager) -> AsyncUnitOfWork | None:
 def active_unit_for(db: AsyncDatabaseManager) -> AsyncUnitOfWork | None:
     """The unit for ``db`` active in this task, or None (a parent task's does not count)."""
     unit = _innermost_for(db)
-    return unit if unit is not None and unit.owner_task is owning_task() else None
+    return unit if unit is not None and acts_for(unit.owner_task) else None
 
 
 def inherited_unit_for(db: AsyncDatabaseManager) -> AsyncUnitOfWork | None:
     """An active unit for ``db`` that this task inherited from the task that created it."""
     unit = _innermost_for(db)
-    return unit if unit is not None and unit.owner_task is not owning_task() else None
+    return unit if unit is not None and not acts_for(unit.owner_task) else None
 
 
 def _isolated_bind(db: AsyncDatabaseManager, bind: Engine, level: str) -> Engine:
