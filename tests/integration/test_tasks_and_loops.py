@@ -50,7 +50,7 @@ async def test_tasks_created_inside_a_unit_still_cannot_share_it(
 ) -> None:
     items = Repository(Item, db)
     async with AsyncUnitOfWork(db) as uow:
-        with pytest.raises(TransactionError, match="(?i)open a unit per task"):
+        with pytest.raises(TransactionError, match=r"(?i)open a unit per task"):
             await asyncio.gather(items.count(), items.count())
         with pytest.raises(TransactionError, match="another task"):
             await asyncio.create_task(_touch(uow))
