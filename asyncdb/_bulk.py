@@ -27,6 +27,7 @@ from ._errors import (
     ValidationError,
 )
 from ._models import utcnow
+from ._values import coerce_values
 
 if TYPE_CHECKING:
     from ._repository import Repository
@@ -49,6 +50,16 @@ def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
     iterator = iter(items)
     while batch := list(itertools.islice(iterator, size)):
         yield batch
+
+
+#: Most primary-key parameters in one ``WHERE pk IN (...)``: well below every backend's
+#: limit on bound parameters (32,767 on PostgreSQL, 32,766 on SQLite).
+MAX_KEYS_PER_STATEMENT = 10_000
+
+
+def _key_batch(repo: Repository[Any], batch_size: int) -> int:
+    """``batch_size``, lowered so that a batch's keys fit in one statement."""
+    return max(1, min(batch_size, MAX_KEYS_PER_STATEMENT // len(repo._pk_cols)))
 
 
 def _table(repo: Repository[Any]) -> Table:
@@ -96,7 +107,7 @@ def _row_values(repo: Repository[Any], row: Any, index: int) -> dict[str, Any]:
             f"Use one of: {', '.join(sorted(repo._columns))}."
         )
         raise ValidationError(msg)
-    return dict(row)
+    return coerce_values(repo.model, row, row=index)
 
 
 def _defaulted(repo: Repository[Any]) -> list[tuple[str, Column[Any]]]:
@@ -278,6 +289,7 @@ async def update_rows(
     repo: Repository[Any], session: AsyncSession, rows: Iterable[Any], batch_size: int
 ) -> int:
     """bulk_update: check the ids exist, then executemany UPDATE ... WHERE pk = ?"""
+    batch_size = _key_batch(repo, batch_size)  # each batch's ids are loaded in one IN (...)
     table = _table(repo)
     columns = _attr_to_column(repo)
     stamp = "updated_at" in repo._columns
@@ -387,7 +399,7 @@ async def delete_rows(
     table = _table(repo)
     context = resolve_context(session.sync_session, repo._defaults) if repo._audited else None
     total = 0
-    for batch in _chunks(idents, batch_size):
+    for batch in _chunks(idents, _key_batch(repo, batch_size)):
         keys = [repo._pk_tuple(i) for i in batch]
         old_rows = await _load_existing(repo, session, keys, True) if context is not None else {}
         now = utcnow()

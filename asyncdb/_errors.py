@@ -9,6 +9,7 @@ The tree::
     │   └── CommitOutcomeUnknownError  the connection died after COMMIT was sent
     ├── NotFoundError             no row with that primary key
     ├── ValidationError           caller input rejected before SQL, or a NOT NULL/CHECK failure
+    │   └── DataError             the database rejected a value (too long, out of range, bad text)
     ├── ConflictError             unique or foreign-key violation
     ├── TransactionError          misuse of a unit of work, or a failed transaction
     │   └── RetryableError        serialization failure or deadlock; run_tx retries these
@@ -33,6 +34,7 @@ __all__ = [
     "CommitOutcomeUnknownError",
     "ConfigurationError",
     "ConflictError",
+    "DataError",
     "DatabaseUnavailableError",
     "MigrationError",
     "NotFoundError",
@@ -95,6 +97,18 @@ class NotFoundError(AsyncDBError):
 
 class ValidationError(AsyncDBError):
     """Input was rejected: unknown column or operator, bad page, bad cursor, bad value."""
+
+
+class DataError(ValidationError):
+    """The database rejected a value as data: too long for its column, out of range,
+    not valid for the column's type. A client error, like any :class:`ValidationError`;
+    ``column`` names the column when the driver says which."""
+
+    def __init__(
+        self, message: str, *, sqlstate: str | None = None, column: str | None = None
+    ) -> None:
+        super().__init__(message, sqlstate=sqlstate)
+        self.column = column
 
 
 class ConflictError(AsyncDBError):
@@ -221,6 +235,43 @@ def _is_connection_level(exc: BaseException) -> bool:
     return False
 
 
+# SQLSTATE class 22, "data exception": what each common code means, for the message.
+_DATA_STATES = {
+    "22001": "the value is too long for the column",
+    "22003": "the number is out of range for the column",
+    "22007": "the date or time is not valid",
+    "22008": "the date or time is out of range",
+    "22012": "division by zero",
+    "22021": "the text holds a character the database cannot store (a NUL byte?)",
+    "22P02": "the value is not valid for the column's type",
+    "22P05": "the text holds a character the database cannot store",
+}
+# SQLite's SQLITE_TOOBIG (18) and SQLITE_MISMATCH (20).
+_SQLITE_DATA_CODES = frozenset({18, 20})
+
+
+def _data_error(exc: BaseException, state: str | None) -> DataError | None:
+    driver = _driver_error(exc)
+    what: str | None = None
+    if state is not None and state.startswith("22"):
+        what = _DATA_STATES.get(state, "the value is not valid for the column")
+    elif driver is not None and type(driver).__name__ == "DataError" and state is None:
+        what = "the value does not fit the column's type"  # asyncpg, before sending
+    elif driver is not None and type(driver).__module__ == "sqlite3":
+        code = getattr(driver, "sqlite_errorcode", None)
+        if isinstance(code, int) and code & 0xFF in _SQLITE_DATA_CODES:
+            what = "the value does not fit the column"
+    if what is None:
+        return None
+    column = _attr(driver, "column_name")
+    where = f" for column {column!r}" if column else ""
+    msg = (
+        f"The database rejected a value{where}: {what}. Check the value's type, length "
+        "and range against the column."
+    )
+    return DataError(msg, sqlstate=state, column=column)
+
+
 # SQLITE_BUSY and SQLITE_LOCKED (primary result codes; extended codes keep them in the
 # low byte).
 _SQLITE_BUSY_CODES = frozenset({5, 6})
@@ -258,14 +309,31 @@ def lost_pooled_connection(exc: BaseException) -> bool:
 
 
 _VALUE_BEARING_DETAIL = re.compile(r"Key \(|Failing row contains|\)=\(")
+# Text that quotes row values inside a driver's message, kept up to the value:
+# PostgreSQL's DETAIL line (asyncpg folds it into str(exc)), asyncpg's client-side
+# "invalid input for query argument $1: 'abc' (...)".
+_VALUE_BEARING_TEXT = (
+    re.compile(r"(\n?DETAIL:\s+)(Key \(|Failing row contains)[^\n]*"),
+    re.compile(r"(invalid input for query argument \$\d+):[^\n]*"),
+)
+_HIDDEN = "[row values hidden by asyncdb]"
+
+
+def _redact(text: str) -> str:
+    for pattern in _VALUE_BEARING_TEXT:
+        text = pattern.sub(lambda m: f"{m.group(1)}{_HIDDEN}", text)
+    return text
 
 
 def scrub_values(exc: BaseException) -> None:
-    """Remove row values from driver exceptions in ``exc``'s chain, in place.
+    """Remove row values from the exceptions in ``exc``'s chain, in place.
 
     asyncpg renders the server's DETAIL (``Key (email)=(ada@example.com) already
-    exists``) into ``str(exc)``, so any traceback or log of the chained error would
-    carry the value. The constraint name and SQLSTATE stay.
+    exists``) into ``str(exc)``, and SQLAlchemy 2.0 copies that text into the messages
+    of its own wrappers when it builds them, and keeps the statement's ``params``; any
+    traceback or log of the chain would carry the value. DETAIL attributes are cleared,
+    value-bearing text in every message is redacted, and ``params`` dropped. The
+    constraint name and SQLSTATE stay.
     """
     seen: set[int] = set()
     current: BaseException | None = exc
@@ -275,6 +343,13 @@ def scrub_values(exc: BaseException) -> None:
         if isinstance(detail, str) and _VALUE_BEARING_DETAIL.search(detail):
             with contextlib.suppress(AttributeError):  # a read-only attribute
                 current.detail = None  # type: ignore[attr-defined]
+        if isinstance(current, sa_exc.StatementError):
+            current.params = None
+        if any(isinstance(arg, str) for arg in current.args):
+            with contextlib.suppress(AttributeError, TypeError):
+                current.args = tuple(
+                    _redact(arg) if isinstance(arg, str) else arg for arg in current.args
+                )
         orig = getattr(current, "orig", None)
         current = orig if isinstance(orig, BaseException) else current.__cause__
 
@@ -286,6 +361,14 @@ def translate(exc: BaseException) -> BaseException:
     """
     if isinstance(exc, AsyncDBError):
         return exc
+    if isinstance(exc, (OverflowError, UnicodeEncodeError)):
+        # Raised by the driver while binding a value (SQLite: an int beyond 64 bits, a
+        # lone surrogate). The messages quote the value: say what, not which.
+        what = (
+            "a number too large" if isinstance(exc, OverflowError) else "text with a lone surrogate"
+        )
+        msg = f"The driver could not send a value: {what} for any column. Check the value."
+        return DataError(msg)
     scrub_values(exc)
     if isinstance(exc, sa_exc.TimeoutError):
         msg = (
@@ -310,6 +393,9 @@ def translate(exc: BaseException) -> BaseException:
             "busy_timeout."
         )
         return RetryableError(msg)
+    data_error = _data_error(exc, state)
+    if data_error is not None:
+        return data_error
     if state == "57014":
         msg = (
             "The statement was cancelled because it ran past statement_timeout. Make the query "
@@ -344,7 +430,7 @@ def translate_errors() -> Iterator[None]:
     """Re-raise SQLAlchemy and driver errors as asyncdb errors, chained with ``from``."""
     try:
         yield
-    except (sa_exc.SQLAlchemyError, OSError) as exc:
+    except (sa_exc.SQLAlchemyError, OSError, OverflowError, UnicodeEncodeError) as exc:
         mapped = translate(exc)
         if mapped is exc:
             raise

@@ -15,51 +15,75 @@ from sqlalchemy.orm import InstrumentedAttribute, Mapper
 from sqlalchemy.sql.elements import UnaryExpression
 
 from ._errors import ValidationError
+from ._values import MAX_INT64, check_text, coerce_value
 
 __all__ = [
     "FILTER_OPS",
+    "MAX_IN_VALUES",
     "build_filters",
     "build_order",
     "check_columns",
+    "check_flag",
     "check_int",
     "column_names",
 ]
 
 
-def _in(col: Any, value: Any) -> ColumnElement[bool]:
-    return col.in_(_sequence("in", value))  # type: ignore[no-any-return]
+def _coerced(col: Any, value: Any, field: str) -> Any:
+    return coerce_value(col.type, value, field)
 
 
-def _not_in(col: Any, value: Any) -> ColumnElement[bool]:
-    return col.not_in(_sequence("not_in", value))  # type: ignore[no-any-return]
+def _sequence_of(col: Any, op: str, value: Any, field: str) -> list[Any]:
+    items = _sequence(op, value)
+    if len(items) > MAX_IN_VALUES:
+        msg = (
+            f"{field} lists {len(items)} values; at most {MAX_IN_VALUES} are accepted in one "
+            "filter. Split the query, or filter by a related row instead of a list."
+        )
+        raise ValidationError(msg)
+    return [_coerced(col, item, field) for item in items]
 
 
-def _is_null(col: Any, value: Any) -> ColumnElement[bool]:
+def _is_null(col: Any, value: Any, field: str) -> ColumnElement[bool]:
     if not isinstance(value, bool):
         msg = f"The is_null filter takes True or False (got {type(value).__name__})."
         raise ValidationError(msg)
     return col.is_(None) if value else col.is_not(None)  # type: ignore[no-any-return]
 
 
-def _text_op(name: str, method: str) -> Callable[[Any, Any], ColumnElement[bool]]:
-    def op(col: Any, value: Any) -> ColumnElement[bool]:
+def _text_op(name: str, method: str) -> Callable[[Any, Any, str], ColumnElement[bool]]:
+    def op(col: Any, value: Any, field: str) -> ColumnElement[bool]:
         if not isinstance(value, str):
             msg = f"The {name} filter takes a string pattern (got {type(value).__name__})."
             raise ValidationError(msg)
-        return getattr(col, method)(value)  # type: ignore[no-any-return]
+        return getattr(col, method)(check_text(field, value))  # type: ignore[no-any-return]
 
     return op
 
 
-FILTER_OPS: dict[str, Callable[[Any, Any], ColumnElement[bool]]] = {
-    "eq": lambda col, v: col.is_(None) if v is None else col == v,
-    "ne": lambda col, v: col.is_not(None) if v is None else col != v,
-    "lt": lambda col, v: col < v,
-    "lte": lambda col, v: col <= v,
-    "gt": lambda col, v: col > v,
-    "gte": lambda col, v: col >= v,
-    "in": _in,
-    "not_in": _not_in,
+def _compare(method: str) -> Callable[[Any, Any, str], ColumnElement[bool]]:
+    def op(col: Any, value: Any, field: str) -> ColumnElement[bool]:
+        if value is None:
+            msg = f"{field} cannot compare with None; use the is_null filter."
+            raise ValidationError(msg)
+        return getattr(col, method)(_coerced(col, value, field))  # type: ignore[no-any-return]
+
+    return op
+
+
+#: The most values one ``__in``/``__not_in`` filter takes: far below every backend's
+#: limit on bound parameters in a statement (32,767 on PostgreSQL, 32,766 on SQLite).
+MAX_IN_VALUES = 10_000
+
+FILTER_OPS: dict[str, Callable[[Any, Any, str], ColumnElement[bool]]] = {
+    "eq": lambda col, v, f: col.is_(None) if v is None else col == _coerced(col, v, f),
+    "ne": lambda col, v, f: col.is_not(None) if v is None else col != _coerced(col, v, f),
+    "lt": _compare("__lt__"),
+    "lte": _compare("__le__"),
+    "gt": _compare("__gt__"),
+    "gte": _compare("__ge__"),
+    "in": lambda col, v, f: col.in_(_sequence_of(col, "in", v, f)),
+    "not_in": lambda col, v, f: col.not_in(_sequence_of(col, "not_in", v, f)),
     "like": _text_op("like", "like"),
     "ilike": _text_op("ilike", "ilike"),
     "is_null": _is_null,
@@ -71,13 +95,27 @@ def check_int(name: str, value: object, low: int, high: int | None = None) -> No
 
     ``True`` and ``False`` are refused: a flag passed as a page number is a bug.
     """
-    ok = isinstance(value, int) and not isinstance(value, bool) and value >= low
-    if ok and high is not None:
-        ok = value <= high  # type: ignore[operator]
+    top = MAX_INT64 if high is None else high
+    ok = isinstance(value, int) and not isinstance(value, bool) and low <= value <= top
     if not ok:
-        bound = f"between {low} and {high}" if high is not None else f"of at least {low}"
+        bound = f"between {low} and {top}"
         msg = f"{name} must be an integer {bound} (got {value!r})."
         raise ValidationError(msg)
+
+
+def check_flag(name: str, value: object) -> bool:
+    """``value`` if it is a bool; :class:`ValidationError` otherwise.
+
+    A flag from a query string is a string, and ``"false"`` is truthy: taking it as a
+    flag would return soft-deleted rows or soft-delete for ``with_deleted="false"``.
+    """
+    if not isinstance(value, bool):
+        msg = (
+            f"{name} must be True or False (got a {type(value).__name__}); convert "
+            "query-string values explicitly."
+        )
+        raise ValidationError(msg)
+    return value
 
 
 def _sequence(op: str, value: Any) -> list[Any]:
@@ -124,7 +162,7 @@ def build_filters(model: type[Any], filters: Mapping[str, Any]) -> list[ColumnEl
                 f"Use one of: {', '.join(sorted(FILTER_OPS))}."
             )
             raise ValidationError(msg)
-        conditions.append(FILTER_OPS[op](_column(model, field), value))
+        conditions.append(FILTER_OPS[op](_column(model, field), value, field))
     return conditions
 
 
@@ -132,6 +170,12 @@ def parse_order(model: type[Any], order_by: str | Sequence[str] | None) -> list[
     """``"name"``, ``"-name"`` or a list of them → ``[(field, descending), ...]``."""
     if order_by is None:
         return []
+    if not isinstance(order_by, (str, list, tuple)):
+        msg = (
+            "order_by takes a field name such as 'name' or '-name', or a list of them "
+            f"(got a {type(order_by).__name__})."
+        )
+        raise ValidationError(msg)
     items = [order_by] if isinstance(order_by, str) else list(order_by)
     parsed: list[tuple[str, bool]] = []
     for item in items:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -38,6 +37,7 @@ from ._filters import (
     build_filters,
     build_order,
     check_columns,
+    check_flag,
     check_int,
     column_names,
     parse_order_with_key,
@@ -53,6 +53,7 @@ from ._pagination import (
 )
 from ._settings import DEFAULT_MAX_PAGE_SIZE, cursor_secret_from_env
 from ._uow import AsyncUnitOfWork, active_unit_for, inherited_unit_for
+from ._values import MAX_INT64, checker_for, coerce_values
 
 if TYPE_CHECKING:
     from ._cache import RepositoryCache
@@ -113,7 +114,7 @@ class Repository(Generic[T]):
         self._columns = column_names(model)
         self._soft = "deleted_at" in self._columns
         self._audited = audit and is_audited(model)
-        self._audit_flag = audit
+        self._audit_flag = check_flag("audit", audit)
         self._context_var: contextvars.ContextVar[AuditContext | None] | None = None
         self.cache = cache
         if max_page_size is None:
@@ -246,24 +247,10 @@ class Repository(Generic[T]):
                 return tuple(ident)
             msg = f"{self.model.__name__} has a composite key: pass a tuple of {self._pk_names}."
             raise ValidationError(msg)
-        try:
-            python_type = self._pk_cols[0].type.python_type
-        except NotImplementedError:
-            return ident
-        if python_type is int:
-            if isinstance(ident, bool) or not isinstance(ident, int):
-                msg = f"{self.model.__name__} ids are integers (got {type(ident).__name__})."
-                raise ValidationError(msg)
-        elif python_type is uuid.UUID and isinstance(ident, str):
-            try:
-                return uuid.UUID(ident)
-            except ValueError as exc:
-                msg = f"{self.model.__name__} ids are UUIDs; {ident!r} is not one."
-                raise ValidationError(msg) from exc
-        elif python_type is str and not isinstance(ident, str):
-            msg = f"{self.model.__name__} ids are strings (got {type(ident).__name__})."
+        if ident is None or isinstance(ident, (bool, Mapping, list, tuple, set)):
+            msg = f"{self.model.__name__} ids are single values (got {type(ident).__name__})."
             raise ValidationError(msg)
-        return ident
+        return checker_for(self._pk_cols[0].type, f"{self.model.__name__} id")(ident)
 
     def _pk_where(self, ident: Any) -> Any:
         if len(self._pk_cols) == 1:
@@ -303,6 +290,7 @@ class Repository(Generic[T]):
 
     async def get_by_id(self, id: Any, *, with_deleted: bool = False) -> T | None:
         """The row with primary key ``id``, or None (also for a soft-deleted row)."""
+        check_flag("with_deleted", with_deleted)
         ident = self._coerce_id(id)
         if self.cache is not None and self._bound_session() is None:
             # A hit outside a unit of work needs no session and no connection.
@@ -327,13 +315,15 @@ class Repository(Generic[T]):
 
     # -- writes ----------------------------------------------------------------------------
 
-    def _check_values(self, values: Mapping[str, Any], *, row: int | None = None) -> None:
+    def _check_values(self, values: Mapping[str, Any], *, row: int | None = None) -> dict[str, Any]:
+        """``values`` with known field names and each value checked against its column."""
         try:
             check_columns(self.model, values)
         except ValidationError as exc:
             if row is None:
                 raise
             raise ValidationError(f"Row {row}: {exc}") from None
+        return coerce_values(self.model, values, row=row)
 
     async def create(self, instance: T | None = None, /, **values: Any) -> T:
         """Insert one row from keyword values (or a model instance) and return it."""
@@ -347,8 +337,7 @@ class Repository(Generic[T]):
                 raise ValidationError(msg)
             obj = instance
         else:
-            self._check_values(values)
-            obj = self.model(**values)
+            obj = self.model(**self._check_values(values))
 
         async def op(session: AsyncSession) -> T:
             self._mark(session, obj)
@@ -362,8 +351,8 @@ class Repository(Generic[T]):
             return await self._write_one_statement(op)
         return await self._write(op)
 
-    def _check_update(self, values: Mapping[str, Any]) -> None:
-        self._check_values(values)
+    def _check_update(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        checked = self._check_values(values)
         for name in self._pk_names:
             if name in values:
                 msg = (
@@ -372,6 +361,7 @@ class Repository(Generic[T]):
                     "a new row and delete the old one."
                 )
                 raise ValidationError(msg)
+        return checked
 
     async def update(self, id: Any, /, **values: Any) -> T:
         """Set ``values`` on the row with primary key ``id`` and return it.
@@ -379,7 +369,7 @@ class Repository(Generic[T]):
         :class:`NotFoundError` when there is no such (non-deleted) row.
         """
         ident = self._coerce_id(id)
-        self._check_update(values)
+        values = self._check_update(values)
 
         async def op(session: AsyncSession) -> T:
             obj = await self._load_by_id(session, ident, for_update=True)
@@ -463,6 +453,7 @@ class Repository(Generic[T]):
     def _resolve_soft(self, soft: bool | None) -> bool:
         if soft is None:
             return self._soft
+        check_flag("soft", soft)
         if soft and not self._soft:
             msg = (
                 f"{self.model.__name__} has no deleted_at column, so it cannot be soft-deleted. "
@@ -496,6 +487,7 @@ class Repository(Generic[T]):
     # -- queries ---------------------------------------------------------------------------
 
     def _where(self, filters: Mapping[str, Any], with_deleted: bool) -> list[Any]:
+        check_flag("with_deleted", with_deleted)
         conditions = build_filters(self.model, filters)
         if self._soft and not with_deleted:
             conditions.append(self.model.deleted_at.is_(None))  # type: ignore[attr-defined]
@@ -612,6 +604,9 @@ class Repository(Generic[T]):
         """Page ``page`` (from 1) of ``page_size`` rows, with the total count."""
         check_int("page", page, 1)
         check_int("page_size", page_size, 1, self.max_page_size)
+        if (page - 1) * page_size > MAX_INT64:
+            msg = f"page {page} is beyond any table: the offset would exceed {MAX_INT64}."
+            raise ValidationError(msg)
         where = self._where(filters, with_deleted)
         count_stmt = select(func.count()).select_from(self.model).where(*where)
         stmt = self._ordered(select(self.model).where(*where), order_by)
@@ -730,7 +725,7 @@ class Repository(Generic[T]):
         Uses the backend's native ``INSERT ... ON CONFLICT DO UPDATE``; the columns in
         ``conflict_on`` must form the primary key or a unique constraint.
         """
-        self._check_values(values)
+        values = self._check_values(values)
         conflict = _bulk.check_conflict_target(self, conflict_on, values)
 
         async def op(session: AsyncSession) -> T:
