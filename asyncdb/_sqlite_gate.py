@@ -9,8 +9,9 @@ before ``BEGIN IMMEDIATE``: SQLite's own busy wait is left for other processes.
 The gate is taken in the engine's ``begin`` event and given back when the connection
 returns to the pool (after COMMIT or ROLLBACK, since a session hands its connection
 back at the end of each transaction), or when the connection is invalidated or closed.
-Waiting is bounded by ``busy_timeout``: past it the writer gets a :class:`RetryableError`,
-exactly as if SQLite had answered "database is locked".
+A writer gives up when the gate stays with one holder for ``busy_timeout`` (a queue that
+keeps moving is not a timeout): it gets a :class:`RetryableError`, exactly as if SQLite
+had answered "database is locked".
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ class WriterGate:
     def __init__(self, engine: Engine, busy_timeout: float) -> None:
         self._lock = asyncio.Lock()
         self._busy_timeout = busy_timeout
+        self._handoffs = 0
         for name in ("checkin", "invalidate", "close", "close_detached"):
             event.listen(engine, name, self._release_for)
 
@@ -46,18 +48,50 @@ class WriterGate:
         """
         if record.info.get(_HOLDS):
             return
-        try:
-            await_only(asyncio.wait_for(self._lock.acquire(), self._busy_timeout))
-        except asyncio.TimeoutError as exc:
-            msg = (
-                f"The SQLite database stayed locked by other writers of this process for "
-                f"busy_timeout ({self._busy_timeout:g} s). Run the transaction again "
-                "(asyncdb.run_tx does), shorten write transactions, or raise busy_timeout."
-            )
-            raise RetryableError(msg) from exc
+        await_only(self._acquire())
         record.info[_HOLDS] = True
+
+    async def _acquire(self) -> None:
+        """Wait in line; fail only when the gate stays with one holder past busy_timeout.
+
+        A long queue that keeps moving is not a lock timeout: the wait restarts each
+        time the gate changes hands, so 30 writers behind each other all get through,
+        while a writer stuck behind one that never commits gets its error after
+        ``busy_timeout``. The waiter keeps its place in line throughout.
+        """
+        attempt = asyncio.ensure_future(self._lock.acquire())
+        try:
+            while True:
+                handoffs = self._handoffs
+                done, _ = await asyncio.wait({attempt}, timeout=self._busy_timeout)
+                if done:
+                    attempt.result()
+                    return
+                if self._handoffs == handoffs:
+                    break
+        except BaseException:
+            self._abandon(attempt)
+            raise
+        self._abandon(attempt)
+        msg = (
+            f"The SQLite database stayed locked by another writer of this process for "
+            f"busy_timeout ({self._busy_timeout:g} s). Run the transaction again "
+            "(asyncdb.run_tx does), shorten write transactions, or raise busy_timeout."
+        )
+        raise RetryableError(msg)
+
+    def _abandon(self, attempt: asyncio.Future[Any]) -> None:
+        """Leave the line; if the gate was granted meanwhile, hand it on."""
+        if attempt.done() and not attempt.cancelled() and attempt.exception() is None:
+            self._release()
+        else:
+            attempt.cancel()
+
+    def _release(self) -> None:
+        self._handoffs += 1
+        self._lock.release()
 
     def _release_for(self, dbapi_connection: Any, record: Any = None, *_: Any) -> None:
         info = getattr(record, "info", None)
         if info is not None and info.pop(_HOLDS, False):
-            self._lock.release()
+            self._release()
