@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, inspect
+from sqlalchemy import ColumnElement, Enum, String, inspect
 from sqlalchemy.orm import InstrumentedAttribute, Mapper
 from sqlalchemy.sql.elements import UnaryExpression
 
-from ._errors import ValidationError
+from ._errors import ConfigurationError, ValidationError
 from ._values import MAX_INT64, check_text, coerce_value
 
 __all__ = [
@@ -23,9 +23,11 @@ __all__ = [
     "build_filters",
     "build_order",
     "check_columns",
+    "check_filterable",
     "check_flag",
     "check_int",
     "column_names",
+    "filterable_fields",
 ]
 
 
@@ -55,6 +57,10 @@ def _text_op(name: str, method: str) -> Callable[[Any, Any, str], ColumnElement[
     def op(col: Any, value: Any, field: str) -> ColumnElement[bool]:
         if not isinstance(value, str):
             msg = f"The {name} filter takes a string pattern (got {type(value).__name__})."
+            raise ValidationError(msg)
+        column_type = col.type
+        if not isinstance(column_type, String) or isinstance(column_type, Enum):
+            msg = f"The {name} filter works on text columns only; {field} is not one."
             raise ValidationError(msg)
         return getattr(col, method)(check_text(field, value))  # type: ignore[no-any-return]
 
@@ -143,14 +149,62 @@ def check_columns(model: type[Any], names: Iterable[str], *, what: str = "field"
             raise ValidationError(msg)
 
 
-def _column(model: type[Any], name: str) -> InstrumentedAttribute[Any]:
-    check_columns(model, [name])
+def filterable_fields(model: type[Any], allowed: Iterable[str] | None = None) -> frozenset[str]:
+    """The fields callers may filter and order ``model`` by.
+
+    ``allowed`` (a repository's ``filterable=``) or else the model's ``__filterable__``
+    is an allow-list; without one, every mapped column except the secrets — the
+    columns in ``__audit_exclude__`` (a password hash, a token) — whose values must not
+    be guessable through ``?password_hash__like=a%``. A secret is filterable only when an
+    allow-list names it explicitly.
+    """
+    columns = column_names(model)
+    chosen = allowed if allowed is not None else getattr(model, "__filterable__", None)
+    if chosen is not None:
+        names = frozenset(chosen)
+        unknown = names - columns
+        if unknown:
+            msg = (
+                f"The filterable fields of {model.__name__} name unknown column(s): "
+                f"{', '.join(sorted(unknown))}. Use mapped column names."
+            )
+            raise ConfigurationError(msg)
+        return names
+    secrets = frozenset(getattr(model, "__audit_exclude__", ()))
+    return columns - secrets
+
+
+def check_filterable(
+    model: type[Any], name: object, fields: frozenset[str], *, what: str = "field"
+) -> str:
+    """``name`` if callers may filter or order by it; :class:`ValidationError` otherwise."""
+    if isinstance(name, str) and name in fields:
+        return name
+    if isinstance(name, str) and name in column_names(model):
+        msg = (
+            f"{model.__name__}.{name} cannot be used to filter or order: it is not in the "
+            "filterable fields (secret columns never are, unless an allow-list names them)."
+        )
+        raise ValidationError(msg)
+    msg = f"Unknown {what} {name!r} for {model.__name__}. Use one of: {', '.join(sorted(fields))}."
+    raise ValidationError(msg)
+
+
+def _column(model: type[Any], name: str, fields: frozenset[str]) -> InstrumentedAttribute[Any]:
+    check_filterable(model, name, fields)
     attr: InstrumentedAttribute[Any] = getattr(model, name)
     return attr
 
 
-def build_filters(model: type[Any], filters: Mapping[str, Any]) -> list[ColumnElement[bool]]:
-    """Turn ``field=value`` / ``field__op=value`` pairs into SQL conditions."""
+def build_filters(
+    model: type[Any], filters: Mapping[str, Any], fields: frozenset[str] | None = None
+) -> list[ColumnElement[bool]]:
+    """Turn ``field=value`` / ``field__op=value`` pairs into SQL conditions.
+
+    ``fields`` are the filterable fields (default: :func:`filterable_fields`).
+    """
+    if fields is None:
+        fields = filterable_fields(model)
     conditions: list[ColumnElement[bool]] = []
     for key, value in filters.items():
         field, sep, op = key.partition("__")
@@ -162,12 +216,18 @@ def build_filters(model: type[Any], filters: Mapping[str, Any]) -> list[ColumnEl
                 f"Use one of: {', '.join(sorted(FILTER_OPS))}."
             )
             raise ValidationError(msg)
-        conditions.append(FILTER_OPS[op](_column(model, field), value, field))
+        conditions.append(FILTER_OPS[op](_column(model, field, fields), value, field))
     return conditions
 
 
-def parse_order(model: type[Any], order_by: str | Sequence[str] | None) -> list[tuple[str, bool]]:
+def parse_order(
+    model: type[Any],
+    order_by: str | Sequence[str] | None,
+    fields: frozenset[str] | None = None,
+) -> list[tuple[str, bool]]:
     """``"name"``, ``"-name"`` or a list of them → ``[(field, descending), ...]``."""
+    if fields is None:
+        fields = filterable_fields(model)
     if order_by is None:
         return []
     if not isinstance(order_by, (str, list, tuple)):
@@ -184,17 +244,20 @@ def parse_order(model: type[Any], order_by: str | Sequence[str] | None) -> list[
             raise ValidationError(msg)
         descending = item.startswith("-")
         field = item[1:] if descending else item
-        check_columns(model, [field], what="order_by field")
+        check_filterable(model, field, fields, what="order_by field")
         parsed.append((field, descending))
     return parsed
 
 
 def parse_order_with_key(
-    model: type[Any], order_by: str | Sequence[str] | None, key: Sequence[str]
+    model: type[Any],
+    order_by: str | Sequence[str] | None,
+    key: Sequence[str],
+    fields: frozenset[str] | None = None,
 ) -> list[tuple[str, bool]]:
     """:func:`parse_order`, then the primary key columns not named yet (ascending), so
     the order is total: rows with equal sort values still come in one fixed order."""
-    order = parse_order(model, order_by)
+    order = parse_order(model, order_by, fields)
     named = {field for field, _ in order}
     return order + [(name, False) for name in key if name not in named]
 

@@ -40,6 +40,7 @@ from ._filters import (
     check_flag,
     check_int,
     column_names,
+    filterable_fields,
     parse_order_with_key,
 )
 from ._models import utcnow
@@ -94,6 +95,7 @@ class Repository(Generic[T]):
         audit: bool = True,
         cache: RepositoryCache | None = None,
         max_page_size: int | None = None,
+        filterable: Iterable[str] | None = None,
     ) -> None:
         try:
             mapper: Mapper[T] = inspect(model)
@@ -113,6 +115,9 @@ class Repository(Generic[T]):
         self._pk_names = [mapper.get_property_by_column(c).key for c in self._pk_cols]
         self._columns = column_names(model)
         self._soft = "deleted_at" in self._columns
+        #: Fields callers may filter and order by: ``filterable`` (an allow-list), else
+        #: the model's ``__filterable__``, else every column but the audit-excluded secrets.
+        self.filterable = filterable_fields(model, filterable)
         self._audited = audit and is_audited(model)
         self._audit_flag = check_flag("audit", audit)
         self._context_var: contextvars.ContextVar[AuditContext | None] | None = None
@@ -488,13 +493,13 @@ class Repository(Generic[T]):
 
     def _where(self, filters: Mapping[str, Any], with_deleted: bool) -> list[Any]:
         check_flag("with_deleted", with_deleted)
-        conditions = build_filters(self.model, filters)
+        conditions = build_filters(self.model, filters, self.filterable)
         if self._soft and not with_deleted:
             conditions.append(self.model.deleted_at.is_(None))  # type: ignore[attr-defined]
         return conditions
 
     def _ordered(self, stmt: Select[Any], order_by: str | Sequence[str] | None) -> Select[Any]:
-        order = parse_order_with_key(self.model, order_by, self._pk_names)
+        order = parse_order_with_key(self.model, order_by, self._pk_names, self.filterable)
         return stmt.order_by(*build_order(self.model, order))
 
     async def get_all(
@@ -642,7 +647,7 @@ class Repository(Generic[T]):
         are neither skipped nor repeated. Pass ``next_cursor`` back unchanged.
         """
         check_int("limit", limit, 1, self.max_page_size)
-        order = parse_order_with_key(self.model, order_by, self._pk_names)
+        order = parse_order_with_key(self.model, order_by, self._pk_names, self.filterable)
         scope = f"{self.table.name}|" + ",".join(("-" if d else "") + f for f, d in order)
         codec = self._cursor_codec()
         where = self._where(filters, with_deleted)

@@ -228,3 +228,11 @@ async def test_bulk_batches_never_exceed_the_parameter_limit(db: AsyncDatabaseMa
     deleted = await counters.bulk_delete(list(range(1, rows + 1)), batch_size=rows)
     assert deleted == rows
     assert await counters.count() == 0
+
+
+@pytest.mark.parametrize("field", ["qty", "id", "created_at"])
+async def test_like_needs_a_text_column(db: AsyncDatabaseManager, field: str) -> None:
+    items = Repository(Item, db)
+    with counting(db) as seen, pytest.raises(ValidationError, match="text columns"):
+        await items.find_by(**{f"{field}__like": "1%"})
+    assert seen == []
