@@ -159,50 +159,31 @@ def _bool(field: str, value: Any) -> bool:
     raise _fail(field, "true or false", value)
 
 
-def _datetime(field: str, value: Any) -> dt.datetime:
-    if isinstance(value, str):
-        text = value.strip()
-        if text.endswith(("Z", "z")):
-            text = text[:-1] + "+00:00"
-        try:
-            value = dt.datetime.fromisoformat(text)
-        except ValueError:
-            raise _fail(field, "an ISO 8601 date and time", value) from None
-    if not isinstance(value, dt.datetime):
-        raise _fail(field, "a datetime", value)
-    return value
+def _iso_datetime(text: str) -> dt.datetime:
+    # Python 3.10's fromisoformat does not read the "Z" suffix.
+    return dt.datetime.fromisoformat(text[:-1] + "+00:00" if text[-1:] in "Zz" else text)
 
 
-def _date(field: str, value: Any) -> dt.date:
-    if isinstance(value, str):
-        try:
-            value = dt.date.fromisoformat(value.strip())
-        except ValueError:
-            raise _fail(field, "an ISO 8601 date (YYYY-MM-DD)", value) from None
-    if isinstance(value, dt.datetime) or not isinstance(value, dt.date):
-        raise _fail(field, "a date", value)
-    return value
+# Column kind -> (the Python type, how a string becomes one, what the message calls it).
+_PARSED: dict[str, tuple[type[Any], Callable[[str], Any], str]] = {
+    "datetime": (dt.datetime, _iso_datetime, "an ISO 8601 date and time"),
+    "date": (dt.date, dt.date.fromisoformat, "an ISO 8601 date (YYYY-MM-DD)"),
+    "time": (dt.time, dt.time.fromisoformat, "an ISO 8601 time"),
+    "uuid": (uuid.UUID, uuid.UUID, "a UUID"),
+}
 
 
-def _time(field: str, value: Any) -> dt.time:
+def _parsed(kind: str, field: str, value: Any) -> Any:
+    """A datetime, date, time or UUID value, parsed from its standard text form."""
+    cls, parse, described = _PARSED[kind]
     if isinstance(value, str):
         try:
-            value = dt.time.fromisoformat(value.strip())
+            value = parse(value.strip())
         except ValueError:
-            raise _fail(field, "an ISO 8601 time", value) from None
-    if not isinstance(value, dt.time):
-        raise _fail(field, "a time", value)
-    return value
-
-
-def _uuid(field: str, value: Any) -> uuid.UUID:
-    if isinstance(value, str):
-        try:
-            return uuid.UUID(value.strip())
-        except ValueError:
-            raise _fail(field, "a UUID", value) from None
-    if not isinstance(value, uuid.UUID):
-        raise _fail(field, "a UUID", value)
+            raise _fail(field, described, value) from None
+    # A datetime is a date too, but a date column must not silently drop its time.
+    if not isinstance(value, cls) or (cls is dt.date and isinstance(value, dt.datetime)):
+        raise _fail(field, described, value)
     return value
 
 
@@ -274,13 +255,13 @@ def checker_for(column_type: sa_types.TypeEngine[Any], field: str) -> Checker:
     elif isinstance(base, sa_types.Numeric):
         slow = functools.partial(_decimal, field, base)
     elif isinstance(base, sa_types.DateTime):
-        slow, fast = functools.partial(_datetime, field), dt.datetime
+        slow, fast = functools.partial(_parsed, "datetime", field), dt.datetime
     elif isinstance(base, sa_types.Date):
-        slow = functools.partial(_date, field)
+        slow = functools.partial(_parsed, "date", field)
     elif isinstance(base, sa_types.Time):
-        slow, fast = functools.partial(_time, field), dt.time
+        slow, fast = functools.partial(_parsed, "time", field), dt.time
     elif isinstance(base, sa_types.Uuid):
-        slow, fast = functools.partial(_uuid, field), uuid.UUID
+        slow, fast = functools.partial(_parsed, "uuid", field), uuid.UUID
     elif isinstance(base, sa_types.String):
         length = base.length if base.length is not None else -1
         slow = functools.partial(_string, field, base)
