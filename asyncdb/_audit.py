@@ -32,6 +32,7 @@ from ._audit_model import AuditAction, AuditLog
 from ._context import EMPTY_CONTEXT, AuditContext, get_audit_context
 from ._errors import ValidationError, translate_errors
 from ._filters import check_int
+from ._model_info import model_info
 from ._models import Audited, utcnow
 from ._session import ToolkitSession
 
@@ -89,7 +90,7 @@ def json_safe(value: Any) -> Any:
 
 def excluded_columns(model: type[Any]) -> frozenset[str]:
     """Columns kept out of the audit log (``__audit_exclude__``)."""
-    return frozenset(getattr(model, "__audit_exclude__", ()))
+    return model_info(model).audit_excluded
 
 
 def entity_id_of(values: Sequence[Any]) -> str | None:

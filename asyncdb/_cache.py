@@ -58,13 +58,13 @@ from ._changes import Changes, add_commit_listener, changed_in_transaction
 from ._engine import AUTOCOMMIT_OPTION, READ_ONLY_OPTION
 from ._errors import ConfigurationError
 from ._manager import ManagerState
+from ._model_info import model_info
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
     from sqlalchemy.orm import Session
 
     from ._manager import AsyncDatabaseManager
-    from ._repository import Repository
 
 __all__ = [
     "DEFAULT_CACHE_MAX_ENTRIES",
@@ -308,6 +308,13 @@ class MemoryCacheBackend:
 # -- per-model facts -----------------------------------------------------------------------
 
 
+class _Bound(Protocol):
+    """What the cache reads from a repository: the model it serves."""
+
+    @property
+    def model(self) -> type[Any]: ...
+
+
 class _Model:
     """What the cache needs to know about one mapped class, computed once."""
 
@@ -324,15 +331,15 @@ class _Model:
     )
 
     def __init__(self, model: type[Any]) -> None:
-        mapper: Mapper[Any] = inspect(model)
-        manager = mapper.class_manager
+        facts = model_info(model)
+        manager = facts.mapper.class_manager
         self.model = model
-        self.mapper = mapper
-        self.namespace = f"{model.__module__}.{model.__qualname__}"
+        self.mapper = facts.mapper
+        self.namespace = facts.namespace
         self.query_namespace = self.namespace + _QUERY_SUFFIX
-        self.keys = tuple(prop.key for prop in mapper.column_attrs)
-        self.pk_names = tuple(mapper.get_property_by_column(c).key for c in mapper.primary_key)
-        self.tables = frozenset(mapper.tables)
+        self.keys = facts.column_order
+        self.pk_names = facts.pk_names
+        self.tables = frozenset(facts.mapper.tables)
         self.new_instance = manager.new_instance
         # Instances built from cached values fire no "load" event; a model that needs
         # one (sqlalchemy.ext.mutable, user hooks) is read from the database instead.
@@ -548,7 +555,7 @@ class RepositoryCache:
 
     # -- reads by id -----------------------------------------------------------------
 
-    async def get_detached(self, repo: Repository[Any], ident: Any) -> Any:
+    async def get_detached(self, repo: _Bound, ident: Any) -> Any:
         """A detached instance from the cache, or None on a miss (no I/O either way).
 
         For calls outside any session; a miss is counted when the caller then reads
@@ -564,7 +571,7 @@ class RepositoryCache:
         self.hits += 1
         return info.build(values, pk)
 
-    async def get_by_id(self, repo: Repository[Any], session: AsyncSession, ident: Any) -> Any:
+    async def get_by_id(self, repo: _Bound, session: AsyncSession, ident: Any) -> Any:
         """The instance for ``ident`` in ``session``: from the session, the cache, or the
         database (then stored, when that is safe)."""
         info = self._model(repo.model)
@@ -611,7 +618,7 @@ class RepositoryCache:
             return None
 
     async def peek_query(
-        self, repo: Repository[Any], kind: str, filters: Mapping[str, Any], with_deleted: bool
+        self, repo: _Bound, kind: str, filters: Mapping[str, Any], with_deleted: bool
     ) -> tuple[bool, Any]:
         """``(True, value)`` for a cached ``count``/``exists`` result, else ``(False, None)``."""
         info = self._model(repo.model)
@@ -626,7 +633,7 @@ class RepositoryCache:
 
     async def query(
         self,
-        repo: Repository[Any],
+        repo: _Bound,
         session: AsyncSession,
         kind: str,
         filters: Mapping[str, Any],

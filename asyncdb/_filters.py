@@ -10,11 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, inspect
-from sqlalchemy.orm import InstrumentedAttribute, Mapper
+from sqlalchemy import ColumnElement
+from sqlalchemy.orm import InstrumentedAttribute
 from sqlalchemy.sql.elements import UnaryExpression
 
 from ._errors import ValidationError
+from ._model_info import model_info
 
 __all__ = [
     "FILTER_OPS",
@@ -89,20 +90,12 @@ def _sequence(op: str, value: Any) -> list[Any]:
 
 def column_names(model: type[Any]) -> frozenset[str]:
     """The mapped column attribute names of ``model``."""
-    mapper: Mapper[Any] = inspect(model)
-    return frozenset(attr.key for attr in mapper.column_attrs)
+    return model_info(model).columns
 
 
 def check_columns(model: type[Any], names: Iterable[str], *, what: str = "field") -> None:
     """Raise :class:`ValidationError` unless every name is a mapped column of ``model``."""
-    known = column_names(model)
-    for name in names:
-        if not isinstance(name, str) or name not in known:
-            msg = (
-                f"Unknown {what} {name!r} for {model.__name__}. "
-                f"Use one of: {', '.join(sorted(known))}."
-            )
-            raise ValidationError(msg)
+    model_info(model).check_columns(names, what=what)
 
 
 def _column(model: type[Any], name: str) -> InstrumentedAttribute[Any]:

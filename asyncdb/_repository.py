@@ -15,16 +15,14 @@ from sqlalchemy import (
     delete,
     exists,
     func,
-    inspect,
     select,
     true,
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Mapper
 
 from . import _bulk
-from ._audit import is_audited, mark_instance
+from ._audit import mark_instance, resolve_context
 from ._changes import record_changes, recorded_by_caller
 from ._context import AuditContext
 from ._errors import DatabaseUnavailableError, NotFoundError, TransactionError, ValidationError
@@ -33,9 +31,9 @@ from ._filters import (
     build_order,
     check_columns,
     check_int,
-    column_names,
     parse_order_with_key,
 )
+from ._model_info import model_info
 from ._models import utcnow
 from ._pagination import CursorCodec, KeysetPage, Page, keyset_after
 from ._settings import DEFAULT_MAX_PAGE_SIZE
@@ -81,11 +79,7 @@ class Repository(Generic[T]):
         cache: RepositoryCache | None = None,
         max_page_size: int | None = None,
     ) -> None:
-        try:
-            mapper: Mapper[T] = inspect(model)
-        except Exception as exc:
-            msg = f"Repository needs a mapped model class (got {model!r})."
-            raise ValidationError(msg) from exc
+        info = model_info(model)
         if sum(x is not None for x in (db, session, unit)) != 1:
             msg = "Give a Repository exactly one of: a manager (db), session=, or unit=."
             raise ValidationError(msg)
@@ -93,13 +87,10 @@ class Repository(Generic[T]):
         self.db = db if db is not None else (unit.db if unit is not None else None)
         self._session = session
         self._unit = unit
-        self._mapper = mapper
-        self.table: Table = mapper.local_table  # type: ignore[assignment]
-        self._pk_cols = list(mapper.primary_key)
-        self._pk_names = [mapper.get_property_by_column(c).key for c in self._pk_cols]
-        self._columns = column_names(model)
-        self._soft = "deleted_at" in self._columns
-        self._audited = audit and is_audited(model)
+        self._info = info
+        self.table: Table = info.table
+        self._soft = info.soft_delete
+        self._audited = audit and info.audited
         self._audit_flag = audit
         self._defaults: AuditContext | None = None
         self.cache = cache
@@ -107,11 +98,6 @@ class Repository(Generic[T]):
             max_page_size = self.db.settings.max_page_size if self.db else DEFAULT_MAX_PAGE_SIZE
         self.max_page_size = max_page_size
         self._codec: CursorCodec | None = None
-        # Filled by the bulk operations on first use.
-        self._attr_columns: dict[str, Any] | None = None
-        self._defaulted_columns: list[tuple[str, Any]] | None = None
-        self._names_are_columns = False
-        self._column_to_attr: dict[str, str] | None = None
         if cache is not None and self.db is not None:
             cache.attach(self.db)
 
@@ -202,21 +188,28 @@ class Repository(Generic[T]):
     def _mark(self, session: AsyncSession, instance: object) -> None:
         mark_instance(session.sync_session, instance, self._defaults, self._audit_flag)
 
+    def _audit_context(self, session: AsyncSession) -> AuditContext | None:
+        """Who acts, for the audit rows a bulk operation writes; None when not audited."""
+        if not self._audited:
+            return None
+        return resolve_context(session.sync_session, self._defaults)
+
     def _changed(self, session: AsyncSession, keys: Iterable[tuple[Any, ...]] | None) -> None:
         record_changes(session.sync_session, self.model, keys)
 
     # -- primary keys --------------------------------------------------------------------
 
     def _coerce_id(self, ident: Any) -> Any:
-        if len(self._pk_cols) > 1:
+        if len(self._info.pk_columns) > 1:
             if isinstance(ident, Mapping):
-                return {k: ident[k] for k in self._pk_names}
-            if isinstance(ident, (tuple, list)) and len(ident) == len(self._pk_cols):
+                return {k: ident[k] for k in self._info.pk_names}
+            if isinstance(ident, (tuple, list)) and len(ident) == len(self._info.pk_columns):
                 return tuple(ident)
-            msg = f"{self.model.__name__} has a composite key: pass a tuple of {self._pk_names}."
+            names = list(self._info.pk_names)
+            msg = f"{self.model.__name__} has a composite key: pass a tuple of {names}."
             raise ValidationError(msg)
         try:
-            python_type = self._pk_cols[0].type.python_type
+            python_type = self._info.pk_columns[0].type.python_type
         except NotImplementedError:
             return ident
         if python_type is int:
@@ -235,19 +228,10 @@ class Repository(Generic[T]):
         return ident
 
     def _pk_where(self, ident: Any) -> Any:
-        if len(self._pk_cols) == 1:
-            return self._pk_cols[0] == ident
+        if len(self._info.pk_columns) == 1:
+            return self._info.pk_columns[0] == ident
         values = ident.values() if isinstance(ident, Mapping) else ident
-        return and_(*(c == v for c, v in zip(self._pk_cols, values, strict=False)))
-
-    def _pk_tuple(self, ident: Any) -> tuple[Any, ...]:
-        """A coerced id as the key tuple the change log and the cache use."""
-        if isinstance(ident, Mapping):
-            return tuple(ident[name] for name in self._pk_names)
-        return ident if isinstance(ident, tuple) else (ident,)
-
-    def _key_of(self, obj: Any) -> tuple[Any, ...]:
-        return tuple(self._mapper.primary_key_from_instance(obj))
+        return and_(*(c == v for c, v in zip(self._info.pk_columns, values, strict=False)))
 
     def _is_deleted(self, obj: Any) -> bool:
         return self._soft and getattr(obj, "deleted_at", None) is not None
@@ -323,7 +307,7 @@ class Repository(Generic[T]):
             self._mark(session, obj)
             session.add(obj)
             await session.flush()
-            self._changed(session, [self._key_of(obj)])
+            self._changed(session, [self._info.key_of(obj)])
             return obj
 
         if instance is None and self._fast_path():
@@ -333,7 +317,7 @@ class Repository(Generic[T]):
 
     def _check_update(self, values: Mapping[str, Any]) -> None:
         self._check_values(values)
-        for name in self._pk_names:
+        for name in self._info.pk_names:
             if name in values:
                 msg = (
                     f"update() cannot change the primary key {name!r} of {self.model.__name__}. "
@@ -358,7 +342,7 @@ class Repository(Generic[T]):
             for key, value in values.items():
                 setattr(obj, key, value)
             await session.flush()
-            self._changed(session, [self._key_of(obj)])
+            self._changed(session, [self._info.key_of(obj)])
             return obj
 
         if self._fast_path():
@@ -392,7 +376,7 @@ class Repository(Generic[T]):
         obj: T | None = (await session.execute(stmt)).scalar_one_or_none()
         if obj is None:
             raise self._not_found(ident)
-        self._changed(session, [self._key_of(obj)])
+        self._changed(session, [self._info.key_of(obj)])
         return obj
 
     async def delete(self, id: Any, *, soft: bool | None = None) -> None:
@@ -409,17 +393,21 @@ class Repository(Generic[T]):
 
         async def op(session: AsyncSession) -> None:
             if self._fast_path():
-                stmt = delete(self.model).where(self._pk_where(ident)).returning(*self._pk_cols)
+                stmt = (
+                    delete(self.model)
+                    .where(self._pk_where(ident))
+                    .returning(*self._info.pk_columns)
+                )
                 stmt = stmt.execution_options(synchronize_session="fetch")
                 if (await session.execute(stmt)).first() is None:
                     raise self._not_found(id)
-                self._changed(session, [self._pk_tuple(ident)])
+                self._changed(session, [self._info.pk_tuple(ident)])
                 return
             obj = await self._load_by_id(session, ident, for_update=True)
             if obj is None:
                 raise self._not_found(id)
             self._mark(session, obj)
-            key = self._key_of(obj)
+            key = self._info.key_of(obj)
             await session.delete(obj)
             await session.flush()
             self._changed(session, [key])
@@ -457,7 +445,7 @@ class Repository(Generic[T]):
             self._mark(session, obj)
             obj.deleted_at = None  # type: ignore[attr-defined]
             await session.flush()
-            self._changed(session, [self._key_of(obj)])
+            self._changed(session, [self._info.key_of(obj)])
             return obj
 
         return await self._write(op)
@@ -471,7 +459,7 @@ class Repository(Generic[T]):
         return conditions
 
     def _ordered(self, stmt: Select[Any], order_by: str | Sequence[str] | None) -> Select[Any]:
-        order = parse_order_with_key(self.model, order_by, self._pk_names)
+        order = parse_order_with_key(self.model, order_by, self._info.pk_names)
         return stmt.order_by(*build_order(self.model, order))
 
     async def get_all(
@@ -621,7 +609,7 @@ class Repository(Generic[T]):
         are neither skipped nor repeated. Pass ``next_cursor`` back unchanged.
         """
         check_int("limit", limit, 1, self.max_page_size)
-        order = parse_order_with_key(self.model, order_by, self._pk_names)
+        order = parse_order_with_key(self.model, order_by, self._info.pk_names)
         scope = f"{self.table.name}|" + ",".join(("-" if d else "") + f for f, d in order)
         codec = self._cursor_codec()
         where = self._where(filters, with_deleted)
@@ -661,7 +649,9 @@ class Repository(Generic[T]):
 
         async def op(session: AsyncSession) -> int:
             async with self._atomic(session):
-                return await _bulk.insert_rows(self, session, rows, batch_size)
+                return await _bulk.insert_rows(
+                    self._info, session, rows, batch_size, self._audit_context(session)
+                )
 
         return await self._write(op)
 
@@ -677,7 +667,9 @@ class Repository(Generic[T]):
 
         async def op(session: AsyncSession) -> int:
             async with self._atomic(session):
-                return await _bulk.update_rows(self, session, rows, batch_size)
+                return await _bulk.update_rows(
+                    self._info, session, rows, batch_size, self._audit_context(session)
+                )
 
         return await self._write(op)
 
@@ -694,7 +686,14 @@ class Repository(Generic[T]):
 
         async def op(session: AsyncSession) -> int:
             async with self._atomic(session):
-                return await _bulk.delete_rows(self, session, idents, soft_delete, batch_size)
+                return await _bulk.delete_rows(
+                    self._info,
+                    session,
+                    idents,
+                    soft_delete,
+                    batch_size,
+                    self._audit_context(session),
+                )
 
         return await self._write(op)
 
@@ -705,10 +704,13 @@ class Repository(Generic[T]):
         ``conflict_on`` must form the primary key or a unique constraint.
         """
         self._check_values(values)
-        conflict = _bulk.check_conflict_target(self, conflict_on, values)
+        conflict = _bulk.check_conflict_target(self._info, conflict_on, values)
 
         async def op(session: AsyncSession) -> T:
-            return await _bulk.upsert_one(self, session, dict(values), conflict)
+            obj: T = await _bulk.upsert_one(
+                self._info, session, dict(values), conflict, self._audit_context(session)
+            )
+            return obj
 
         return await self._write(op)
 
@@ -721,11 +723,18 @@ class Repository(Generic[T]):
     ) -> int:
         """Upsert many rows in batches, all or nothing; returns how many were written."""
         self._check_batch(batch_size)
-        conflict = _bulk.check_conflict_target(self, conflict_on, None)
+        conflict = _bulk.check_conflict_target(self._info, conflict_on, None)
 
         async def op(session: AsyncSession) -> int:
             async with self._atomic(session):
-                return await _bulk.upsert_rows(self, session, rows, conflict, batch_size)
+                return await _bulk.upsert_rows(
+                    self._info,
+                    session,
+                    rows,
+                    conflict,
+                    batch_size,
+                    self._audit_context(session),
+                )
 
         return await self._write(op)
 
