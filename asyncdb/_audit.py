@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.base import NO_VALUE
 
 from ._audit_model import AuditAction, AuditLog
-from ._context import EMPTY_CONTEXT, AuditContext, get_audit_context
+from ._context import EMPTY_CONTEXT, AuditContext, get_audit_context, unit_of_session
 from ._errors import ValidationError, translate_errors
 from ._filters import check_int
 from ._model_info import model_info
@@ -136,10 +136,8 @@ def audit_row(
 
 def resolve_context(session: Session, defaults: AuditContext | None = None) -> AuditContext:
     """Who acts: repository defaults < active audit_context < the unit's arguments."""
-    from ._uow import UNIT_KEY
-
     context = (defaults or EMPTY_CONTEXT).merged(get_audit_context())
-    unit = session.info.get(UNIT_KEY)
+    unit = unit_of_session(session.info)
     if unit is not None:
         context = context.merged(unit.effective_audit())
     return context

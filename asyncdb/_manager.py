@@ -27,6 +27,7 @@ from ._errors import (
     translate,
 )
 from ._health import HealthReport
+from ._instrument import instrument_engine
 from ._metrics import Metrics
 from ._retry import backoff_delay, is_auth_failure, is_connect_retryable
 from ._session import ToolkitAsyncSession, ToolkitSession
@@ -214,8 +215,6 @@ class AsyncDatabaseManager:
                 await asyncio.sleep(delay)
 
     def _install(self, engine: AsyncEngine) -> None:
-        from ._instrument import instrument_engine
-
         self._engine = engine
         self._engines = {"default": engine, **option_engines(engine, self.backend)}
         options: dict[str, Any] = {

@@ -37,7 +37,12 @@ from ._model_info import model_info
 from ._models import utcnow
 from ._pagination import CursorCodec, KeysetPage, Page, keyset_after
 from ._settings import DEFAULT_MAX_PAGE_SIZE
-from ._uow import AsyncUnitOfWork, active_unit_for, inherited_unit_for
+from ._uow import (
+    AsyncUnitOfWork,
+    active_unit_for,
+    inherited_unit_for,
+    register_repository_factory,
+)
 
 if TYPE_CHECKING:
     from ._cache import RepositoryCache
@@ -741,3 +746,6 @@ class Repository(Generic[T]):
     @staticmethod
     def _check_batch(batch_size: int) -> None:
         check_int("batch_size", batch_size, 1, MAX_BATCH_SIZE)
+
+
+register_repository_factory(Repository)

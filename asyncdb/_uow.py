@@ -22,6 +22,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncSession, AsyncSessionTransaction
 
 from ._context import (
+    UNIT_KEY,
     AuditContext,
     current_unit,
     get_audit_context,
@@ -32,6 +33,7 @@ from ._context import (
     set_current_unit,
 )
 from ._errors import TransactionError, ValidationError, translate_errors
+from ._registry import get_db_manager
 
 if TYPE_CHECKING:
     import contextvars
@@ -49,9 +51,18 @@ Callback = Callable[[], "Awaitable[Any] | Any"]
 ISOLATION_LEVELS = frozenset(
     {"SERIALIZABLE", "REPEATABLE READ", "READ COMMITTED", "READ UNCOMMITTED"}
 )
-#: Key in ``session.info`` pointing at the innermost active unit using the session
-#: (the audit trail reads who acts from it).
-UNIT_KEY = "asyncdb_unit"
+#: Builds the repositories :meth:`AsyncUnitOfWork.get_repository` hands out. The
+#: repository module registers :class:`~asyncdb.Repository` here when it is imported,
+#: so this module does not import the layer above it.
+_repository_factory: Callable[..., Any] | None = None
+
+
+def register_repository_factory(factory: Callable[..., Any]) -> None:
+    """Install the class :meth:`AsyncUnitOfWork.get_repository` instantiates."""
+    global _repository_factory
+    _repository_factory = factory
+
+
 _ISOLATED_BIND = "asyncdb_isolated_bind"
 
 
@@ -100,8 +111,6 @@ class AsyncUnitOfWork:
             msg = f"isolation_level must be one of {allowed} (got {isolation_level!r})."
             raise ValidationError(msg)
         if db is None:
-            from ._helpers import get_db_manager
-
             db = get_db_manager()
         self.db = db
         self.read_only = read_only
@@ -455,10 +464,10 @@ class AsyncUnitOfWork:
 
     def get_repository(self, model: type[M], **options: Any) -> Repository[M]:
         """A repository bound to this unit: it shares the session and the audit context."""
-        from ._repository import Repository
-
         self._check_usable()
-        return Repository(model, unit=self, **options)
+        assert _repository_factory is not None, "asyncdb._repository registers it on import"
+        repository: Repository[M] = _repository_factory(model, unit=self, **options)
+        return repository
 
     def __repr__(self) -> str:
         kind = "nested" if self.is_nested else "root"
