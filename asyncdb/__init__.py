@@ -13,18 +13,20 @@ from ._errors import (
     AsyncDBError,
     ConfigurationError,
     ConflictError,
+    ConnectionLostError,
     DatabaseUnavailableError,
     MigrationError,
     NotFoundError,
     PoolTimeoutError,
     QueryError,
     RetryableError,
+    StateError,
     TransactionError,
     ValidationError,
 )
 from ._health import HealthReport
 from ._helpers import get_conn, get_db_manager, get_session, init_database, run_tx, set_db_manager
-from ._manager import AsyncDatabaseManager, ManagerState, StateError
+from ._manager import AsyncDatabaseManager, ManagerState
 from ._metrics import Metrics
 from ._migrate import (
     MigrationResult,
@@ -56,6 +58,7 @@ __all__ = [
     "CacheBackend",
     "ConfigurationError",
     "ConflictError",
+    "ConnectionLostError",
     "DatabaseSettings",
     "DatabaseUnavailableError",
     "HealthReport",

@@ -95,8 +95,9 @@ def _to_columns(info: ModelInfo, values: Mapping[str, Any]) -> dict[str, Any]:
     return {mapping[k].key: v for k, v in values.items()}
 
 
-def _relabel(exc: AsyncDBError, row: int) -> AsyncDBError:
-    message = f"Row {row}: {exc}"
+def _relabel(exc: AsyncDBError, where: str) -> AsyncDBError:
+    """The same error with the failing rows named; a conflict keeps its constraint."""
+    message = f"{where}: {exc}"
     if isinstance(exc, ConflictError):
         return ConflictError(message, sqlstate=exc.sqlstate, constraint=exc.constraint)
     return type(exc)(message, sqlstate=exc.sqlstate)
@@ -112,9 +113,8 @@ async def _execute_batch(
     except AsyncDBError as exc:
         bad = await _find_bad_row(session, stmt, params)
         if bad is None:
-            msg = f"Rows {first_row}-{first_row + len(params) - 1}: {exc}"
-            raise type(exc)(msg, sqlstate=exc.sqlstate) from exc
-        raise _relabel(exc, first_row + bad) from exc
+            raise _relabel(exc, f"Rows {first_row}-{first_row + len(params) - 1}") from exc
+        raise _relabel(exc, f"Row {first_row + bad}") from exc
 
 
 async def _find_bad_row(

@@ -22,6 +22,7 @@ from ._errors import (
     AsyncDBError,
     ConfigurationError,
     DatabaseUnavailableError,
+    StateError,
     TransactionError,
     exception_summary,
     translate,
@@ -36,10 +37,6 @@ from ._settings import DatabaseSettings
 __all__ = ["AsyncDatabaseManager", "ManagerState", "StateError"]
 
 logger = logging.getLogger("asyncdb")
-
-
-class StateError(AsyncDBError):
-    """The manager was used before ``connect()`` or after ``dispose()``."""
 
 
 class ManagerState(enum.Enum):

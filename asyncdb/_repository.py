@@ -25,7 +25,7 @@ from . import _bulk
 from ._audit import mark_instance, resolve_context
 from ._changes import record_changes, recorded_by_caller
 from ._context import AuditContext
-from ._errors import DatabaseUnavailableError, NotFoundError, TransactionError, ValidationError
+from ._errors import ConnectionLostError, NotFoundError, TransactionError, ValidationError
 from ._filters import (
     build_filters,
     build_order,
@@ -148,7 +148,7 @@ class Repository(Generic[T]):
             try:
                 async with self.db.autocommit_session() as own:
                     return await op(own)
-            except DatabaseUnavailableError:
+            except ConnectionLostError:
                 # A read with no transaction is safe to repeat once: the pool has
                 # dropped the dead connection by now and hands out a live one.
                 if attempt == 2:
