@@ -102,3 +102,21 @@ __all__ = [
     "toolkit_metadata",
     "utcnow",
 ]
+
+
+def _report_public_module() -> None:
+    """Exported classes and functions say ``asyncdb``, where users import them from
+    (reprs, tracebacks, pickles and docs show ``asyncdb.ConflictError``).
+
+    Not a class with annotations of its own: SQLAlchemy's declarative scan and
+    ``typing.get_type_hints`` resolve those in the class's home module.
+    """
+    for name in __all__:
+        obj = globals()[name]
+        if isinstance(obj, type) and "__annotations__" in vars(obj):
+            continue
+        if callable(obj) and getattr(obj, "__module__", "").startswith("asyncdb._"):
+            obj.__module__ = "asyncdb"
+
+
+_report_public_module()

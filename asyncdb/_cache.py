@@ -46,6 +46,7 @@ import decimal
 import enum
 import time
 import uuid
+import weakref
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -59,6 +60,7 @@ from ._engine import AUTOCOMMIT_OPTION, READ_ONLY_OPTION
 from ._errors import ConfigurationError
 from ._manager import ManagerState
 from ._model_info import model_info
+from ._session import find_session_state, session_state
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
@@ -81,11 +83,10 @@ DEFAULT_CACHE_TTL = 300.0
 #: Rows (and counts) the in-process backend holds at most.
 DEFAULT_CACHE_MAX_ENTRIES = 10_000
 
-#: Key of the manager extension that lists the caches attached to it.
-CACHES_KEY = "asyncdb_caches"
-#: Key of the manager extension returning the cache figures for ``db.metrics``.
-STATS_KEY = "asyncdb_cache_stats"
-_FRESH_KEY = "asyncdb_cache_fresh"
+#: Per manager: the caches attached to it (for the figures in ``db.metrics``).
+_CACHES: weakref.WeakKeyDictionary[AsyncDatabaseManager, list[RepositoryCache]] = (
+    weakref.WeakKeyDictionary()
+)
 _QUERY_SUFFIX = "#query"
 _FRESH_LEVELS = frozenset({"AUTOCOMMIT", "READ COMMITTED", "READ UNCOMMITTED"})
 # Values handed out as they are; anything else is deep-copied on the way in and out.
@@ -451,10 +452,8 @@ class RepositoryCache:
             )
             raise ConfigurationError(msg)
         self._db = db
-        add_commit_listener(db.extensions, self._on_commit)
-        caches: list[RepositoryCache] = db.extensions.setdefault(CACHES_KEY, [])
-        caches.append(self)
-        db.extensions.setdefault(STATS_KEY, lambda: cache_stats(db))
+        add_commit_listener(db, self._on_commit)
+        _CACHES.setdefault(db, []).append(self)
         db.metrics.add_section("cache", lambda: cache_stats(db))
 
     def _model(self, model: type[Any]) -> _Model:
@@ -532,7 +531,8 @@ class RepositoryCache:
         if not info.cacheable:
             return False
         sync = session.sync_session
-        manager = sync.info.get("asyncdb_manager")
+        state = find_session_state(sync)
+        manager = state.manager if state is not None else None
         if manager is None:
             return False  # not a toolkit session: its commits are never published
         if manager is not self._db:
@@ -675,13 +675,14 @@ async def _reads_are_fresh(session: AsyncSession, mapper: Mapper[Any]) -> bool:
     if not sync.in_transaction():
         return _fresh(bind.get_execution_options(), dialect)
     transaction = sync.get_transaction()
-    known = sync.info.get(_FRESH_KEY)
+    state = session_state(sync)
+    known = state.fresh
     if known is not None and known[0] is transaction:
         return bool(known[1])
     connection = (await session.connection()).sync_connection
     assert connection is not None
     fresh = _fresh(connection.get_execution_options(), dialect)
-    sync.info[_FRESH_KEY] = (transaction, fresh)
+    state.fresh = (transaction, fresh)
     return fresh
 
 
@@ -696,7 +697,7 @@ def _fresh(options: Mapping[str, Any], dialect: Any) -> bool:
 
 def cache_stats(db: AsyncDatabaseManager) -> dict[str, Any]:
     """The figures of every cache attached to ``db``, summed."""
-    caches: list[RepositoryCache] = db.extensions.get(CACHES_KEY, [])
+    caches = _CACHES.get(db, [])
     total: dict[str, Any] = {"caches": len(caches)}
     for cache in caches:
         for name, value in cache.stats().items():

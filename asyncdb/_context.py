@@ -12,11 +12,9 @@ import asyncio
 import contextvars
 import dataclasses
 import types
-from collections.abc import Mapping
 from typing import Any, Protocol
 
 __all__ = [
-    "UNIT_KEY",
     "ActingUnit",
     "AuditContext",
     "audit_context",
@@ -141,22 +139,10 @@ class audit_context:
         self.__exit__(*exc_info)
 
 
-#: Key in ``session.info`` pointing at the innermost active unit using the session.
-#: The unit of work writes it; the audit trail reads who acts from it (through
-#: :class:`ActingUnit`), without importing the unit of work.
-UNIT_KEY = "asyncdb_unit"
-
-
 class ActingUnit(Protocol):
     """What the audit trail needs from the unit of work a session belongs to."""
 
     def effective_audit(self) -> AuditContext: ...
-
-
-def unit_of_session(info: Mapping[str, Any]) -> ActingUnit | None:
-    """The innermost active unit using the session whose ``info`` this is, or None."""
-    unit: ActingUnit | None = info.get(UNIT_KEY)
-    return unit
 
 
 _unit: contextvars.ContextVar[Any] = contextvars.ContextVar("asyncdb_unit", default=None)

@@ -31,7 +31,13 @@ from ._health import HealthReport
 from ._instrument import instrument_engine
 from ._metrics import Metrics
 from ._retry import backoff_delay, is_auth_failure, is_connect_retryable
-from ._session import ToolkitAsyncSession, ToolkitSession
+from ._session import (
+    STATE_KEY,
+    SessionState,
+    ToolkitAsyncSession,
+    ToolkitSession,
+    session_state,
+)
 from ._settings import DatabaseSettings
 
 __all__ = ["AsyncDatabaseManager", "ManagerState", "StateError"]
@@ -49,7 +55,7 @@ class ManagerState(enum.Enum):
 
 @event.listens_for(ToolkitSession, "before_flush")
 def _refuse_read_only_flush(session: Session, flush_context: Any, instances: Any) -> None:
-    if session.info.get("read_only") and (session.new or session.dirty or session.deleted):
+    if session_state(session).read_only and (session.new or session.dirty or session.deleted):
         msg = (
             "This session is read-only and cannot write. Use db.session() or an "
             "AsyncUnitOfWork without read_only=True for changes."
@@ -110,8 +116,8 @@ class AsyncDatabaseManager:
         self._factories: dict[str, async_sessionmaker[ToolkitAsyncSession]] = {}
         self._observers: list[TransactionObserver] = [self.metrics]
         self._uninstall: list[Callable[[], None]] = []
-        #: Shared per-manager state that other layers attach (cache registry, ...).
-        self.extensions: dict[str, Any] = {}
+        #: SQLite's journal mode as the first connection set it (None elsewhere).
+        self.journal_mode: str | None = None
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -181,9 +187,7 @@ class AsyncDatabaseManager:
                     await conn.exec_driver_sql("SELECT 1")
                     if self.backend == "sqlite":
                         raw = await conn.get_raw_connection()
-                        record = raw._connection_record
-                        if record is not None:
-                            self.extensions[JOURNAL_MODE] = record.info.get(JOURNAL_MODE)
+                        self.journal_mode = raw.info.get(JOURNAL_MODE)
                 return
             except Exception as exc:
                 if is_auth_failure(exc):
@@ -220,7 +224,9 @@ class AsyncDatabaseManager:
         }
         self._factories = {
             name: async_sessionmaker(
-                bind, info={"asyncdb_manager": self, "read_only": name == "read_only"}, **options
+                bind,
+                info={STATE_KEY: SessionState(manager=self, read_only=name == "read_only")},
+                **options,
             )
             for name, bind in self._engines.items()
         }

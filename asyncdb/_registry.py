@@ -7,12 +7,16 @@ both read it, so it lives one layer under them.
 from __future__ import annotations
 
 import asyncio
+import weakref
 
 from ._manager import AsyncDatabaseManager, ManagerState
 
 __all__ = ["get_db_manager", "set_db_manager"]
 
-_CONNECT_LOCK = "asyncdb_connect_lock"
+#: One lock per manager, so that concurrent first uses connect it once.
+_CONNECT_LOCKS: weakref.WeakKeyDictionary[AsyncDatabaseManager, asyncio.Lock] = (
+    weakref.WeakKeyDictionary()
+)
 
 _default: AsyncDatabaseManager | None = None
 
@@ -52,7 +56,7 @@ async def _connected(db: AsyncDatabaseManager) -> AsyncDatabaseManager:
         return db  # connected, or disposed: db.session() then raises a clear StateError
     # Per manager (a manager lives on one event loop; a module-wide lock would be shared
     # between the loops of successive asyncio.run() calls).
-    lock = db.extensions.setdefault(_CONNECT_LOCK, asyncio.Lock())
+    lock = _CONNECT_LOCKS.setdefault(db, asyncio.Lock())
     async with lock:
         if db.state is ManagerState.NEW:
             await db.connect()

@@ -9,7 +9,9 @@ is a ``Result[tuple[User]]``, not ``Any``.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import weakref
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -19,7 +21,13 @@ from sqlalchemy.orm import Session
 
 from ._errors import translate
 
-__all__ = ["TRANSLATED_METHODS", "ToolkitAsyncSession", "ToolkitSession"]
+__all__ = [
+    "TRANSLATED_METHODS",
+    "SessionState",
+    "ToolkitAsyncSession",
+    "ToolkitSession",
+    "session_state",
+]
 
 #: The I/O coroutine methods of AsyncSession that raise asyncdb errors here.
 TRANSLATED_METHODS = (
@@ -49,12 +57,65 @@ TRANSLATED_METHODS = (
 TRANSLATED_TRANSACTION_METHODS = ("__aenter__", "__aexit__", "commit", "rollback", "start")
 
 
+#: The one key asyncdb uses in ``session.info``.
+STATE_KEY = "asyncdb"
+
+
+@dataclasses.dataclass(eq=False, slots=True)
+class SessionState:
+    """Everything asyncdb keeps about one session, typed, under one ``session.info`` key.
+
+    The manager's session factories carry a template (``manager``, ``read_only``); each
+    new :class:`ToolkitSession` gets its own copy.
+    """
+
+    #: The AsyncDatabaseManager that made the session (None: not one of a manager's).
+    manager: Any = None
+    #: The session refuses to flush ORM changes.
+    read_only: bool = False
+    #: The innermost active unit of work using the session (its audit context counts).
+    unit: Any = None
+    #: What the current transaction changed: model -> primary keys (None: unknown rows).
+    changes: dict[type[Any], set[tuple[Any, ...]] | None] | None = None
+    #: > 0 while a repository operation records its own changes.
+    recorded_by_caller: int = 0
+    #: The outermost COMMIT is under way (its outcome is unknown if it raises).
+    committing: bool = False
+    #: Per-instance audit defaults of the repositories that added them.
+    audit_objects: weakref.WeakKeyDictionary[Any, Any] | None = None
+    #: (transaction, fresh): whether reads of that transaction see the latest commits.
+    fresh: tuple[Any, bool] | None = None
+
+
+def session_state(session: Session) -> SessionState:
+    """The :class:`SessionState` of a toolkit session (created on first use otherwise)."""
+    info = session.info
+    state: SessionState | None = info.get(STATE_KEY)
+    if state is None:
+        state = info[STATE_KEY] = SessionState()
+    return state
+
+
+def find_session_state(session: Session) -> SessionState | None:
+    """The session's :class:`SessionState`, or None for a session asyncdb did not make."""
+    state: SessionState | None = session.info.get(STATE_KEY)
+    return state
+
+
 class ToolkitSession(Session):
     """The sync Session class behind every AsyncSession asyncdb hands out.
 
     A distinct class so that asyncdb's session events (audit, cache invalidation)
     apply to toolkit sessions only, never to an application's own sessions.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The factory's info holds a template shared by all its sessions: copy it.
+        template = self.info.get(STATE_KEY)
+        self.info[STATE_KEY] = (
+            dataclasses.replace(template) if isinstance(template, SessionState) else SessionState()
+        )
 
 
 class ToolkitAsyncSessionTransaction(AsyncSessionTransaction):

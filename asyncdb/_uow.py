@@ -15,6 +15,7 @@ import enum
 import inspect
 import logging
 import time
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -22,7 +23,6 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncSession, AsyncSessionTransaction
 
 from ._context import (
-    UNIT_KEY,
     AuditContext,
     current_unit,
     get_audit_context,
@@ -34,6 +34,7 @@ from ._context import (
 )
 from ._errors import TransactionError, ValidationError, translate_errors
 from ._registry import get_db_manager
+from ._session import session_state
 
 if TYPE_CHECKING:
     import contextvars
@@ -63,7 +64,10 @@ def register_repository_factory(factory: Callable[..., Any]) -> None:
     _repository_factory = factory
 
 
-_ISOLATED_BIND = "asyncdb_isolated_bind"
+#: Per manager: (bind id, isolation level) -> the option engine (not free to build).
+_ISOLATED_BINDS: weakref.WeakKeyDictionary[Any, dict[tuple[int, str], Engine]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 class UnitState(enum.Enum):
@@ -225,7 +229,7 @@ class AsyncUnitOfWork:
                 )
                 raise TransactionError(msg)
             session.sync_session.bind = _isolated_bind(self.db, bind, self.isolation_level)
-        session.info[UNIT_KEY] = self
+        session_state(session.sync_session).unit = self
         self._session = session
         self._scopes = [[]]
         self._depth = 0
@@ -254,7 +258,7 @@ class AsyncUnitOfWork:
         self._session = session
         root._scopes.append([])
         self._depth = len(root._scopes) - 1
-        session.info[UNIT_KEY] = self
+        session_state(session.sync_session).unit = self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
@@ -283,7 +287,7 @@ class AsyncUnitOfWork:
         assert self._session is not None
         root = self._root
         scope = root._scopes.pop()
-        self._session.info[UNIT_KEY] = self._parent
+        session_state(self._session.sync_session).unit = self._parent
         if exc is None:
             with translate_errors():
                 cancelled = await _complete(self._savepoint.commit())
@@ -499,7 +503,7 @@ def inherited_unit_for(db: AsyncDatabaseManager) -> AsyncUnitOfWork | None:
 def _isolated_bind(db: AsyncDatabaseManager, bind: Engine, level: str) -> Engine:
     """``bind`` (the default or read-only engine) with ``isolation_level``, cached per
     manager: an option engine shares the pool but is not free to build."""
-    cache: dict[tuple[int, str], Engine] = db.extensions.setdefault(_ISOLATED_BIND, {})
+    cache = _ISOLATED_BINDS.setdefault(db, {})
     key = (id(bind), level)
     if key not in cache:
         cache[key] = bind.execution_options(isolation_level=level)
