@@ -311,8 +311,7 @@ class Repository(Generic[T]):
         async def op(session: AsyncSession) -> T:
             self._mark(session, obj)
             session.add(obj)
-            await session.flush()
-            self._changed(session, [self._info.key_of(obj)])
+            await session.flush()  # the flush records the new key (_changes._record_flush)
             return obj
 
         if instance is None and self._fast_path():

@@ -32,7 +32,7 @@ from ._context import (
     set_audit_context,
     set_current_unit,
 )
-from ._errors import TransactionError, ValidationError, translate_errors
+from ._errors import TransactionError, ValidationError
 from ._registry import get_db_manager
 from ._session import session_state
 
@@ -251,8 +251,7 @@ class AsyncUnitOfWork:
             )
             raise TransactionError(msg)
         session = outer.session
-        with translate_errors():
-            self._savepoint = await session.begin_nested()
+        self._savepoint = await session.begin_nested()
         self._parent = outer
         self._root = root
         self._session = session
@@ -289,53 +288,51 @@ class AsyncUnitOfWork:
         scope = root._scopes.pop()
         session_state(self._session.sync_session).unit = self._parent
         if exc is None:
-            with translate_errors():
-                cancelled = await _complete(self._savepoint.commit())
+            cancelled = await _complete(self._savepoint.commit())
             root._scopes[-1].extend(scope)
             return cancelled
         return await _complete(_quietly(self._savepoint.rollback(), "roll back a savepoint"))
 
     async def _exit_root(self, exc: BaseException | None) -> tuple[list[Callback], bool]:
+        """COMMIT (or ROLLBACK) and close, in one shielded task: a cancel cannot
+        interrupt either half-way. True in the result if a cancel arrived meanwhile.
+
+        The flush runs in this task like any statement of the block (so the pool and
+        the slow-query log see the caller's stack). A read-only unit has nothing to
+        commit and rolls back, which also undoes a raw SQL write that SQLite (it has no
+        READ ONLY transactions) would have let through.
+        """
         session = self._session
         assert session is not None
         outcome = "rollback"
         cancelled = False
+        closed = False
         try:
             if exc is None:
-                cancelled = await self._commit(session)
+                if not self.read_only:
+                    await session.flush()
+                cancelled = await _complete(_end_then_close(session, commit=not self.read_only))
                 outcome = "commit"
             else:
-                cancelled = await _complete(
-                    _quietly(session.rollback(), f"roll back after {type(exc).__name__}")
-                )
+                what = f"roll back after {type(exc).__name__}"
+                cancelled = await _complete(_end_then_close(session, commit=False, quiet=what))
+            closed = True
         finally:
             callbacks = self._take_callbacks() if outcome == "commit" else []
             self._scopes = []
             self._end(outcome)
-            closed = await _complete(_quietly(session.close(), "close the session"))
-            cancelled = cancelled or closed
+            if not closed:
+                # The flush or the COMMIT failed before or while closing: close now.
+                closed_late = await _complete(_quietly(session.close(), "close the session"))
+                cancelled = cancelled or closed_late
         return callbacks, cancelled
 
     async def _commit(self, session: AsyncSession) -> bool:
-        """Flush, then COMMIT without letting a cancel interrupt it; True if one arrived.
-
-        The flush runs in this task like any statement of the block (so the pool and
-        the slow-query log see the caller's stack); only COMMIT itself is shielded. A
-        read-only unit has nothing to commit and rolls back, which also undoes a raw SQL
-        write that SQLite (it has no READ ONLY transactions) would have let through.
-        """
+        """``uow.commit()``: flush, then COMMIT shielded from a cancel (True if one came)."""
         if self.read_only:
-            return await _complete(self._end_transaction(session, commit=False))
+            return await _complete(session.rollback())
         await session.flush()
-        return await _complete(self._end_transaction(session, commit=True))
-
-    @staticmethod
-    async def _end_transaction(session: AsyncSession, *, commit: bool) -> None:
-        with translate_errors():
-            if commit:
-                await session.commit()
-            else:
-                await session.rollback()
+        return await _complete(session.commit())
 
     def _transaction_began(self) -> None:
         self._started = time.perf_counter()
@@ -406,13 +403,12 @@ class AsyncUnitOfWork:
         session = self._session
         assert session is not None
         if self.is_nested:
-            with translate_errors():
-                cancelled = await _complete(self._restart_savepoint(session))
+            cancelled = await _complete(self._restart_savepoint(session))
             self._root._scopes[-1].clear()
             if cancelled:
                 raise asyncio.CancelledError
             return
-        cancelled = await _complete(self._end_transaction(session, commit=False))
+        cancelled = await _complete(session.rollback())
         self._end("rollback")
         self._scopes = [[]]
         self._transaction_began()
@@ -436,8 +432,7 @@ class AsyncUnitOfWork:
         """
         session = self.session
         root = self._root
-        with translate_errors():
-            nested = await session.begin_nested()
+        nested = await session.begin_nested()
         root._scopes.append([])
         try:
             yield self
@@ -448,8 +443,7 @@ class AsyncUnitOfWork:
                 raise asyncio.CancelledError from exc
             raise
         scope = root._scopes.pop()
-        with translate_errors():
-            cancelled = await _complete(nested.commit())
+        cancelled = await _complete(nested.commit())
         root._scopes[-1].extend(scope)
         if cancelled:
             raise asyncio.CancelledError
@@ -508,6 +502,23 @@ def _isolated_bind(db: AsyncDatabaseManager, bind: Engine, level: str) -> Engine
     if key not in cache:
         cache[key] = bind.execution_options(isolation_level=level)
     return cache[key]
+
+
+async def _end_then_close(session: AsyncSession, *, commit: bool, quiet: str | None = None) -> None:
+    """COMMIT or ROLLBACK, then close the session (also when that raised).
+
+    ``quiet`` names a rollback whose failure is logged rather than raised (the unit is
+    already leaving with an exception). The session translates its own errors.
+    """
+    try:
+        if quiet is not None:
+            await _quietly(session.rollback(), quiet)
+        elif commit:
+            await session.commit()
+        else:
+            await session.rollback()
+    finally:
+        await _quietly(session.close(), "close the session")
 
 
 async def _complete(awaitable: Coroutine[Any, Any, None]) -> bool:
