@@ -7,7 +7,8 @@ Alembic migrations, for asyncio and FastAPI applications.
 
 from ._audit import cleanup_audit_logs, get_audit_logs
 from ._audit_model import AuditAction, AuditLog
-from ._cache import CacheBackend, MemoryCacheBackend, RepositoryCache
+from ._cache import RepositoryCache
+from ._cache_backend import CacheBackend, MemoryCacheBackend
 from ._context import AuditContext, audit_context, get_audit_context
 from ._errors import (
     AsyncDBError,

@@ -19,7 +19,16 @@ PACKAGE_DIR = Path(asyncdb.__file__).parent
 #: below. A new module must be placed here.
 LAYERS: list[set[str]] = [
     # errors / context / models, and leaves that import nothing of the package
-    {"_errors", "_context", "_models", "_health", "_cli_args", "bench._progress"},
+    {
+        "_errors",
+        "_context",
+        "_models",
+        "_health",
+        "_cli_args",
+        "_cache_backend",
+        "_histogram",
+        "bench._progress",
+    },
     # settings / filters / pagination / model info
     {
         "_schema",
@@ -34,7 +43,7 @@ LAYERS: list[set[str]] = [
     # engine / instrumentation / metrics / change log
     {"_engine", "_instrument", "_metrics", "_changes"},
     # manager, with the default-manager registry and migrations
-    {"_manager", "_registry", "_migrate"},
+    {"_manager", "_registry", "_migrate_env", "_migrate"},
     # unit of work
     {"_uow"},
     # audit / bulk / cache
