@@ -30,11 +30,12 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.base import NO_VALUE
 
 from ._audit_model import AuditAction, AuditLog
-from ._context import EMPTY_CONTEXT, AuditContext, get_audit_context
+from ._context import EMPTY_CONTEXT, ActingUnit, AuditContext, get_audit_context
 from ._errors import ValidationError, translate_errors
 from ._filters import check_int
+from ._model_info import model_info
 from ._models import Audited, utcnow
-from ._session import ToolkitSession
+from ._session import ToolkitSession, session_state
 
 if TYPE_CHECKING:
     from ._manager import AsyncDatabaseManager
@@ -51,7 +52,6 @@ __all__ = [
 AUDIT_BATCH = 1000
 #: The longest retention ``cleanup_audit_logs`` accepts (about 1,000 years).
 MAX_RETENTION_DAYS = 365_000
-_OBJ_CONTEXT = "asyncdb_audit_objects"
 _NO_AUDIT = object()
 
 
@@ -127,7 +127,7 @@ def _audit_values(model: type[Any], values: Mapping[str, Any] | None) -> dict[st
 
 def excluded_columns(model: type[Any]) -> frozenset[str]:
     """Columns kept out of the audit log (``__audit_exclude__``)."""
-    return frozenset(getattr(model, "__audit_exclude__", ()))
+    return model_info(model).audit_excluded
 
 
 def entity_id_of(values: Sequence[Any]) -> str | None:
@@ -172,10 +172,8 @@ def audit_row(
 
 def resolve_context(session: Session, defaults: AuditContext | None = None) -> AuditContext:
     """Who acts: repository defaults < active audit_context < the unit's arguments."""
-    from ._uow import UNIT_KEY
-
     context = (defaults or EMPTY_CONTEXT).merged(get_audit_context())
-    unit = session.info.get(UNIT_KEY)
+    unit: ActingUnit | None = session_state(session).unit
     if unit is not None:
         context = context.merged(unit.effective_audit())
     return context
@@ -186,9 +184,10 @@ def mark_instance(
 ) -> None:
     """Remember a repository's audit defaults (or its ``audit=False``) for ``instance``."""
     if not audit or defaults is not None:
-        registry = session.info.get(_OBJ_CONTEXT)
+        state = session_state(session)
+        registry = state.audit_objects
         if registry is None:
-            registry = session.info[_OBJ_CONTEXT] = weakref.WeakKeyDictionary()
+            registry = state.audit_objects = weakref.WeakKeyDictionary()
         registry[instance] = defaults if audit else _NO_AUDIT
 
 
@@ -245,7 +244,7 @@ def _pk(obj: Any) -> str | None:
 
 @event.listens_for(ToolkitSession, "after_flush")
 def _audit_flush(session: Session, flush_context: Any) -> None:
-    registry = session.info.get(_OBJ_CONTEXT)
+    registry = session_state(session).audit_objects
     rows: list[dict[str, Any]] = []
 
     def context_for(obj: Any) -> AuditContext | None:

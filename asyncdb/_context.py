@@ -22,8 +22,8 @@ from ._errors import ValidationError
 __all__ = [
     "MAX_AUDIT_EXTRA_BYTES",
     "MAX_AUDIT_ID_LENGTH",
+    "ActingUnit",
     "AuditContext",
-    "UnitLike",
     "acts_for",
     "audit_context",
     "current_unit",
@@ -213,11 +213,10 @@ class audit_context:
         self.__exit__(*exc_info)
 
 
-class UnitLike(Protocol):
-    """What lower layers need to know about the active unit of work."""
+class ActingUnit(Protocol):
+    """What the audit trail needs from the unit of work a session belongs to."""
 
-    @property
-    def owner_task(self) -> asyncio.Task[Any] | None: ...
+    def effective_audit(self) -> AuditContext: ...
 
 
 _unit: contextvars.ContextVar[Any] = contextvars.ContextVar("asyncdb_unit", default=None)

@@ -4,7 +4,8 @@ The tree::
 
     AsyncDBError
     ├── ConfigurationError        bad settings, URL or option; raised before any I/O
-    ├── DatabaseUnavailableError  cannot reach the server (refused, reset, DNS, timed out)
+    ├── DatabaseUnavailableError  cannot reach the server (refused, DNS, timed out)
+    │   ├── ConnectionLostError   the connection broke (reset, closed, server shut down)
     │   ├── PoolTimeoutError      every pooled connection stayed busy for pool_timeout
     │   └── CommitOutcomeUnknownError  the connection died after COMMIT was sent
     ├── NotFoundError             no row with that primary key
@@ -14,7 +15,13 @@ The tree::
     ├── TransactionError          misuse of a unit of work, or a failed transaction
     │   └── RetryableError        serialization failure or deadlock; run_tx retries these
     ├── QueryError                the database rejected a statement (syntax, missing table)
-    └── MigrationError            an Alembic revision failed
+    ├── MigrationError            an Alembic revision failed
+    └── StateError                the manager was used before connect() or after dispose()
+
+Classification lives here too: :func:`translate` maps any exception to the most
+specific class above, :func:`exception_chain` is the one walk down an exception's
+causes, and the retry decisions (connect, ``run_tx``, the repeat of a standalone read)
+are ``isinstance`` checks on what :func:`classify` returns.
 
 Every message is a sentence that says what to do next. None carries a password or a
 bound parameter value: engines are built with ``hide_parameters=True`` and messages are
@@ -26,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Iterator
+from typing import Any
 
 from sqlalchemy import exc as sa_exc
 
@@ -34,6 +42,7 @@ __all__ = [
     "CommitOutcomeUnknownError",
     "ConfigurationError",
     "ConflictError",
+    "ConnectionLostError",
     "DataError",
     "DatabaseUnavailableError",
     "MigrationError",
@@ -41,8 +50,11 @@ __all__ = [
     "PoolTimeoutError",
     "QueryError",
     "RetryableError",
+    "StateError",
     "TransactionError",
     "ValidationError",
+    "classify",
+    "exception_chain",
     "sqlstate_of",
     "translate_errors",
 ]
@@ -67,6 +79,13 @@ class ConfigurationError(AsyncDBError):
 
 class DatabaseUnavailableError(AsyncDBError):
     """The database server cannot be reached, or the connection to it was lost."""
+
+
+class ConnectionLostError(DatabaseUnavailableError):
+    """An open connection broke mid-operation (reset, closed, server shut down).
+
+    ``run_tx`` runs the whole transaction again; a standalone read is repeated once.
+    """
 
 
 class PoolTimeoutError(DatabaseUnavailableError):
@@ -137,23 +156,36 @@ class MigrationError(AsyncDBError):
     """An Alembic revision failed; the message names it and what to run next."""
 
 
+class StateError(AsyncDBError):
+    """The manager was used before ``connect()`` or after ``dispose()``."""
+
+
 _SQLITE_CONSTRAINT = re.compile(
     r"(UNIQUE|FOREIGN KEY|NOT NULL|CHECK) constraint failed(?::\s*(.+))?"
 )
 
 
-def sqlstate_of(exc: BaseException) -> str | None:
-    """Return the SQLSTATE carried by ``exc`` or anything it wraps, if any."""
+def exception_chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc``, then what it wraps: SQLAlchemy's ``.orig``, else ``__cause__``.
+
+    The one walk down an exception's causes; stops on a cycle.
+    """
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
+        yield current
+        orig = getattr(current, "orig", None)
+        current = orig if isinstance(orig, BaseException) else current.__cause__
+
+
+def sqlstate_of(exc: BaseException) -> str | None:
+    """Return the SQLSTATE carried by ``exc`` or anything it wraps, if any."""
+    for current in exception_chain(exc):
         for attr in ("sqlstate", "pgcode"):
             code = getattr(current, attr, None)
             if isinstance(code, str) and len(code) == 5:
                 return code
-        orig = getattr(current, "orig", None)
-        current = orig if isinstance(orig, BaseException) else current.__cause__
     return None
 
 
@@ -213,26 +245,35 @@ def _integrity_error(exc: sa_exc.IntegrityError) -> AsyncDBError:
     return ConflictError(msg, sqlstate=state, constraint=target or None)
 
 
-def _is_connection_level(exc: BaseException) -> bool:
-    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
-        return True
-    state = sqlstate_of(exc)
-    if state is not None and (state.startswith("08") or state in {"57P01", "57P02", "57P03"}):
-        return True
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, (OSError, TimeoutError)):
-            return True
+#: SQLSTATEs of a connection the server ended (admin or crash shutdown).
+_LOST_STATES = frozenset({"57P01", "57P02"})
+#: SQLSTATEs of a server that cannot take the connection (starting up, too many clients).
+_UNAVAILABLE_STATES = frozenset({"57P03", "53300"})
+#: Bad credentials or an unknown database: they will not fix themselves.
+_AUTH_STATE_PREFIX = "28"
+_AUTH_STATES = frozenset({"3D000"})
+
+
+def _connection_failure(exc: BaseException, state: str | None) -> type[AsyncDBError] | None:
+    """ConnectionLostError for a connection that broke, DatabaseUnavailableError for one
+    that could not be opened, None when ``exc`` is not about the connection."""
+    if state is not None and (state.startswith("08") or state in _LOST_STATES):
+        return ConnectionLostError
+    if state in _UNAVAILABLE_STATES:
+        return DatabaseUnavailableError
+    unavailable = False
+    for current in exception_chain(exc):
         name = type(current).__name__
-        if name in {"ConnectionDoesNotExistError", "CannotConnectNowError", "InterfaceError"} and (
-            "closed" in str(current).lower() or name != "InterfaceError"
+        if (
+            (isinstance(current, sa_exc.DBAPIError) and current.connection_invalidated)
+            or isinstance(current, (sa_exc.DisconnectionError, ConnectionError))
+            or name == "ConnectionDoesNotExistError"
+            or (name == "InterfaceError" and "closed" in str(current).lower())
         ):
-            return True
-        orig = getattr(current, "orig", None)
-        current = orig if isinstance(orig, BaseException) else current.__cause__
-    return False
+            return ConnectionLostError
+        if isinstance(current, (OSError, TimeoutError)) or name == "CannotConnectNowError":
+            unavailable = True
+    return DatabaseUnavailableError if unavailable else None
 
 
 # SQLSTATE class 22, "data exception": what each common code means, for the message.
@@ -288,26 +329,6 @@ def _is_sqlite_busy(exc: BaseException) -> bool:
     return "database is locked" in text or "database table is locked" in text
 
 
-def lost_pooled_connection(exc: BaseException) -> bool:
-    """True when an established (pooled) connection died under a statement.
-
-    SQLAlchemy marks such an error ``connection_invalidated``; a failed *new* connection
-    and a pool timeout are not marked. Only the former is worth one immediate repeat:
-    the pool has discarded the dead connection and the next one is likely live, while
-    repeating a failed connect or a pool wait would double the bounded wait.
-    """
-    if isinstance(exc, PoolTimeoutError):
-        return False
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, sa_exc.DBAPIError) and current.connection_invalidated:
-            return True
-        current = current.__cause__
-    return False
-
-
 _VALUE_BEARING_DETAIL = re.compile(r"Key \(|Failing row contains|\)=\(")
 # Text that quotes row values inside a driver's message, kept up to the value:
 # PostgreSQL's DETAIL line (asyncpg folds it into str(exc)), asyncpg's client-side
@@ -335,10 +356,7 @@ def scrub_values(exc: BaseException) -> None:
     value-bearing text in every message is redacted, and ``params`` dropped. The
     constraint name and SQLSTATE stay.
     """
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
+    for current in exception_chain(exc):
         detail = getattr(current, "detail", None)
         if isinstance(detail, str) and _VALUE_BEARING_DETAIL.search(detail):
             with contextlib.suppress(AttributeError):  # a read-only attribute
@@ -350,8 +368,6 @@ def scrub_values(exc: BaseException) -> None:
                 current.args = tuple(
                     _redact(arg) if isinstance(arg, str) else arg for arg in current.args
                 )
-        orig = getattr(current, "orig", None)
-        current = orig if isinstance(orig, BaseException) else current.__cause__
 
 
 def translate(exc: BaseException) -> BaseException:
@@ -364,10 +380,8 @@ def translate(exc: BaseException) -> BaseException:
     if isinstance(exc, (OverflowError, UnicodeEncodeError)):
         # Raised by the driver while binding a value (SQLite: an int beyond 64 bits, a
         # lone surrogate). The messages quote the value: say what, not which.
-        what = (
-            "a number too large" if isinstance(exc, OverflowError) else "text with a lone surrogate"
-        )
-        msg = f"The driver could not send a value: {what} for any column. Check the value."
+        what = "a number too large" if isinstance(exc, OverflowError) else "a lone surrogate"
+        msg = f"The driver could not send a value ({what}) to the database. Check the value."
         return DataError(msg)
     scrub_values(exc)
     if isinstance(exc, sa_exc.TimeoutError):
@@ -379,6 +393,12 @@ def translate(exc: BaseException) -> BaseException:
     if isinstance(exc, sa_exc.IntegrityError):
         return _integrity_error(exc)
     state = sqlstate_of(exc)
+    if state is not None and (state.startswith(_AUTH_STATE_PREFIX) or state in _AUTH_STATES):
+        msg = (
+            "The server rejected the credentials or the database name. Check the user, "
+            "password and database in the URL."
+        )
+        return ConfigurationError(msg, sqlstate=state)
     if state in RETRYABLE_SQLSTATES:
         what = "deadlock" if state == "40P01" else "serialization failure"
         msg = (
@@ -411,12 +431,13 @@ def translate(exc: BaseException) -> BaseException:
     if state == "25006":
         msg = "A write was attempted in a read-only transaction. Use a read-write session or unit."
         return TransactionError(msg, sqlstate=state)
-    if isinstance(exc, (sa_exc.DBAPIError, OSError, TimeoutError)) and _is_connection_level(exc):
+    failure = _connection_failure(exc, state)
+    if failure is not None:
         msg = (
             "The connection to the database was lost or could not be opened. Check that the "
             "server is running and reachable; the operation was not completed."
         )
-        return DatabaseUnavailableError(msg, sqlstate=state)
+        return failure(msg, sqlstate=state)
     if isinstance(exc, sa_exc.DBAPIError):
         driver = _driver_error(exc)
         kind = type(driver).__name__ if driver is not None else type(exc).__name__
@@ -425,13 +446,34 @@ def translate(exc: BaseException) -> BaseException:
     return exc
 
 
+def classify(exc: BaseException) -> type[BaseException]:
+    """The class of the asyncdb error ``exc`` stands for (its own class if none).
+
+    An asyncdb error built by hand around a more specific cause (``raise
+    DatabaseUnavailableError(...) from dropped``) is classified by that cause.
+    """
+    if isinstance(exc, AsyncDBError):
+        cause = exc.__cause__
+        if cause is not None and not isinstance(cause, AsyncDBError):
+            found = translate(cause)
+            if isinstance(found, type(exc)):
+                return type(found)
+        return type(exc)
+    return type(translate(exc))
+
+
+#: What :func:`translate` maps: SQLAlchemy's errors, socket errors, and what a driver
+#: raises while binding a value it cannot send (an int beyond 64 bits, a lone surrogate).
+TRANSLATED = (sa_exc.SQLAlchemyError, OSError, OverflowError, UnicodeEncodeError)
+
+
 @contextlib.contextmanager
 def translate_errors() -> Iterator[None]:
     """Re-raise SQLAlchemy and driver errors as asyncdb errors, chained with ``from``."""
     try:
         yield
-    except (sa_exc.SQLAlchemyError, OSError, OverflowError, UnicodeEncodeError) as exc:
-        mapped = translate(exc)
+    except TRANSLATED as exc:
+        mapped: Any = translate(exc)
         if mapped is exc:
             raise
         raise mapped from exc

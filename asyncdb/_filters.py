@@ -10,11 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Enum, String, inspect
-from sqlalchemy.orm import InstrumentedAttribute, Mapper
+from sqlalchemy import ColumnElement, Enum, String
+from sqlalchemy.orm import InstrumentedAttribute
 from sqlalchemy.sql.elements import UnaryExpression
 
 from ._errors import ConfigurationError, ValidationError
+from ._model_info import model_info
 from ._values import MAX_INT64, check_text, coerce_value
 
 __all__ = [
@@ -133,45 +134,38 @@ def _sequence(op: str, value: Any) -> list[Any]:
 
 def column_names(model: type[Any]) -> frozenset[str]:
     """The mapped column attribute names of ``model``."""
-    mapper: Mapper[Any] = inspect(model)
-    return frozenset(attr.key for attr in mapper.column_attrs)
+    return model_info(model).columns
 
 
 def check_columns(model: type[Any], names: Iterable[str], *, what: str = "field") -> None:
     """Raise :class:`ValidationError` unless every name is a mapped column of ``model``."""
-    known = column_names(model)
-    for name in names:
-        if not isinstance(name, str) or name not in known:
-            msg = (
-                f"Unknown {what} {name!r} for {model.__name__}. "
-                f"Use one of: {', '.join(sorted(known))}."
-            )
-            raise ValidationError(msg)
+    model_info(model).check_columns(names, what=what)
 
 
 def filterable_fields(model: type[Any], allowed: Iterable[str] | None = None) -> frozenset[str]:
     """The fields callers may filter and order ``model`` by.
 
-    ``allowed`` (a repository's ``filterable=``) or else the model's ``__filterable__``
-    is an allow-list; without one, every mapped column except the secrets — the
-    columns in ``__audit_exclude__`` (a password hash, a token) — whose values must not
-    be guessable through ``?password_hash__like=a%``. A secret is filterable only when an
-    allow-list names it explicitly.
+    ``allowed`` (a repository's ``filterable=``) is an allow-list; without it, the
+    model's own (:attr:`ModelInfo.filterable`: its ``__filterable__``, or every mapped
+    column except the secrets in ``__audit_exclude__``, whose values must not be
+    guessable through ``?password_hash__like=a%``). A secret is filterable only when
+    an allow-list names it explicitly.
     """
-    columns = column_names(model)
-    chosen = allowed if allowed is not None else getattr(model, "__filterable__", None)
-    if chosen is not None:
-        names = frozenset(chosen)
-        unknown = names - columns
-        if unknown:
-            msg = (
-                f"The filterable fields of {model.__name__} name unknown column(s): "
-                f"{', '.join(sorted(unknown))}. Use mapped column names."
-            )
-            raise ConfigurationError(msg)
-        return names
-    secrets = frozenset(getattr(model, "__audit_exclude__", ()))
-    return columns - secrets
+    info = model_info(model)
+    if allowed is None:
+        return info.filterable
+    if isinstance(allowed, str):
+        msg = f"filterable takes a list of field names (got the string {allowed!r})."
+        raise ConfigurationError(msg)
+    names = frozenset(allowed)
+    unknown = sorted(str(name) for name in names - info.columns)
+    if unknown:
+        msg = (
+            f"The filterable fields of {info.name} name unknown column(s): "
+            f"{', '.join(unknown)}. Use mapped column names."
+        )
+        raise ConfigurationError(msg)
+    return names
 
 
 def check_filterable(

@@ -10,7 +10,8 @@ from typing import Any, TypeVar
 
 from ._errors import CommitOutcomeUnknownError, ValidationError
 from ._filters import check_int
-from ._manager import AsyncDatabaseManager, ManagerState
+from ._manager import AsyncDatabaseManager
+from ._registry import _connected, get_db_manager, set_db_manager
 from ._retry import backoff_delay, is_transaction_retryable
 from ._session import ToolkitAsyncSession
 from ._uow import AsyncUnitOfWork, active_unit_for
@@ -36,51 +37,6 @@ DEFAULT_TX_RETRIES = 3
 DEFAULT_TX_BACKOFF = 0.05
 #: Longest single wait between two attempts, in seconds.
 MAX_TX_BACKOFF = 2.0
-_CONNECT_LOCK = "asyncdb_connect_lock"
-
-_default: AsyncDatabaseManager | None = None
-
-
-def get_db_manager() -> AsyncDatabaseManager:
-    """The process-wide manager, built from ``DatabaseSettings.from_env()`` on first use.
-
-    It is not connected until :func:`init_database` (or ``await db.connect()``) runs;
-    :func:`get_session` and :func:`run_tx` connect it on demand. A disposed default
-    manager is replaced by a fresh one. :func:`set_db_manager` installs another.
-    """
-    global _default
-    if _default is None or _default.state is ManagerState.DISPOSED:
-        _default = AsyncDatabaseManager()
-    return _default
-
-
-def set_db_manager(db: AsyncDatabaseManager | None) -> AsyncDatabaseManager | None:
-    """Replace the process-wide manager (tests, apps with their own set-up); returns the old one.
-
-    ``None`` makes the next :func:`get_db_manager` build one from the environment again::
-
-        previous = set_db_manager(test_db)
-        try:
-            ...
-        finally:
-            set_db_manager(previous)
-    """
-    global _default
-    previous, _default = _default, db
-    return previous
-
-
-async def _connected(db: AsyncDatabaseManager) -> AsyncDatabaseManager:
-    """``db``, connected once even when many tasks ask at the same time."""
-    if db.state is not ManagerState.NEW:
-        return db  # connected, or disposed: db.session() then raises a clear StateError
-    # Per manager (a manager lives on one event loop; a module-wide lock would be shared
-    # between the loops of successive asyncio.run() calls).
-    lock = db.extensions.setdefault(_CONNECT_LOCK, asyncio.Lock())
-    async with lock:
-        if db.state is ManagerState.NEW:
-            await db.connect()
-    return db
 
 
 @contextlib.asynccontextmanager

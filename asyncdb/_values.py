@@ -18,23 +18,21 @@ import functools
 import json
 import math
 import re
-import types
 import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from sqlalchemy import inspect as sa_inspect
 from sqlalchemy import types as sa_types
 
 from ._errors import ValidationError
 
 __all__ = [
     "MAX_INT64",
+    "Checker",
     "check_text",
     "checker_for",
     "coerce_value",
     "coerce_values",
-    "model_checkers",
 ]
 
 MAX_INT64 = 2**63 - 1
@@ -313,33 +311,11 @@ def coerce_value(column_type: sa_types.TypeEngine[Any], value: Any, field: str) 
     return checker_for(column_type, field)(value)
 
 
-_MODEL_CHECKERS: dict[type[Any], Mapping[str, Checker]] = {}
-
-
-def model_checkers(model: type[Any]) -> Mapping[str, Checker]:
-    """One checker per mapped column attribute of ``model``, built once per model."""
-    found = _MODEL_CHECKERS.get(model)
-    if found is None:
-        found = _MODEL_CHECKERS[model] = _build_checkers(model)
-    return found
-
-
-def _build_checkers(model: type[Any]) -> Mapping[str, Checker]:
-    mapper = sa_inspect(model)
-    return types.MappingProxyType(
-        {
-            attr.key: checker_for(attr.columns[0].type, attr.key)
-            for attr in mapper.column_attrs
-            if len(attr.columns) == 1
-        }
-    )
-
-
 def coerce_values(
-    model: type[Any], values: Mapping[str, Any], *, row: int | None = None
+    checkers: Mapping[str, Checker], values: Mapping[str, Any], *, row: int | None = None
 ) -> dict[str, Any]:
-    """``values`` (field → value) with every value checked against its column."""
-    checkers = model_checkers(model)
+    """``values`` (field → value) with every value checked by its column's checker
+    (:attr:`ModelInfo.value_checkers`); fields without one pass unchanged."""
     try:
         return {
             key: checkers[key](value) if key in checkers else value for key, value in values.items()

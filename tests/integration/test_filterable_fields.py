@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from asyncdb import AsyncDatabaseManager, ConfigurationError, Repository, ValidationError
-from tests.integration.models import Account, Item
+from tests.integration.models import Account, Profile
 from tests.integration.test_repository import counting
 
 
@@ -72,17 +72,17 @@ async def test_repository_allow_list_limits_and_can_allow_a_secret(
 
 
 async def test_model_allow_list(db: AsyncDatabaseManager) -> None:
-    Item.__filterable__ = frozenset({"name", "qty"})
-    try:
-        items = Repository(Item, db)
-        await items.create(name="a", qty=1, category="c")
-        assert await items.count(name="a", qty=1) == 1
+    profiles = Repository(Profile, db)
+    await profiles.create(handle="a", score=1, bio="hello")
+    assert await profiles.count(handle="a", score__gte=1) == 1
+    assert [p.handle for p in await profiles.find_by(order_by="-score")] == ["a"]
+    for query in ({"bio": "hello"}, {"id": 1}, {"order_by": "bio"}):
         with pytest.raises(ValidationError, match="filterable"):
-            await items.count(category="c")
-        with pytest.raises(ValidationError, match="Unknown field 'nope'"):
-            await items.count(nope=1)
-    finally:
-        del Item.__filterable__
+            await profiles.find_by(**query)
+    with pytest.raises(ValidationError, match="Unknown field 'nope'"):
+        await profiles.count(nope=1)
+    # A repository's own allow-list replaces the model's.
+    assert await Repository(Profile, db, filterable=["bio"]).count(bio="hello") == 1
 
 
 def test_allow_list_with_unknown_column_is_a_configuration_error(

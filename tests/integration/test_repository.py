@@ -100,7 +100,7 @@ async def test_get_by_id_and_get(items: Repository[Item]) -> None:
     assert await items.get_by_id(item.id + 100) is None
     with pytest.raises(NotFoundError, match="No Item with id"):
         await items.get(item.id + 100)
-    with pytest.raises(ValidationError, match="Item id must be an integer"):
+    with pytest.raises(ValidationError, match="id must be an integer"):
         await items.get_by_id("1; drop table t_item")
 
 
