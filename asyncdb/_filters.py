@@ -97,17 +97,26 @@ FILTER_OPS: dict[str, Callable[[Any, Any, str], ColumnElement[bool]]] = {
 }
 
 
-def check_int(name: str, value: object, low: int, high: int | None = None) -> None:
-    """Raise :class:`ValidationError` unless ``value`` is an int in ``[low, high]``.
+def check_int(
+    name: str,
+    value: object,
+    low: int,
+    high: int | None = None,
+    *,
+    error: type[ValidationError] | type[ConfigurationError] = ValidationError,
+) -> None:
+    """Raise ``error`` unless ``value`` is an int in ``[low, high]``.
 
-    ``True`` and ``False`` are refused: a flag passed as a page number is a bug.
+    ``True`` and ``False`` are refused: a flag passed as a page number is a bug. Caller
+    input gets a :class:`ValidationError`; an option (``error=ConfigurationError``) a
+    :class:`ConfigurationError`.
     """
     top = MAX_INT64 if high is None else high
     ok = isinstance(value, int) and not isinstance(value, bool) and low <= value <= top
     if not ok:
         bound = f"between {low} and {top}"
         msg = f"{name} must be an integer {bound} (got {value!r})."
-        raise ValidationError(msg)
+        raise error(msg)
 
 
 def check_flag(name: str, value: object) -> bool:

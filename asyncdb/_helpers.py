@@ -8,7 +8,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
-from ._errors import CommitOutcomeUnknownError, ValidationError
+from ._errors import CommitOutcomeUnknownError, ConfigurationError
 from ._filters import check_int
 from ._manager import AsyncDatabaseManager
 from ._registry import _connected, get_db_manager, set_db_manager
@@ -94,10 +94,10 @@ async def run_tx(
     SAVEPOINT and runs once: a conflict aborts the outer transaction, so only the
     outermost unit can be retried.
     """
-    check_int("retries", retries, 0)
-    if isinstance(backoff, bool) or not isinstance(backoff, (int, float)) or backoff < 0:
-        msg = f"backoff must be a non-negative number of seconds (got {backoff!r})."
-        raise ValidationError(msg)
+    check_int("retries", retries, 0, 100, error=ConfigurationError)
+    if isinstance(backoff, bool) or not isinstance(backoff, (int, float)) or not 0 <= backoff <= 60:
+        msg = f"backoff must be a number of seconds from 0 to 60 (got {backoff!r})."
+        raise ConfigurationError(msg)
     manager = await _connected(db if db is not None else get_db_manager())
     if active_unit_for(manager) is not None:
         async with AsyncUnitOfWork(manager, isolation_level=isolation_level, **audit) as uow:

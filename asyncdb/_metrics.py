@@ -36,6 +36,7 @@ from types import CodeType
 from typing import Any
 
 from ._context import get_audit_context
+from ._errors import ConfigurationError
 from ._histogram import BUCKET_BOUNDS, LatencyHistogram, _round
 
 __all__ = [
@@ -150,7 +151,7 @@ class Metrics:
     ) -> None:
         if max_statements < 1 or slow_query_log_size < 1:
             msg = "max_statements and slow_query_log_size must be at least 1."
-            raise ValueError(msg)
+            raise ConfigurationError(msg)
         self.database = database
         self.slow_query_threshold = slow_query_threshold
         self.leak_threshold = leak_threshold

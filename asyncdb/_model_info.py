@@ -119,7 +119,7 @@ def _build(model: type[Any]) -> ModelInfo:
         column_attrs = list(mapper.column_attrs)
     except Exception as exc:
         msg = f"Repository needs a mapped model class (got {model!r})."
-        raise ValidationError(msg) from exc
+        raise ConfigurationError(msg) from exc
     table: Table = mapper.local_table  # type: ignore[assignment]
     attr_to_column: dict[str, Column[Any]] = {
         prop.key: prop.columns[0]  # type: ignore[misc]
@@ -164,10 +164,7 @@ def _build(model: type[Any]) -> ModelInfo:
         unique_sets=tuple(unique_sets),
         filterable=_filterable(model, columns, audit_excluded),
         value_checkers=types.MappingProxyType(
-            {
-                prop.key: checker_for(prop.columns[0].type, prop.key)
-                for prop in mapper.column_attrs
-            }
+            {prop.key: checker_for(prop.columns[0].type, prop.key) for prop in mapper.column_attrs}
         ),
     )
 

@@ -24,7 +24,13 @@ from . import _bulk
 from ._audit import mark_instance, resolve_context
 from ._changes import record_changes, recorded_by_caller
 from ._context import AuditContext
-from ._errors import ConnectionLostError, NotFoundError, TransactionError, ValidationError
+from ._errors import (
+    ConfigurationError,
+    ConnectionLostError,
+    NotFoundError,
+    TransactionError,
+    ValidationError,
+)
 from ._filters import (
     build_filters,
     build_order,
@@ -97,7 +103,7 @@ class Repository(Generic[T]):
         info = model_info(model)
         if sum(x is not None for x in (db, session, unit)) != 1:
             msg = "Give a Repository exactly one of: a manager (db), session=, or unit=."
-            raise ValidationError(msg)
+            raise ConfigurationError(msg)
         self.model = model
         self.db = db if db is not None else (unit.db if unit is not None else None)
         self._session = session
@@ -108,7 +114,10 @@ class Repository(Generic[T]):
         #: Fields callers may filter and order by: ``filterable`` (an allow-list), else
         #: the model's ``__filterable__``, else every column but the audit-excluded secrets.
         self.filterable = filterable_fields(model, filterable)
-        self._audit_flag = check_flag("audit", audit)
+        if not isinstance(audit, bool):
+            msg = f"audit must be True or False (got a {type(audit).__name__})."
+            raise ConfigurationError(msg)
+        self._audit_flag = audit
         self._audited = audit and info.audited
         self._context_var: contextvars.ContextVar[AuditContext | None] | None = None
         self.cache = cache

@@ -34,9 +34,9 @@ from ._context import (
     set_current_unit,
 )
 from ._errors import (
+    ConfigurationError,
     DatabaseUnavailableError,
     TransactionError,
-    ValidationError,
     commit_outcome_unknown,
 )
 from ._registry import get_db_manager
@@ -119,7 +119,7 @@ class AsyncUnitOfWork:
         if isolation_level is not None and isolation_level.upper() not in ISOLATION_LEVELS:
             allowed = ", ".join(sorted(ISOLATION_LEVELS))
             msg = f"isolation_level must be one of {allowed} (got {isolation_level!r})."
-            raise ValidationError(msg)
+            raise ConfigurationError(msg)
         if db is None:
             db = get_db_manager()
         self.db = db

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import String, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from asyncdb import Audited, SoftDeleteMixin, TimestampMixin, ValidationError
+from asyncdb import Audited, ConfigurationError, SoftDeleteMixin, TimestampMixin, ValidationError
 from asyncdb._model_info import ModelInfo, model_info
 
 
@@ -64,5 +64,5 @@ def test_the_facts() -> None:
 def test_unknown_columns_and_unmapped_classes_are_validation_errors() -> None:
     with pytest.raises(ValidationError, match="Unknown field 'nope' for Account"):
         model_info(Account).check_columns(["nope"])
-    with pytest.raises(ValidationError, match="mapped model class"):
+    with pytest.raises(ConfigurationError, match="mapped model class"):
         model_info(int)
