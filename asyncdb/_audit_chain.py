@@ -5,7 +5,7 @@ numbered ``chain_seq`` = 1, 2, 3, … and each carries ``prev_hash`` (the previo
 ``row_hash``; NULL for the first) and ``row_hash`` =
 sha256(``"<prev_hash or ''>:<chain_seq>:<content>"``), where ``<content>`` is the sha256 of
 the canonical JSON (sorted keys, ``(",", ":")`` separators) of :data:`CHAIN_FIELDS`. The
-split lets PostgreSQL link a row inside its INSERT from a content digest computed here.
+split lets PostgreSQL and SQLite link a row inside its INSERT from a content digest computed here.
 
 Why per entity: writers of *different* entities never wait for each other (no global or
 sharded chain head to lock), and writers of the *same* entity are already serialised by the
@@ -199,11 +199,31 @@ def link_rows(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
         heads[key] = (seq + 1, row["row_hash"])
 
 
-def _linked_insert(audit: Table) -> Any:
+#: SQLite function (registered per connection) computing :func:`link_digest` in the INSERT
+SQLITE_LINK_FUNCTION = "asyncdb_chain_link"
+
+
+def _sqlite_link(prev_hash: str | None, chain_seq: int, content: str) -> str:
+    return link_digest(prev_hash, int(chain_seq), content)
+
+
+def _ensure_sqlite_link(conn: Connection) -> None:
+    """Register :data:`SQLITE_LINK_FUNCTION` on the connection's DBAPI connection, once."""
+    proxied = conn.connection
+    if proxied.info.get(SQLITE_LINK_FUNCTION):
+        return
+    dbapi = proxied.dbapi_connection
+    assert dbapi is not None
+    dbapi.create_function(SQLITE_LINK_FUNCTION, 3, _sqlite_link, deterministic=True)
+    proxied.info[SQLITE_LINK_FUNCTION] = True
+
+
+def _linked_insert(audit: Table, dialect: str) -> Any:
     """INSERT ... SELECT that reads the chain's head and links the row in one statement.
 
     One round trip per batch, as an unchained INSERT: the head lookup is an index probe
-    on ``ux_asyncdb_audit_log_chain`` inside the same statement.
+    on ``ux_asyncdb_audit_log_chain`` inside the same statement. PostgreSQL computes the
+    sha256 itself; SQLite calls :func:`link_digest` through :data:`SQLITE_LINK_FUNCTION`.
     """
     same_chain = (
         audit.c.table_name == bindparam("table_name"),
@@ -220,7 +240,7 @@ def _linked_insert(audit: Table) -> Any:
     one = select(literal(1).label("one")).subquery("one")
     seq = func.coalesce(head.c.seq, 0) + 1
     prev = head.c.hash
-    link = func.encode(
+    pg_link = func.encode(
         func.sha256(
             func.convert_to(
                 func.concat(
@@ -235,10 +255,17 @@ def _linked_insert(audit: Table) -> Any:
         ),
         "hex",
     )
-    # Parameters in a SELECT list have no column to take a type from: cast each one.
-    values = [
-        cast(bindparam(name, type_=audit.c[name].type), audit.c[name].type) for name in CHAIN_FIELDS
-    ]
+    values: list[Any]
+    if dialect == "postgresql":
+        link = pg_link
+        # Parameters in a SELECT list have no column to take a type from: cast each one.
+        values = [
+            cast(bindparam(name, type_=audit.c[name].type), audit.c[name].type)
+            for name in CHAIN_FIELDS
+        ]
+    else:
+        link = getattr(func, SQLITE_LINK_FUNCTION)(prev, seq, bindparam("content_hash"))
+        values = [bindparam(name, type_=audit.c[name].type) for name in CHAIN_FIELDS]
     source = select(*values, seq, prev, link).select_from(one.outerjoin(head, true()))
     columns = [*CHAIN_FIELDS, "chain_seq", "prev_hash", "row_hash"]
     return insert(audit).from_select(columns, source)
@@ -247,16 +274,19 @@ def _linked_insert(audit: Table) -> Any:
 def insert_linked(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
     """INSERT ``rows`` into the audit log, each linked into its chain.
 
-    PostgreSQL links in the INSERT itself (:func:`_linked_insert`); elsewhere (SQLite
-    serialises writers anyway) one query per table reads the heads first.
+    PostgreSQL and SQLite link in the INSERT itself (:func:`_linked_insert`); elsewhere
+    one query per table reads the heads first.
     """
     audit: Table = AuditLog.__table__  # type: ignore[assignment]
-    if conn.dialect.name == "postgresql" and all(r["entity_id"] is not None for r in rows):
+    statement = _LINKED_INSERTS.get(conn.dialect.name)
+    if statement is not None and all(r["entity_id"] is not None for r in rows):
+        if conn.dialect.name == "sqlite":
+            _ensure_sqlite_link(conn)
         params = [
             {**{name: row[name] for name in CHAIN_FIELDS}, "content_hash": content_digest(row)}
             for row in rows
         ]
-        conn.execute(_LINKED_INSERT, params)
+        conn.execute(statement, params)
         return
     link_rows(conn, rows)
     conn.execute(insert(audit), list(rows))
@@ -359,4 +389,7 @@ def prune_batch(conn: Connection, cutoff: dt.datetime, batch_size: int) -> int:
     return len(found)
 
 
-_LINKED_INSERT = _linked_insert(AuditLog.__table__)  # type: ignore[arg-type]
+_LINKED_INSERTS = {
+    dialect: _linked_insert(AuditLog.__table__, dialect)  # type: ignore[arg-type]
+    for dialect in ("postgresql", "sqlite")
+}

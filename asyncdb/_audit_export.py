@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from sqlalchemy import Table, select
 
+from ._audit import check_filters
 from ._audit_model import AuditLog
 from ._errors import ValidationError, translate_errors
 from ._filters import check_int
@@ -63,6 +64,7 @@ async def iter_audit_logs(
             sink.write(row)
     """
     check_int("batch_size", batch_size, 1, 100_000)
+    check_filters(since=since, until=until, table_name=table_name)
     audit: Table = AuditLog.__table__  # type: ignore[assignment]
     conditions = []
     if since is not None:

@@ -4,7 +4,8 @@ The trail of one entity is its hash chain, in ``chain_seq`` order (rows written 
 chain existed come first, by time). Replaying it gives the entity's values after each
 change: a CREATE (or an UPSERT that inserted) sets them, an UPDATE, SOFT_DELETE, RESTORE
 or UPSERT that updated merges its new values in, a hard DELETE ends the entity (``None``).
-Columns kept out of the log (``__audit_exclude__``) are never reconstructed.
+Columns kept out of the log (``__audit_exclude__``) are never reconstructed; a value the
+log stored as a truncation marker (larger than the model's audit cap) stays a marker.
 """
 
 from __future__ import annotations
@@ -19,15 +20,16 @@ from collections.abc import Mapping
 from typing import Any, TypeVar
 
 from sqlalchemy import Enum as SAEnum
-from sqlalchemy import inspect, select
+from sqlalchemy import select
 
-from ._audit import entity_id_of, excluded_columns
+from ._audit import TRUNCATED_MARKER, entity_id_of
 from ._audit_model import AuditAction, AuditLog
 from ._context import audit_context
 from ._errors import NotFoundError, ValidationError
-from ._helpers import _connected, get_db_manager
 from ._manager import AsyncDatabaseManager
+from ._model_info import model_info
 from ._models import utcnow
+from ._registry import _connected, get_db_manager
 from ._repository import Repository
 from ._uow import AsyncUnitOfWork
 
@@ -120,16 +122,23 @@ async def history(
     return versions
 
 
+def _is_truncated(value: Any) -> bool:
+    """True for the marker the log stores instead of a value larger than its cap."""
+    return isinstance(value, dict) and set(value) == {TRUNCATED_MARKER}
+
+
 def _decode(model: type[Any], values: Mapping[str, Any]) -> dict[str, Any]:
-    """The log's JSON-safe values turned back into the model's Python types."""
-    mapper = inspect(model)
+    """The log's JSON-safe values turned back into the model's Python types.
+
+    A truncation marker is kept as it is: the log holds only the value's head.
+    """
+    column_types = model_info(model).column_types
     decoded: dict[str, Any] = {}
     for key, value in values.items():
-        attr = mapper.column_attrs.get(key)
-        if attr is None or value is None:
+        column_type = column_types.get(key)
+        if column_type is None or value is None or _is_truncated(value):
             decoded[key] = value
             continue
-        column_type = attr.columns[0].type
         try:
             if isinstance(column_type, SAEnum) and column_type.enum_class is not None:
                 decoded[key] = column_type.enum_class(value)
@@ -220,10 +229,19 @@ async def revert(
             "there is nothing to revert to. Delete it instead, or pick a later point."
         )
         raise ValidationError(msg)
-    mapper = inspect(model)
-    keep_out = excluded_columns(model) | {c.key for c in mapper.primary_key}
-    keep_out |= {a.key for a in mapper.column_attrs if a.columns[0].onupdate is not None}
+    info = model_info(model)
+    keep_out = info.audit_excluded | set(info.pk_names)
+    keep_out |= {k for k, column in info.attr_to_column.items() if column.onupdate is not None}
     values = {k: v for k, v in _decode(model, state).items() if k not in keep_out}
+    truncated = sorted(k for k, v in values.items() if _is_truncated(v))
+    if truncated:
+        msg = (
+            f"The audit log kept only the head of {', '.join(truncated)} of "
+            f"{model.__name__} {id!r} at that point (the value was larger than the audit "
+            "cap, __audit_max_value_bytes__), so revert cannot restore it. Write those "
+            "values yourself with an update, or pick another point."
+        )
+        raise ValidationError(msg)
     marker = {
         "to_audit_id": target.id,
         "to": to.isoformat() if isinstance(to, dt.datetime) else to,
@@ -234,7 +252,7 @@ async def revert(
             repo: Repository[T] = uow.get_repository(model)
             current = await repo.get_by_id(id, with_deleted=True)
             if current is None:
-                pk = {c.key: v for c, v in zip(mapper.primary_key, _key(id), strict=True)}
+                pk = dict(zip(info.pk_names, _key(id), strict=True))
                 return await repo.create(**pk, **values)
             if getattr(current, "deleted_at", None) is not None:
                 # update() refuses soft-deleted rows: restore, then set deleted_at again

@@ -19,6 +19,7 @@ from typing import TextIO
 
 from ._audit_export import EXPORT_FORMATS, export_audit_logs
 from ._audit_verify import verify_audit_chain
+from ._cli_args import add_url_argument
 from ._manager import AsyncDatabaseManager
 
 __all__ = ["configure", "run"]
@@ -35,8 +36,6 @@ def _timestamp(text: str) -> dt.datetime:
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the audit command's subcommands and their arguments."""
-    from .cli import add_url_argument
-
     sub = parser.add_subparsers(dest="audit_command", required=True)
     verify = sub.add_parser("verify", help="check every hash chain; exit 1 at a broken link")
     add_url_argument(verify)

@@ -22,23 +22,27 @@ from ._errors import (
     AsyncDBError,
     ConfigurationError,
     DatabaseUnavailableError,
+    StateError,
     TransactionError,
     exception_summary,
     translate,
 )
 from ._health import HealthReport
+from ._instrument import instrument_engine
 from ._metrics import Metrics
 from ._retry import backoff_delay, is_auth_failure, is_connect_retryable
-from ._session import ToolkitAsyncSession, ToolkitSession
+from ._session import (
+    STATE_KEY,
+    SessionState,
+    ToolkitAsyncSession,
+    ToolkitSession,
+    session_state,
+)
 from ._settings import DatabaseSettings
 
 __all__ = ["AsyncDatabaseManager", "ManagerState", "StateError"]
 
 logger = logging.getLogger("asyncdb")
-
-
-class StateError(AsyncDBError):
-    """The manager was used before ``connect()`` or after ``dispose()``."""
 
 
 class ManagerState(enum.Enum):
@@ -51,7 +55,7 @@ class ManagerState(enum.Enum):
 
 @event.listens_for(ToolkitSession, "before_flush")
 def _refuse_read_only_flush(session: Session, flush_context: Any, instances: Any) -> None:
-    if session.info.get("read_only") and (session.new or session.dirty or session.deleted):
+    if session_state(session).read_only and (session.new or session.dirty or session.deleted):
         msg = (
             "This session is read-only and cannot write. Use db.session() or an "
             "AsyncUnitOfWork without read_only=True for changes."
@@ -105,6 +109,7 @@ class AsyncDatabaseManager:
             enabled=settings.metrics,
         )
         self.state = ManagerState.NEW
+        self._loop: asyncio.AbstractEventLoop | None = None
         #: Attempts the last ``connect()`` made (1 when the first one succeeded).
         self.connect_attempts = 0
         self._engine: AsyncEngine | None = None
@@ -112,8 +117,8 @@ class AsyncDatabaseManager:
         self._factories: dict[str, async_sessionmaker[ToolkitAsyncSession]] = {}
         self._observers: list[TransactionObserver] = [self.metrics]
         self._uninstall: list[Callable[[], None]] = []
-        #: Shared per-manager state that other layers attach (cache registry, ...).
-        self.extensions: dict[str, Any] = {}
+        #: SQLite's journal mode as the first connection set it (None elsewhere).
+        self.journal_mode: str | None = None
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -147,6 +152,18 @@ class AsyncDatabaseManager:
                 "Create a new AsyncDatabaseManager."
             )
             raise StateError(msg)
+        if self._loop is not None:
+            try:
+                running = asyncio.get_running_loop()
+            except RuntimeError:
+                return  # sync code (a repr, a sync helper): no loop to compare
+            if running is not self._loop:
+                msg = (
+                    "This database manager was connected on another event loop. Its pooled "
+                    "connections belong to that loop: create and connect one manager per "
+                    "event loop (in tests, give the manager the same scope as the loop)."
+                )
+                raise StateError(msg)
 
     async def connect(self) -> AsyncDatabaseManager:
         """Create the engine and open a first connection, retrying connection failures.
@@ -170,6 +187,7 @@ class AsyncDatabaseManager:
             await engine.dispose()
             raise
         self._install(engine)
+        self._loop = asyncio.get_running_loop()
         self.state = ManagerState.CONNECTED
         logger.info("Connected to %s", self.url)
         return self
@@ -183,9 +201,7 @@ class AsyncDatabaseManager:
                     await conn.exec_driver_sql("SELECT 1")
                     if self.backend == "sqlite":
                         raw = await conn.get_raw_connection()
-                        record = raw._connection_record
-                        if record is not None:
-                            self.extensions[JOURNAL_MODE] = record.info.get(JOURNAL_MODE)
+                        self.journal_mode = raw.info.get(JOURNAL_MODE)
                 return
             except Exception as exc:
                 if is_auth_failure(exc):
@@ -214,8 +230,6 @@ class AsyncDatabaseManager:
                 await asyncio.sleep(delay)
 
     def _install(self, engine: AsyncEngine) -> None:
-        from ._instrument import instrument_engine
-
         self._engine = engine
         self._engines = {"default": engine, **option_engines(engine, self.backend)}
         options: dict[str, Any] = {
@@ -224,7 +238,9 @@ class AsyncDatabaseManager:
         }
         self._factories = {
             name: async_sessionmaker(
-                bind, info={"asyncdb_manager": self, "read_only": name == "read_only"}, **options
+                bind,
+                info={STATE_KEY: SessionState(manager=self, read_only=name == "read_only")},
+                **options,
             )
             for name, bind in self._engines.items()
         }

@@ -20,7 +20,7 @@ from asyncdb import (
     utcnow,
     verify_audit_chain,
 )
-from asyncdb._audit import audit_row, write_audit_rows
+from asyncdb._audit import TRUNCATED_MARKER, audit_row, write_audit_rows
 from asyncdb._context import AuditContext
 from tests.integration.models import Account, Item
 
@@ -230,6 +230,29 @@ async def test_numbers_hash_the_same_after_the_round_trip(db: AsyncDatabaseManag
     assert row.extra is not None
     assert row.extra["big"] == int(1e100)  # the float's exact value, as an integer
     assert row.extra["tenth"] == 0.1 and row.extra["huge"] == 2**70
+
+
+async def test_a_truncated_value_is_hashed_as_stored(db: AsyncDatabaseManager) -> None:
+    # The chain covers the marker the log stores, not the value the application wrote.
+    Item.__audit_max_value_bytes__ = 16
+    try:
+        items = Repository(Item, db)
+        item = await items.create(name="x" * 40)
+        await items.update(item.id, name="y" * 50, qty=3)
+    finally:
+        del Item.__audit_max_value_bytes__
+    rows = await chain_of(db, "t_item", item.id)
+    assert rows[0].new_values is not None and rows[1].old_values is not None
+    assert rows[0].new_values["name"] == {TRUNCATED_MARKER: {"bytes": 40, "head": "xx"}}
+    assert rows[1].old_values["name"] == rows[0].new_values["name"]
+    report = await verify_audit_chain(db)
+    assert report.ok, report.broken
+    assert report.rows == 2
+    # The stored marker is evidence like any value: changing it is caught at its row.
+    forged = {**rows[1].new_values, "name": {TRUNCATED_MARKER: {"bytes": 50, "head": "zz"}}}
+    await tamper(db, update(AuditLog).where(AuditLog.id == rows[1].id).values(new_values=forged))
+    broken = (await verify_audit_chain(db)).broken
+    assert broken is not None and broken.row_id == rows[1].id
 
 
 async def test_concurrent_writers_of_one_entity_never_fork_its_chain(

@@ -66,6 +66,10 @@ async def test_export_writes_jsonl_and_csv(db: AsyncDatabaseManager) -> None:
     assert table[0]["old_values"] == ""
     with pytest.raises(ValidationError, match="jsonl, csv"):
         await export_audit_logs(db, io.StringIO(), format="xml")
+    with pytest.raises(ValidationError, match="since must be a datetime"):
+        await export_audit_logs(db, io.StringIO(), since="2026-01-01")
+    with pytest.raises(ValidationError, match="table_name must be a string"):
+        await export_audit_logs(db, io.StringIO(), table_name=7)
 
 
 async def _peak_while_streaming(db: AsyncDatabaseManager, rows: int) -> int:

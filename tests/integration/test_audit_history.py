@@ -25,6 +25,7 @@ from asyncdb import (
     utcnow,
     verify_audit_chain,
 )
+from asyncdb._audit import TRUNCATED_MARKER
 from tests.integration.models import Account, Item
 
 
@@ -115,6 +116,27 @@ async def test_revert_refuses_points_it_cannot_use(db: AsyncDatabaseManager) -> 
     with pytest.raises(ValidationError, match="did not exist"):
         await revert(Item, item.id, to=utcnow() - dt.timedelta(days=1), db=db)
     assert (await items.get(item.id)).name == "a"
+
+
+async def test_truncated_values_stay_markers_and_revert_refuses_them(
+    db: AsyncDatabaseManager,
+) -> None:
+    items = Repository(Item, db)
+    Item.__audit_max_value_bytes__ = 32  # created_at's ISO form (32 bytes) still fits
+    try:
+        item = await items.create(name="x" * 40, qty=1)
+        first = (await history(Item, item.id, db=db))[0]
+        await items.update(item.id, name="short", qty=2)
+    finally:
+        del Item.__audit_max_value_bytes__
+    marker = {TRUNCATED_MARKER: {"bytes": 40, "head": "xxxx"}}
+    then = await as_of(Item, item.id, at=first.occurred_at, db=db)
+    assert then is not None and (then["name"], then["qty"]) == (marker, 1)
+    with pytest.raises(ValidationError, match="kept only the head of name of"):
+        await revert(Item, item.id, to=first.audit_id, db=db)
+    current = await items.get(item.id)
+    assert (current.name, current.qty) == ("short", 2)
+    assert len(await history(Item, item.id, db=db)) == 2
 
 
 # -- as_of against a model ---------------------------------------------------------------
