@@ -528,6 +528,8 @@ class RepositoryCache:
         manager = sync.info.get("asyncdb_manager")
         if manager is None:
             return False  # not a toolkit session: its commits are never published
+        if sync.info.get("asyncdb_node") is not None:
+            return False  # a replica may lag behind an invalidation already seen
         if manager is not self._db:
             if self._db is not None:
                 return False

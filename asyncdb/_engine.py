@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from typing import Any
 
 from sqlalchemy import event, exc, pool
@@ -166,12 +167,32 @@ def _postgres_engine(settings: DatabaseSettings, common: dict[str, Any]) -> Asyn
         connect_args["command_timeout"] = settings.statement_timeout + settings.connect_timeout
     if settings.statement_cache_size is not None:
         connect_args["statement_cache_size"] = settings.statement_cache_size
+    if settings.pgbouncer:
+        connect_args.update(pgbouncer_connect_args())
     engine = create_async_engine(
         settings.url, connect_args=connect_args, **_queue_pool(settings), **common
     )
     if settings.pre_ping:
         install_liveness_check(engine, settings.ping_idle_after)
     return engine
+
+
+def pgbouncer_connect_args() -> dict[str, Any]:
+    """asyncpg arguments for pgbouncer in transaction mode (SQLAlchemy's documented recipe).
+
+    A transaction may run on any server connection, so a statement prepared on one is
+    unknown on the next, and asyncpg's numbered names collide across clients: no
+    statement caches (asyncpg's and SQLAlchemy's), and a unique name per statement.
+    """
+    return {
+        "statement_cache_size": 0,
+        "prepared_statement_cache_size": 0,
+        "prepared_statement_name_func": _unique_statement_name,
+    }
+
+
+def _unique_statement_name() -> str:
+    return f"__asyncdb_{uuid.uuid4().hex}__"
 
 
 def install_liveness_check(engine: AsyncEngine, idle_after: float) -> None:

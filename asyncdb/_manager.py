@@ -29,6 +29,7 @@ from ._errors import (
 from ._health import HealthReport
 from ._metrics import Metrics
 from ._retry import backoff_delay, is_auth_failure, is_connect_retryable
+from ._routing import NODE_KEY, ReplicaNode, Route, Router, check_route
 from ._session import ToolkitAsyncSession, ToolkitSession
 from ._settings import DatabaseSettings
 
@@ -57,6 +58,18 @@ def _refuse_read_only_flush(session: Session, flush_context: Any, instances: Any
             "AsyncUnitOfWork without read_only=True for changes."
         )
         raise TransactionError(msg)
+
+
+@event.listens_for(ToolkitSession, "after_commit")
+def _note_write(session: Session) -> None:
+    # Read-your-writes: a commit on the primary keeps this task's reads there a while.
+    info = session.info
+    manager = info.get("asyncdb_manager")
+    if manager is None or info.get("read_only") or NODE_KEY in info:
+        return
+    router = manager._router
+    if router is not None:
+        router.note_write()
 
 
 class TransactionObserver(Protocol):
@@ -114,6 +127,10 @@ class AsyncDatabaseManager:
         self._uninstall: list[Callable[[], None]] = []
         #: Shared per-manager state that other layers attach (cache registry, ...).
         self.extensions: dict[str, Any] = {}
+        # Read replicas (docs/scaling.md): the router, and session factories per node.
+        self._router: Router | None = None
+        self._node_factories: dict[str, dict[str, async_sessionmaker[ToolkitAsyncSession]]] = {}
+        self._sessions_bound = False
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -172,7 +189,90 @@ class AsyncDatabaseManager:
         self._install(engine)
         self.state = ManagerState.CONNECTED
         logger.info("Connected to %s", self.url)
+        if self.settings.replicas:
+            await self._start_replicas()
         return self
+
+    # -- read replicas (the policy lives in _routing) ----------------------------------
+
+    async def _start_replicas(self) -> None:
+        settings = self.settings
+        nodes: list[ReplicaNode] = []
+        for index, url in enumerate(settings.replicas):
+            engine = create_engine(settings.replace(url=url, replicas=()))
+            node = ReplicaNode(
+                f"replica{index + 1}",
+                settings.masked_replicas[index],
+                engine,
+                option_engines(engine, self.backend),
+            )
+            self._node_factories[node.name] = {
+                kind: async_sessionmaker(
+                    node.engines[kind],
+                    info={"asyncdb_manager": self, "read_only": True, NODE_KEY: node.name},
+                    expire_on_commit=False,
+                    class_=ToolkitAsyncSession,
+                )
+                for kind in ("read_only", "autocommit")
+            }
+            nodes.append(node)
+        router = Router(
+            nodes,
+            sticky_after_write=settings.sticky_after_write,
+            max_lag=settings.max_replica_lag,
+            check_interval=settings.replica_check_interval,
+            probe_timeout=settings.connect_timeout,
+        )
+        self._router = router
+        await router.probe_all()  # a replica that is down does not fail connect()
+        router.start()
+        self.metrics.add_section("routing", router.snapshot)
+
+    @property
+    def router(self) -> Router | None:
+        """The read router when ``replicas`` are configured, else None."""
+        return self._router
+
+    async def read_session(
+        self, route: Route = "auto", *, autocommit: bool = False
+    ) -> ToolkitAsyncSession:
+        """A session that only reads: on a replica when routing allows, else the primary.
+
+        ``autocommit=True`` runs each statement on its own (standalone reads), otherwise
+        the session runs read-only transactions. A replica that cannot be reached is
+        marked down here and the next one (then the primary) is used, so the caller sees
+        no error; the session's connection is checked out already in that case, which
+        costs no extra round trip.
+        """
+        self._check_connected()
+        check_route(route)
+        kind = "autocommit" if autocommit else "read_only"
+        router = self._router
+        if router is not None and not self._sessions_bound:
+            node = router.choose(route)
+            while node is not None:
+                session = self._node_factories[node.name][kind]()
+                try:
+                    await session.connection()
+                except Exception as exc:
+                    await session.close()
+                    router.failed(node, exc)
+                    node = router.choose(route)
+                    continue
+                return session
+        return self._factories[kind]()
+
+    def read_failed(self, session: ToolkitAsyncSession, exc: BaseException) -> bool:
+        """A read on ``session`` failed with ``exc``: True when it ran on a replica, which
+        is then skipped with backoff (the caller may repeat the read elsewhere)."""
+        name = session.info.get(NODE_KEY)
+        router = self._router
+        if name is None or router is None:
+            return False
+        for node in router.nodes:
+            if node.name == name:
+                router.failed(node, exc)
+        return True
 
     async def _probe_with_retry(self, engine: AsyncEngine) -> None:
         attempts = self.settings.connect_retries
@@ -243,6 +343,11 @@ class AsyncDatabaseManager:
         for undo in self._uninstall:
             undo()
         self._uninstall.clear()
+        router, self._router = self._router, None
+        if router is not None:
+            await router.stop()
+            for node in router.nodes:
+                await node.engine.dispose()
         if engine is not None:
             await engine.dispose()
             logger.info("Disposed the engine for %s", self.url)
@@ -303,6 +408,7 @@ class AsyncDatabaseManager:
         """
         self._check_connected()
         saved = self._factories
+        saved_bound, self._sessions_bound = self._sessions_bound, True
         self._factories = {
             name: async_sessionmaker(
                 **{**factory.kw, "bind": connection},
@@ -315,6 +421,7 @@ class AsyncDatabaseManager:
             yield connection
         finally:
             self._factories = saved
+            self._sessions_bound = saved_bound
 
     # -- transaction observers -------------------------------------------------------
 
@@ -370,6 +477,7 @@ class AsyncDatabaseManager:
             mapped = translate(exc)
             error = str(mapped) if isinstance(mapped, AsyncDBError) else type(exc).__name__
         latency = (time.perf_counter() - started) * 1000.0
+        nodes = await self._node_health(timeout, error is None)
         return HealthReport(
             healthy=error is None,
             latency_ms=round(latency, 3) if error is None else None,
@@ -378,7 +486,26 @@ class AsyncDatabaseManager:
             pool=self.pool_status(),
             metrics=self.metrics.snapshot(),
             error=error,
+            nodes=nodes,
         )
+
+    async def _node_health(self, timeout: float, primary_ok: bool) -> list[dict[str, Any]]:
+        """Per-node figures: the primary, then each replica probed now (in parallel)."""
+        router = self._router
+        if router is None:
+            return []
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(
+                asyncio.gather(*(router.probe(node) for node in router.nodes)), timeout
+            )
+        primary = {
+            "name": "primary",
+            "role": "primary",
+            "url": self.url,
+            "healthy": primary_ok,
+            "pool": self.pool_status(),
+        }
+        return [primary, *router.snapshot()["replicas"]]
 
     async def _ping(self) -> None:
         # Probes run without a transaction: on SQLite a BEGIN IMMEDIATE would make a

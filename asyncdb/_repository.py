@@ -38,6 +38,7 @@ from ._filters import (
 )
 from ._models import utcnow
 from ._pagination import CursorCodec, KeysetPage, Page, keyset_after
+from ._routing import Route, check_route
 from ._settings import DEFAULT_MAX_PAGE_SIZE
 from ._uow import AsyncUnitOfWork, active_unit_for, inherited_unit_for
 
@@ -80,7 +81,9 @@ class Repository(Generic[T]):
         audit: bool = True,
         cache: RepositoryCache | None = None,
         max_page_size: int | None = None,
+        route: Route = "auto",
     ) -> None:
+        check_route(route)
         try:
             mapper: Mapper[T] = inspect(model)
         except Exception as exc:
@@ -103,6 +106,8 @@ class Repository(Generic[T]):
         self._audit_flag = audit
         self._defaults: AuditContext | None = None
         self.cache = cache
+        #: Where standalone reads run when the manager has replicas (docs/scaling.md).
+        self.route: Route = route
         if max_page_size is None:
             max_page_size = self.db.settings.max_page_size if self.db else DEFAULT_MAX_PAGE_SIZE
         self.max_page_size = max_page_size
@@ -148,21 +153,33 @@ class Repository(Generic[T]):
             raise TransactionError(msg)
         return None
 
-    async def _read(self, op: Callable[[AsyncSession], Awaitable[R]]) -> R:
+    async def _read(
+        self, op: Callable[[AsyncSession], Awaitable[R]], *, fills_cache: bool = False
+    ) -> R:
         session = self._bound_session()
         if session is not None:
             return await op(session)
-        assert self.db is not None
-        for attempt in (1, 2):
+        db = self.db
+        assert db is not None
+        # A shared cache is filled from the primary only: a replica may lag behind the
+        # commit whose invalidation the cache has already seen.
+        route: Route = "primary" if fills_cache else self.route
+        attempt = 0
+        while True:
+            attempt += 1
+            own = await db.read_session(route, autocommit=True) if db.router else None
+            if own is None:
+                own = db.autocommit_session()
             try:
-                async with self.db.autocommit_session() as own:
+                async with own:
                     return await op(own)
-            except DatabaseUnavailableError:
-                # A read with no transaction is safe to repeat once: the pool has
-                # dropped the dead connection by now and hands out a live one.
-                if attempt == 2:
+            except DatabaseUnavailableError as exc:
+                # A read with no transaction is safe to repeat: the pool has dropped the
+                # dead connection by now, and a replica that failed is skipped.
+                if not db.read_failed(own, exc) and attempt >= 2:
                     raise
-        raise AssertionError("unreachable")  # pragma: no cover
+                if attempt >= 2 + len(db.settings.replicas):
+                    raise
 
     async def _write(self, op: Callable[[AsyncSession], Awaitable[R]]) -> R:
         session = self._bound_session()
@@ -285,7 +302,7 @@ class Repository(Generic[T]):
                 return None
             return obj
 
-        return await self._read(op)
+        return await self._read(op, fills_cache=self.cache is not None)
 
     async def get(self, id: Any, *, with_deleted: bool = False) -> T:
         """The row with primary key ``id``; :class:`NotFoundError` when there is none."""
@@ -565,7 +582,7 @@ class Repository(Generic[T]):
             result: R = await cache.query(self, session, kind, filters, with_deleted, op)
             return result
 
-        return await self._read(cached)
+        return await self._read(cached, fills_cache=True)
 
     # -- pagination ------------------------------------------------------------------------
 
