@@ -56,8 +56,18 @@ def create_engine(settings: DatabaseSettings) -> AsyncEngine:
     return _postgres_engine(settings, common)
 
 
-def option_engines(engine: AsyncEngine, backend: str) -> dict[str, AsyncEngine]:
-    """Engines sharing ``engine``'s pool: ``autocommit`` reads and ``read_only`` work."""
+def option_engines(
+    engine: AsyncEngine, backend: str, *, pgbouncer: bool = False
+) -> dict[str, AsyncEngine]:
+    """Engines sharing ``engine``'s pool: ``autocommit`` reads and ``read_only`` work.
+
+    Behind pgbouncer in transaction mode there is no autocommit: asyncpg prepares a
+    statement and executes it in two exchanges, which pgbouncer may send to two server
+    connections unless a transaction pins one; ``autocommit`` is then a plain engine.
+    """
+    if pgbouncer:
+        read_only = engine.execution_options(**{READ_ONLY_OPTION: True}, postgresql_readonly=True)
+        return {"autocommit": engine, "read_only": read_only}
     if backend == "sqlite":
         autocommit = engine.execution_options(**{AUTOCOMMIT_OPTION: True})
         read_only = engine.execution_options(**{READ_ONLY_OPTION: True})
@@ -161,7 +171,11 @@ def _postgres_engine(settings: DatabaseSettings, common: dict[str, Any]) -> Asyn
         "timeout": settings.connect_timeout,
         "server_settings": server_settings,
     }
-    if settings.statement_timeout is not None:
+    if settings.statement_timeout is not None and settings.pgbouncer:
+        # pgbouncer refuses a statement_timeout startup parameter (unless told to ignore
+        # it): the client bounds each statement, and asyncpg cancels it on the server.
+        connect_args["command_timeout"] = settings.statement_timeout
+    elif settings.statement_timeout is not None:
         server_settings["statement_timeout"] = str(int(settings.statement_timeout * 1000))
         # Client-side backstop for a server that stops answering mid-statement.
         connect_args["command_timeout"] = settings.statement_timeout + settings.connect_timeout

@@ -204,7 +204,7 @@ class AsyncDatabaseManager:
                 f"replica{index + 1}",
                 settings.masked_replicas[index],
                 engine,
-                option_engines(engine, self.backend),
+                option_engines(engine, self.backend, pgbouncer=settings.pgbouncer),
             )
             self._node_factories[node.name] = {
                 kind: async_sessionmaker(
@@ -279,7 +279,9 @@ class AsyncDatabaseManager:
         for attempt in range(1, attempts + 1):
             self.connect_attempts = attempt
             try:
-                async with _no_transaction(engine, self.backend).connect() as conn:
+                async with _no_transaction(
+                    engine, self.backend, pgbouncer=self.settings.pgbouncer
+                ).connect() as conn:
                     await conn.exec_driver_sql("SELECT 1")
                     if self.backend == "sqlite":
                         raw = await conn.get_raw_connection()
@@ -317,7 +319,8 @@ class AsyncDatabaseManager:
         from ._instrument import instrument_engine
 
         self._engine = engine
-        self._engines = {"default": engine, **option_engines(engine, self.backend)}
+        views = option_engines(engine, self.backend, pgbouncer=self.settings.pgbouncer)
+        self._engines = {"default": engine, **views}
         options: dict[str, Any] = {
             "expire_on_commit": False,
             "class_": ToolkitAsyncSession,
@@ -518,14 +521,16 @@ class AsyncDatabaseManager:
             self._check_connected()
         engine = create_engine(self.settings.replace(pre_ping=False))
         try:
-            async with _no_transaction(engine, self.backend).connect() as conn:
+            async with _no_transaction(
+                engine, self.backend, pgbouncer=self.settings.pgbouncer
+            ).connect() as conn:
                 await conn.execute(text("SELECT 1"))
         finally:
             await engine.dispose()
 
 
-def _no_transaction(engine: AsyncEngine, backend: str) -> AsyncEngine:
-    return option_engines(engine, backend)["autocommit"]
+def _no_transaction(engine: AsyncEngine, backend: str, *, pgbouncer: bool = False) -> AsyncEngine:
+    return option_engines(engine, backend, pgbouncer=pgbouncer)["autocommit"]
 
 
 def _known(overrides: dict[str, Any]) -> dict[str, Any]:
