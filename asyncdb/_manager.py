@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 from sqlalchemy import event, text
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker
 from sqlalchemy.orm import Session
@@ -256,6 +257,8 @@ class AsyncDatabaseManager:
                     await session.connection()
                 except Exception as exc:
                     await session.close()
+                    if isinstance(exc, sa_exc.TimeoutError):
+                        raise translate(exc) from exc  # our pool is busy; the node is fine
                     router.failed(node, exc)
                     node = router.choose(route)
                     continue

@@ -27,7 +27,13 @@ from . import _bulk
 from ._audit import is_audited, mark_instance
 from ._changes import record_changes, recorded_by_caller
 from ._context import AuditContext
-from ._errors import DatabaseUnavailableError, NotFoundError, TransactionError, ValidationError
+from ._errors import (
+    DatabaseUnavailableError,
+    NotFoundError,
+    PoolTimeoutError,
+    TransactionError,
+    ValidationError,
+)
 from ._filters import (
     build_filters,
     build_order,
@@ -176,7 +182,9 @@ class Repository(Generic[T]):
             except DatabaseUnavailableError as exc:
                 # A read with no transaction is safe to repeat: the pool has dropped the
                 # dead connection by now, and a replica that failed is skipped.
-                if not db.read_failed(own, exc) and attempt >= 2:
+                # A pool timeout is our own pool being busy, not the node failing.
+                on_replica = not isinstance(exc, PoolTimeoutError) and db.read_failed(own, exc)
+                if not on_replica and attempt >= 2:
                     raise
                 if attempt >= 2 + len(db.settings.replicas):
                     raise

@@ -284,11 +284,14 @@ class DatabaseSettings:
 
         ``ASYNCDB_URL``, ``ASYNCDB_POOL_SIZE``, ``ASYNCDB_STATEMENT_TIMEOUT`` and so on:
         one variable per field. ``none`` (or an empty value) sets an optional field to None.
+        Replicas come from ``ASYNCDB_REPLICA_URLS``, comma-separated.
         """
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         for field in dataclasses.fields(cls):
             raw = env.get(ENV_PREFIX + field.name.upper())
+            if field.name == "replicas":
+                raw = env.get(REPLICA_URLS_ENV, raw)
             if raw is not None:
                 values[field.name] = _parse_env(field.name, str(field.type), raw)
         values.update(overrides)
