@@ -68,6 +68,10 @@ async def make_routed(
     options.update(overrides)
     db = manager_for(postgres_url, **options)
     await db.connect()
-    await reset_schema(db)
-    wait_replayed(MAIN_PORT, standby)
+    try:
+        await reset_schema(db)
+        wait_replayed(MAIN_PORT, standby)
+    except BaseException:
+        await db.dispose()
+        raise
     return db

@@ -202,7 +202,7 @@ def new_primary(prefix: str = "asyncdb-primary-") -> PgServer:
     return server
 
 
-def wait_replayed(primary_port: int, standby: PgServer, timeout: float = 30.0) -> None:
+def wait_replayed(primary_port: int, standby: PgServer, timeout: float = 60.0) -> None:
     """Return once ``standby`` replayed everything ``primary_port`` has written so far."""
     lsn = psql(primary_port, "SELECT pg_current_wal_lsn()")
     query = f"SELECT pg_last_wal_replay_lsn() >= '{lsn}'::pg_lsn"

@@ -89,7 +89,9 @@ async def test_writers_follow_a_promotion_without_losing_a_commit(
         await reset_schema(db)
         tasks = [asyncio.create_task(writer(n)) for n in range(WRITERS)]
         try:
+            warm_until = time.monotonic() + 60
             while len(committed) < 200:
+                assert time.monotonic() < warm_until, (len(committed), surfaced[:3])
                 await asyncio.sleep(0.01)
             await asyncio.to_thread(primary.stop, "fast")
             await asyncio.to_thread(standby.promote)
