@@ -249,8 +249,10 @@ pidfile = {root}/pgbouncer.pid
         entry = pwd.getpwnam("postgres")
         for path in (ini, root / "userlist.txt"):
             os.chown(path, entry.pw_uid, entry.pw_gid)
+    # pgbouncer drops root itself (-u), so the signal below reaches it directly.
+    user = ["-u", "postgres"] if os.geteuid() == 0 else []
     process = subprocess.Popen(
-        _as_postgres([binary, str(ini)]), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        [binary, *user, str(ini)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
     try:
         wait_port(port)

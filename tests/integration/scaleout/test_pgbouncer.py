@@ -59,10 +59,19 @@ async def run_load(db: AsyncDatabaseManager, tasks: int, count: int) -> list[str
     return [error for errors in results for error in errors]
 
 
+@pytest.mark.slow
 async def test_50_tasks_x_100_operations_through_pgbouncer(
     postgres_url: str, bouncer_port: int
 ) -> None:
-    db = manager_for(via_bouncer(postgres_url, bouncer_port), pgbouncer=True, pool_size=20)
+    # One client connection per task: they queue in pgbouncer for its 5 server
+    # connections, which is what pgbouncer is for.
+    db = manager_for(
+        via_bouncer(postgres_url, bouncer_port),
+        pgbouncer=True,
+        pool_size=50,
+        max_overflow=0,
+        pool_timeout=60.0,
+    )
     await db.connect()
     try:
         await reset_schema(db)
