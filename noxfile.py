@@ -32,6 +32,7 @@ def typecheck(session: nox.Session) -> None:
     """mypy --strict on the package."""
     session.install("-e", ".[dev]")
     session.run("mypy", "--strict", "asyncdb")
+    session.run("mypy", "--strict", "tests/typing")
 
 
 @nox.session(python=PYTHON)

@@ -7,24 +7,29 @@ Alembic migrations, for asyncio and FastAPI applications.
 
 from ._audit import cleanup_audit_logs, get_audit_logs
 from ._audit_model import AuditAction, AuditLog
-from ._cache import CacheBackend, MemoryCacheBackend, RepositoryCache
+from ._cache import RepositoryCache
+from ._cache_backend import CacheBackend, MemoryCacheBackend
 from ._context import AuditContext, audit_context, get_audit_context
 from ._errors import (
     AsyncDBError,
+    CommitOutcomeUnknownError,
     ConfigurationError,
     ConflictError,
+    ConnectionLostError,
     DatabaseUnavailableError,
+    DataError,
     MigrationError,
     NotFoundError,
     PoolTimeoutError,
     QueryError,
     RetryableError,
+    StateError,
     TransactionError,
     ValidationError,
 )
 from ._health import HealthReport
 from ._helpers import get_conn, get_db_manager, get_session, init_database, run_tx, set_db_manager
-from ._manager import AsyncDatabaseManager, ManagerState, StateError
+from ._manager import AsyncDatabaseManager, ManagerState
 from ._metrics import Metrics
 from ._migrate import (
     MigrationResult,
@@ -55,8 +60,11 @@ __all__ = [
     "Audited",
     "Base",
     "CacheBackend",
+    "CommitOutcomeUnknownError",
     "ConfigurationError",
     "ConflictError",
+    "ConnectionLostError",
+    "DataError",
     "DatabaseSettings",
     "DatabaseUnavailableError",
     "HealthReport",
@@ -101,3 +109,21 @@ __all__ = [
     "toolkit_metadata",
     "utcnow",
 ]
+
+
+def _report_public_module() -> None:
+    """Exported classes and functions say ``asyncdb``, where users import them from
+    (reprs, tracebacks, pickles and docs show ``asyncdb.ConflictError``).
+
+    Not a class with annotations of its own: SQLAlchemy's declarative scan and
+    ``typing.get_type_hints`` resolve those in the class's home module.
+    """
+    for name in __all__:
+        obj = globals()[name]
+        if isinstance(obj, type) and "__annotations__" in vars(obj):
+            continue
+        if callable(obj) and getattr(obj, "__module__", "").startswith("asyncdb._"):
+            obj.__module__ = "asyncdb"
+
+
+_report_public_module()

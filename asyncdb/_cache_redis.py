@@ -47,7 +47,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 from sqlalchemy.util import await_only
 
-from ._cache import MemoryCacheBackend
+from ._cache_backend import MemoryCacheBackend
 from ._errors import ConfigurationError
 
 __all__ = ["RedisCacheBackend"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from ._cli_args import add_url_argument
 from ._manager import AsyncDatabaseManager
 
 __all__ = ["configure", "run"]
@@ -12,8 +13,6 @@ __all__ = ["configure", "run"]
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the health command's arguments."""
-    from .cli import add_url_argument
-
     add_url_argument(parser)
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds to wait")

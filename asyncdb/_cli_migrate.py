@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ._cli_args import add_url_argument
 from ._migrate import downgrade, migrate, migration_status
 
 __all__ = ["configure", "run"]
@@ -22,8 +23,6 @@ __all__ = ["configure", "run"]
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the migrate command's arguments."""
-    from .cli import add_url_argument
-
     add_url_argument(parser)
     parser.add_argument(
         "--revision", default=None, help="target revision of the upgrade (default: head)"

@@ -8,7 +8,9 @@ for its backend:
   sqlite3 driver's legacy mode skips BEGIN before SELECT and SAVEPOINT, so a rollback
   would not undo a released savepoint; and a plain deferred BEGIN lets two writers
   read the same value and then fail or lose an update. Writers therefore start with
-  ``BEGIN IMMEDIATE`` (they queue on the busy timeout), read-only work with ``BEGIN``.
+  ``BEGIN IMMEDIATE``, read-only work with ``BEGIN``. Writers of one engine first queue
+  in arrival order in this process (:mod:`._sqlite_gate`); SQLite's busy timeout is
+  left for writers of other processes.
 * SQLite ``:memory:``: one connection, which is the database. A pool of exactly one,
   never recycled, so concurrent tasks queue for it instead of interleaving two
   transactions on one connection (which SQLite cannot do).
@@ -35,6 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.util import await_only
 
 from ._settings import DatabaseSettings
+from ._sqlite_gate import WriterGate
 
 __all__ = ["AUTOCOMMIT_OPTION", "READ_ONLY_OPTION", "create_engine", "option_engines"]
 
@@ -102,6 +105,8 @@ def _sqlite_engine(settings: DatabaseSettings, common: dict[str, Any]) -> AsyncE
     )
     busy_ms = int(settings.busy_timeout * 1000)
     is_file = not settings.is_sqlite_memory
+    # One connection is the whole :memory: database: its pool already queues writers.
+    gate = WriterGate(engine.sync_engine, settings.busy_timeout) if is_file else None
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, record: Any) -> None:
@@ -136,7 +141,12 @@ def _sqlite_engine(settings: DatabaseSettings, common: dict[str, Any]) -> AsyncE
         options = conn.get_execution_options()
         if options.get(AUTOCOMMIT_OPTION):
             return
-        conn.exec_driver_sql("BEGIN" if options.get(READ_ONLY_OPTION) else "BEGIN IMMEDIATE")
+        if options.get(READ_ONLY_OPTION):
+            conn.exec_driver_sql("BEGIN")
+            return
+        if gate is not None:
+            gate.acquire_for(proxied)  # its .info is the pool record's
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
 

@@ -23,24 +23,29 @@ from ._errors import (
     AsyncDBError,
     ConfigurationError,
     DatabaseUnavailableError,
+    StateError,
     TransactionError,
     exception_summary,
     translate,
 )
 from ._health import HealthReport
+from ._instrument import instrument_engine
 from ._metrics import Metrics
 from ._retry import backoff_delay, is_auth_failure, is_connect_retryable
-from ._routing import NODE_KEY, ReplicaNode, Route, Router, check_route
-from ._session import ToolkitAsyncSession, ToolkitSession
+from ._routing import ReplicaNode, Route, Router, check_route
+from ._session import (
+    STATE_KEY,
+    SessionState,
+    ToolkitAsyncSession,
+    ToolkitSession,
+    find_session_state,
+    session_state,
+)
 from ._settings import DatabaseSettings
 
 __all__ = ["AsyncDatabaseManager", "ManagerState", "StateError"]
 
 logger = logging.getLogger("asyncdb")
-
-
-class StateError(AsyncDBError):
-    """The manager was used before ``connect()`` or after ``dispose()``."""
 
 
 class ManagerState(enum.Enum):
@@ -53,7 +58,7 @@ class ManagerState(enum.Enum):
 
 @event.listens_for(ToolkitSession, "before_flush")
 def _refuse_read_only_flush(session: Session, flush_context: Any, instances: Any) -> None:
-    if session.info.get("read_only") and (session.new or session.dirty or session.deleted):
+    if session_state(session).read_only and (session.new or session.dirty or session.deleted):
         msg = (
             "This session is read-only and cannot write. Use db.session() or an "
             "AsyncUnitOfWork without read_only=True for changes."
@@ -61,14 +66,17 @@ def _refuse_read_only_flush(session: Session, flush_context: Any, instances: Any
         raise TransactionError(msg)
 
 
-@event.listens_for(ToolkitSession, "after_commit")
+@event.listens_for(ToolkitSession, "before_commit")
 def _note_write(session: Session) -> None:
-    # Read-your-writes: a commit on the primary keeps this task's reads there a while.
-    info = session.info
-    manager = info.get("asyncdb_manager")
-    if manager is None or info.get("read_only") or NODE_KEY in info:
+    # Read-your-writes: a COMMIT sent to the primary keeps this task's reads there a
+    # while. Noted before the COMMIT is sent, so a commit whose outcome is unknown
+    # (CommitOutcomeUnknownError) keeps them there too: it may have committed.
+    if session.get_nested_transaction() is not None:
+        return  # a SAVEPOINT's release, not the outermost COMMIT
+    state = find_session_state(session)
+    if state is None or state.manager is None or state.read_only or state.node is not None:
         return
-    router = manager._router
+    router = state.manager.router
     if router is not None:
         router.note_write()
 
@@ -119,6 +127,7 @@ class AsyncDatabaseManager:
             enabled=settings.metrics,
         )
         self.state = ManagerState.NEW
+        self._loop: asyncio.AbstractEventLoop | None = None
         #: Attempts the last ``connect()`` made (1 when the first one succeeded).
         self.connect_attempts = 0
         self._engine: AsyncEngine | None = None
@@ -126,8 +135,8 @@ class AsyncDatabaseManager:
         self._factories: dict[str, async_sessionmaker[ToolkitAsyncSession]] = {}
         self._observers: list[TransactionObserver] = [self.metrics]
         self._uninstall: list[Callable[[], None]] = []
-        #: Shared per-manager state that other layers attach (cache registry, ...).
-        self.extensions: dict[str, Any] = {}
+        #: SQLite's journal mode as the first connection set it (None elsewhere).
+        self.journal_mode: str | None = None
         # Read replicas (docs/scaling.md): the router, and session factories per node.
         self._router: Router | None = None
         self._node_factories: dict[str, dict[str, async_sessionmaker[ToolkitAsyncSession]]] = {}
@@ -165,6 +174,18 @@ class AsyncDatabaseManager:
                 "Create a new AsyncDatabaseManager."
             )
             raise StateError(msg)
+        if self._loop is not None:
+            try:
+                running = asyncio.get_running_loop()
+            except RuntimeError:
+                return  # sync code (a repr, a sync helper): no loop to compare
+            if running is not self._loop:
+                msg = (
+                    "This database manager was connected on another event loop. Its pooled "
+                    "connections belong to that loop: create and connect one manager per "
+                    "event loop (in tests, give the manager the same scope as the loop)."
+                )
+                raise StateError(msg)
 
     async def connect(self) -> AsyncDatabaseManager:
         """Create the engine and open a first connection, retrying connection failures.
@@ -188,6 +209,7 @@ class AsyncDatabaseManager:
             await engine.dispose()
             raise
         self._install(engine)
+        self._loop = asyncio.get_running_loop()
         self.state = ManagerState.CONNECTED
         logger.info("Connected to %s", self.url)
         if self.settings.replicas:
@@ -210,7 +232,7 @@ class AsyncDatabaseManager:
             self._node_factories[node.name] = {
                 kind: async_sessionmaker(
                     node.engines[kind],
-                    info={"asyncdb_manager": self, "read_only": True, NODE_KEY: node.name},
+                    info={STATE_KEY: SessionState(manager=self, read_only=True, node=node.name)},
                     expire_on_commit=False,
                     class_=ToolkitAsyncSession,
                 )
@@ -268,7 +290,8 @@ class AsyncDatabaseManager:
     def read_failed(self, session: ToolkitAsyncSession, exc: BaseException) -> bool:
         """A read on ``session`` failed with ``exc``: True when it ran on a replica, which
         is then skipped with backoff (the caller may repeat the read elsewhere)."""
-        name = session.info.get(NODE_KEY)
+        state = find_session_state(session.sync_session)
+        name = None if state is None else state.node
         router = self._router
         if name is None or router is None:
             return False
@@ -288,9 +311,7 @@ class AsyncDatabaseManager:
                     await conn.exec_driver_sql("SELECT 1")
                     if self.backend == "sqlite":
                         raw = await conn.get_raw_connection()
-                        record = raw._connection_record
-                        if record is not None:
-                            self.extensions[JOURNAL_MODE] = record.info.get(JOURNAL_MODE)
+                        self.journal_mode = raw.info.get(JOURNAL_MODE)
                 return
             except Exception as exc:
                 if is_auth_failure(exc):
@@ -319,8 +340,6 @@ class AsyncDatabaseManager:
                 await asyncio.sleep(delay)
 
     def _install(self, engine: AsyncEngine) -> None:
-        from ._instrument import instrument_engine
-
         self._engine = engine
         views = option_engines(engine, self.backend, pgbouncer=self.settings.pgbouncer)
         self._engines = {"default": engine, **views}
@@ -330,7 +349,9 @@ class AsyncDatabaseManager:
         }
         self._factories = {
             name: async_sessionmaker(
-                bind, info={"asyncdb_manager": self, "read_only": name == "read_only"}, **options
+                bind,
+                info={STATE_KEY: SessionState(manager=self, read_only=name == "read_only")},
+                **options,
             )
             for name, bind in self._engines.items()
         }

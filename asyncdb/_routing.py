@@ -33,16 +33,14 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ._context import last_write, note_write
-from ._errors import ValidationError
+from ._errors import ConfigurationError
 
-__all__ = ["NODE_KEY", "ROUTES", "ReplicaNode", "Route", "Router", "route_reads"]
+__all__ = ["ROUTES", "ReplicaNode", "Route", "Router", "route_reads"]
 
 logger = logging.getLogger("asyncdb")
 
 Route = Literal["auto", "primary", "replica"]
 ROUTES: tuple[str, ...] = ("auto", "primary", "replica")
-#: Key in ``session.info``: the replica a session runs on (absent for the primary).
-NODE_KEY = "asyncdb_node"
 #: First and largest wait, in seconds, before a failed replica is tried again.
 BACKOFF_BASE = 1.0
 BACKOFF_CAP = 30.0
@@ -63,10 +61,10 @@ _forced: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 
 
 def check_route(route: object) -> None:
-    """Raise :class:`ValidationError` unless ``route`` is one of :data:`ROUTES`."""
+    """Raise :class:`ConfigurationError` unless ``route`` is one of :data:`ROUTES`."""
     if route not in ROUTES:
         msg = f"route must be one of {', '.join(map(repr, ROUTES))} (got {route!r})."
-        raise ValidationError(msg)
+        raise ConfigurationError(msg)
 
 
 @contextlib.contextmanager

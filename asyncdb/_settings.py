@@ -19,7 +19,7 @@ from sqlalchemy.exc import ArgumentError
 
 from ._errors import ConfigurationError
 
-__all__ = ["DEFAULT_URL", "DatabaseSettings", "mask_url"]
+__all__ = ["DEFAULT_URL", "DatabaseSettings", "cursor_secret_from_env", "mask_url"]
 
 DEFAULT_URL = "sqlite+aiosqlite:///./asyncdb.sqlite3"
 DEFAULT_POOL_SIZE = 5
@@ -42,21 +42,68 @@ DEFAULT_REPLICA_CHECK_INTERVAL = 1.0
 #: ``ASYNCDB_REPLICA_URLS`` (comma-separated) is the documented name of ``replicas``.
 REPLICA_URLS_ENV = "ASYNCDB_REPLICA_URLS"
 ENV_PREFIX = "ASYNCDB_"
+#: Shortest cursor secret accepted: a guessable secret lets anyone forge cursors.
+MIN_CURSOR_SECRET_LENGTH = 16
+#: URL query parameters whose values are secrets (asyncpg accepts ``?password=``).
+_SECRET_QUERY_WORDS = ("password", "passwd", "pwd", "secret", "token", "sslkey")
+_MASK = "***"
 
 # Drivers asyncdb knows how to configure; a bare scheme is completed with its async driver.
 _DRIVERS = {"sqlite": "aiosqlite", "postgresql": "asyncpg"}
 _SCHEME_ALIASES = {"postgres": "postgresql"}
 
 
+def _is_secret_key(key: str) -> bool:
+    lowered = key.lower()
+    return any(word in lowered for word in _SECRET_QUERY_WORDS)
+
+
 def mask_url(url: str | URL) -> str:
-    """Render ``url`` with its password replaced by ``***``; never raises."""
+    """Render ``url`` with every secret replaced by ``***``; never raises.
+
+    The password of the userinfo part and every query parameter that carries a secret
+    (``?password=``, ``?sslpassword=``, ``?secret=``, ...) are masked alike.
+    """
     try:
         parsed = make_url(url) if isinstance(url, str) else url
     except (ArgumentError, ValueError):
         return "<unparseable URL>"
     if parsed.get_backend_name() == "sqlite":
         return f"{parsed.drivername}:///{parsed.database or ''}"  # no password to hide
-    return parsed.render_as_string(hide_password=True)
+    query = {
+        key: ((_MASK,) * len(value) if isinstance(value, tuple) else _MASK)
+        if _is_secret_key(key)
+        else value
+        for key, value in parsed.query.items()
+    }
+    rendered = parsed.set(query=query).render_as_string(hide_password=True)
+    return rendered.replace("%2A%2A%2A", _MASK)  # the query part is percent-encoded
+
+
+def cursor_secret_from_env(environ: Mapping[str, str] | None = None) -> tuple[str, ...] | None:
+    """The cursor secrets in ``ASYNCDB_CURSOR_SECRET`` (comma-separated), or None."""
+    env = os.environ if environ is None else environ
+    raw = env.get(ENV_PREFIX + "CURSOR_SECRET", "")
+    return _check_cursor_secret(raw) if raw.strip() else None
+
+
+def _check_cursor_secret(value: object) -> tuple[str, ...] | None:
+    """``value`` as a tuple of secrets, the signing one first; ConfigurationError if weak."""
+    if value is None:
+        return None
+    items = [s.strip() for s in value.split(",")] if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not items:
+        msg = "cursor_secret must be a string or a list of strings (the first one signs)."
+        raise ConfigurationError(msg)
+    for item in items:
+        if not isinstance(item, str) or len(item) < MIN_CURSOR_SECRET_LENGTH:
+            msg = (
+                f"cursor_secret: every secret must be a string of at least "
+                f"{MIN_CURSOR_SECRET_LENGTH} characters; generate one with "
+                "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`."
+            )
+            raise ConfigurationError(msg)
+    return tuple(items)
 
 
 def _normalize_url(raw: str) -> URL:
@@ -142,6 +189,10 @@ class DatabaseSettings:
     echo: bool = False
     #: Name shown in ``pg_stat_activity.application_name``.
     application_name: str = DEFAULT_APPLICATION_NAME
+    #: Secret(s) signing keyset cursors: one string, or several for rotation (the first
+    #: signs, all verify; comma-separated in ``ASYNCDB_CURSOR_SECRET``). Never derived from
+    #: the URL. ``None``: a random per-process secret (cursors die with the process).
+    cursor_secret: str | tuple[str, ...] | None = None
     # -- scale-out (docs/scaling.md) ---------------------------------------------------
     #: URLs of streaming read replicas; read-only units and standalone reads use them.
     replicas: tuple[str, ...] = ()
@@ -156,6 +207,7 @@ class DatabaseSettings:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "url", _normalize_url(self.url).render_as_string(False))
+        object.__setattr__(self, "cursor_secret", _check_cursor_secret(self.cursor_secret))
         self._check_replicas()
         self._check_int("pool_size", self.pool_size, 1, 10_000)
         self._check_int("max_overflow", self.max_overflow, 0, 10_000)
@@ -269,11 +321,16 @@ class DatabaseSettings:
         return tuple(mask_url(url) for url in self.replicas)
 
     def __repr__(self) -> str:
-        shown = {"url": self.masked_url, "replicas": self.masked_replicas}
-        fields = ", ".join(
-            f"{f.name}={shown[f.name] if f.name in shown else getattr(self, f.name)!r}"
-            for f in dataclasses.fields(self)
-        )
+        def shown(name: str) -> str:
+            if name == "url":
+                return self.masked_url
+            if name == "replicas":
+                return repr(self.masked_replicas)
+            if name == "cursor_secret" and self.cursor_secret is not None:
+                return repr(_MASK)
+            return repr(getattr(self, name))
+
+        fields = ", ".join(f"{f.name}={shown(f.name)}" for f in dataclasses.fields(self))
         return f"DatabaseSettings({fields})"
 
     @classmethod

@@ -13,6 +13,7 @@ import inspect
 import sys
 from collections.abc import Sequence
 
+from ._cli_args import add_url_argument
 from ._errors import AsyncDBError
 
 __all__ = ["add_url_argument", "main"]
@@ -25,15 +26,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "metrics": ("asyncdb._cli_metrics", "connect, run the health check, print the metrics"),
     "migrate": ("asyncdb._cli_migrate", "upgrade (or --status, --downgrade) the toolkit's tables"),
 }
-
-
-def add_url_argument(parser: argparse.ArgumentParser) -> None:
-    """The ``--url`` option every subcommand shares."""
-    parser.add_argument(
-        "--url",
-        default=None,
-        help="database URL (default: ASYNCDB_URL, else the embedded SQLite file)",
-    )
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -7,6 +7,7 @@ import dataclasses
 import json
 import sys
 
+from .._cli_args import add_url_argument
 from .._settings import mask_url
 from ._report import to_json, to_text
 from ._runner import BenchFailedError, run_bench
@@ -17,8 +18,6 @@ __all__ = ["configure", "run"]
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the bench command's arguments."""
-    from ..cli import add_url_argument
-
     add_url_argument(parser)
     parser.add_argument(
         "--rounds", type=_positive_int, default=3, help="rounds to take the median of (default 3)"

@@ -10,7 +10,13 @@ from typing import Any, TypeVar
 import pytest
 from sqlalchemy import text
 
-from asyncdb import AsyncDatabaseManager, AsyncUnitOfWork, Repository, ValidationError, route_reads
+from asyncdb import (
+    AsyncDatabaseManager,
+    AsyncUnitOfWork,
+    ConfigurationError,
+    Repository,
+    route_reads,
+)
 from tests.integration.models import Counter
 from tests.integration.scaleout.conftest import make_routed
 from tests.integration.scaleout.servers import MAIN_PORT, PgServer, wait_replayed
@@ -52,7 +58,7 @@ async def test_read_only_unit_runs_on_the_replica_and_a_writing_unit_on_the_prim
     assert await in_task(lambda: unit_in_recovery(routed)) is False
     # Explicit overrides, per unit.
     assert await in_task(lambda: unit_in_recovery(routed, read_only=True, route="primary")) is False
-    with pytest.raises(ValidationError, match="read-only"):
+    with pytest.raises(ConfigurationError, match="read-only"):
         AsyncUnitOfWork(routed, route="replica")
 
 
@@ -123,6 +129,25 @@ async def test_read_your_writes_follows_the_task(
         assert await in_task(sticky_then_not) == (False, True, True)
     finally:
         await db.dispose()
+
+
+async def test_a_unit_s_commit_keeps_the_task_reads_on_the_primary(
+    routed: AsyncDatabaseManager,
+) -> None:
+    # A unit commits in a shielded helper task; its write still counts for this task.
+    router = routed.router
+    assert router is not None
+
+    async def write_then_read() -> bool:
+        async with AsyncUnitOfWork(routed) as uow:
+            await uow.get_repository(Counter).create(id=3, value=30)
+        return await unit_in_recovery(routed, read_only=True)
+
+    sticky = router.primary_reads["sticky"]
+    assert await in_task(write_then_read) is False
+    assert router.primary_reads["sticky"] == sticky + 1
+    # A task that wrote nothing reads the replica.
+    assert await in_task(lambda: unit_in_recovery(routed, read_only=True)) is True
 
 
 async def test_lagging_replica_is_skipped_until_it_catches_up(
