@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import event, select
 
 from asyncdb import (
+    ConfigurationError,
     AsyncDatabaseManager,
     AsyncUnitOfWork,
     ConflictError,
@@ -482,9 +483,9 @@ async def test_repository_joins_the_active_unit(db: AsyncDatabaseManager) -> Non
 
 
 async def test_repository_needs_exactly_one_binding(db: AsyncDatabaseManager) -> None:
-    with pytest.raises(ValidationError):
+    with pytest.raises(ConfigurationError):
         Repository(Item)
-    with pytest.raises(ValidationError):
+    with pytest.raises(ConfigurationError):
         Repository(int, db)  # type: ignore[arg-type]
 
 
