@@ -276,7 +276,7 @@ def _connection_failure(exc: BaseException, state: str | None) -> type[AsyncDBEr
             or (name == "InterfaceError" and "closed" in str(current).lower())
         ):
             return ConnectionLostError
-        if isinstance(current, _TIMEOUTS + (OSError,)) or name == "CannotConnectNowError":
+        if isinstance(current, (*_TIMEOUTS, OSError)) or name == "CannotConnectNowError":
             unavailable = True
     return DatabaseUnavailableError if unavailable else None
 

@@ -11,9 +11,9 @@ import pytest
 from sqlalchemy import event, select
 
 from asyncdb import (
-    ConfigurationError,
     AsyncDatabaseManager,
     AsyncUnitOfWork,
+    ConfigurationError,
     ConflictError,
     NotFoundError,
     Repository,
