@@ -46,6 +46,7 @@ from ._migrate import (
 from ._models import Audited, Base, SoftDeleteMixin, TimestampMixin, UTCDateTime, utcnow
 from ._pagination import KeysetPage, Page
 from ._repository import Repository
+from ._routing import route_reads
 from ._schema import toolkit_metadata
 from ._settings import DatabaseSettings, mask_url
 from ._uow import AsyncUnitOfWork
@@ -113,6 +114,7 @@ __all__ = [
     "migration_status",
     "migrations_location",
     "revert",
+    "route_reads",
     "run_tx",
     "set_db_manager",
     "toolkit_metadata",

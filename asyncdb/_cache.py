@@ -312,6 +312,8 @@ class RepositoryCache:
         manager = state.manager if state is not None else None
         if manager is None:
             return False  # not a toolkit session: its commits are never published
+        if state is not None and state.node is not None:
+            return False  # a replica may lag behind an invalidation already seen
         if manager is not self._db:
             if self._db is not None:
                 return False

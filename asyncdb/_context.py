@@ -28,6 +28,9 @@ __all__ = [
     "audit_context",
     "current_unit",
     "get_audit_context",
+    "last_write",
+    "note_write",
+    "prepare_write_marks",
 ]
 
 
@@ -293,3 +296,46 @@ def owning_task() -> asyncio.Task[Any] | None:
         return asyncio.current_task()
     except RuntimeError:
         return None
+
+
+class _WriteMarks:
+    """When this context last committed a write, per router (read-your-writes).
+
+    Mutable and shared: tasks created after the first write of a context see (and
+    extend) the same marks, so a request's sub-tasks read what the request wrote.
+    """
+
+    __slots__ = ("at",)
+
+    def __init__(self) -> None:
+        self.at: dict[int, float] = {}
+
+
+_writes: contextvars.ContextVar[_WriteMarks | None] = contextvars.ContextVar(
+    "asyncdb_last_write", default=None
+)
+
+
+def prepare_write_marks() -> None:
+    """Make this context's write marks exist before a write is committed.
+
+    A unit of work commits in a shielded helper task, which runs in a copy of this
+    context: a mark that helper created would be lost, one it adds to these is seen.
+    """
+    if _writes.get() is None:
+        _writes.set(_WriteMarks())
+
+
+def note_write(router: object, now: float) -> None:
+    """Record that this context committed a write through ``router`` at ``now``."""
+    marks = _writes.get()
+    if marks is None:
+        marks = _WriteMarks()
+        _writes.set(marks)
+    marks.at[id(router)] = now
+
+
+def last_write(router: object) -> float | None:
+    """When this context last committed a write through ``router``, or None."""
+    marks = _writes.get()
+    return None if marks is None else marks.at.get(id(router))

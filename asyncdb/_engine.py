@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from typing import Any
 
 from sqlalchemy import event, exc, pool
@@ -58,8 +59,18 @@ def create_engine(settings: DatabaseSettings) -> AsyncEngine:
     return _postgres_engine(settings, common)
 
 
-def option_engines(engine: AsyncEngine, backend: str) -> dict[str, AsyncEngine]:
-    """Engines sharing ``engine``'s pool: ``autocommit`` reads and ``read_only`` work."""
+def option_engines(
+    engine: AsyncEngine, backend: str, *, pgbouncer: bool = False
+) -> dict[str, AsyncEngine]:
+    """Engines sharing ``engine``'s pool: ``autocommit`` reads and ``read_only`` work.
+
+    Behind pgbouncer in transaction mode there is no autocommit: asyncpg prepares a
+    statement and executes it in two exchanges, which pgbouncer may send to two server
+    connections unless a transaction pins one; ``autocommit`` is then a plain engine.
+    """
+    if pgbouncer:
+        read_only = engine.execution_options(**{READ_ONLY_OPTION: True}, postgresql_readonly=True)
+        return {"autocommit": engine, "read_only": read_only}
     if backend == "sqlite":
         autocommit = engine.execution_options(**{AUTOCOMMIT_OPTION: True})
         read_only = engine.execution_options(**{READ_ONLY_OPTION: True})
@@ -170,18 +181,42 @@ def _postgres_engine(settings: DatabaseSettings, common: dict[str, Any]) -> Asyn
         "timeout": settings.connect_timeout,
         "server_settings": server_settings,
     }
-    if settings.statement_timeout is not None:
+    if settings.statement_timeout is not None and settings.pgbouncer:
+        # pgbouncer refuses a statement_timeout startup parameter (unless told to ignore
+        # it): the client bounds each statement, and asyncpg cancels it on the server.
+        connect_args["command_timeout"] = settings.statement_timeout
+    elif settings.statement_timeout is not None:
         server_settings["statement_timeout"] = str(int(settings.statement_timeout * 1000))
         # Client-side backstop for a server that stops answering mid-statement.
         connect_args["command_timeout"] = settings.statement_timeout + settings.connect_timeout
     if settings.statement_cache_size is not None:
         connect_args["statement_cache_size"] = settings.statement_cache_size
+    if settings.pgbouncer:
+        connect_args.update(pgbouncer_connect_args())
     engine = create_async_engine(
         settings.url, connect_args=connect_args, **_queue_pool(settings), **common
     )
     if settings.pre_ping:
         install_liveness_check(engine, settings.ping_idle_after)
     return engine
+
+
+def pgbouncer_connect_args() -> dict[str, Any]:
+    """asyncpg arguments for pgbouncer in transaction mode (SQLAlchemy's documented recipe).
+
+    A transaction may run on any server connection, so a statement prepared on one is
+    unknown on the next, and asyncpg's numbered names collide across clients: no
+    statement caches (asyncpg's and SQLAlchemy's), and a unique name per statement.
+    """
+    return {
+        "statement_cache_size": 0,
+        "prepared_statement_cache_size": 0,
+        "prepared_statement_name_func": _unique_statement_name,
+    }
+
+
+def _unique_statement_name() -> str:
+    return f"__asyncdb_{uuid.uuid4().hex}__"
 
 
 def install_liveness_check(engine: AsyncEngine, idle_after: float) -> None:

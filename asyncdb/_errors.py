@@ -30,6 +30,7 @@ written here from the error's class and constraint name, not from the driver's t
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 from collections.abc import Iterator
@@ -58,6 +59,10 @@ __all__ = [
     "sqlstate_of",
     "translate_errors",
 ]
+
+#: asyncio.TimeoutError is the builtin TimeoutError from Python 3.11 on, a distinct class
+#: before (asyncpg raises it for a connect or command that timed out).
+_TIMEOUTS: tuple[type[BaseException], ...] = (TimeoutError, asyncio.TimeoutError)
 
 RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
 
@@ -271,7 +276,7 @@ def _connection_failure(exc: BaseException, state: str | None) -> type[AsyncDBEr
             or (name == "InterfaceError" and "closed" in str(current).lower())
         ):
             return ConnectionLostError
-        if isinstance(current, (OSError, TimeoutError)) or name == "CannotConnectNowError":
+        if isinstance(current, (*_TIMEOUTS, OSError)) or name == "CannotConnectNowError":
             unavailable = True
     return DatabaseUnavailableError if unavailable else None
 
@@ -462,9 +467,16 @@ def classify(exc: BaseException) -> type[BaseException]:
     return type(translate(exc))
 
 
-#: What :func:`translate` maps: SQLAlchemy's errors, socket errors, and what a driver
-#: raises while binding a value it cannot send (an int beyond 64 bits, a lone surrogate).
-TRANSLATED = (sa_exc.SQLAlchemyError, OSError, OverflowError, UnicodeEncodeError)
+#: What :func:`translate` maps: SQLAlchemy's errors, socket errors and timeouts (a connect
+#: that timed out), and what a driver raises while binding a value it cannot send (an int
+#: beyond 64 bits, a lone surrogate).
+TRANSLATED: tuple[type[BaseException], ...] = (
+    sa_exc.SQLAlchemyError,
+    OSError,
+    *_TIMEOUTS,
+    OverflowError,
+    UnicodeEncodeError,
+)
 
 
 @contextlib.contextmanager

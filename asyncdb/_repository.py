@@ -27,9 +27,12 @@ from ._context import AuditContext
 from ._errors import (
     ConfigurationError,
     ConnectionLostError,
+    DatabaseUnavailableError,
     NotFoundError,
+    PoolTimeoutError,
     TransactionError,
     ValidationError,
+    commit_outcome_unknown,
 )
 from ._filters import (
     build_filters,
@@ -50,6 +53,7 @@ from ._pagination import (
     codec_for_secrets,
     keyset_after,
 )
+from ._routing import Route, check_route
 from ._settings import DEFAULT_MAX_PAGE_SIZE, cursor_secret_from_env
 from ._uow import (
     AsyncUnitOfWork,
@@ -99,8 +103,10 @@ class Repository(Generic[T]):
         cache: RepositoryCache | None = None,
         max_page_size: int | None = None,
         filterable: Iterable[str] | None = None,
+        route: Route = "auto",
     ) -> None:
         info = model_info(model)
+        check_route(route)
         if sum(x is not None for x in (db, session, unit)) != 1:
             msg = "Give a Repository exactly one of: a manager (db), session=, or unit=."
             raise ConfigurationError(msg)
@@ -121,6 +127,8 @@ class Repository(Generic[T]):
         self._audited = audit and info.audited
         self._context_var: contextvars.ContextVar[AuditContext | None] | None = None
         self.cache = cache
+        #: Where standalone reads run when the manager has replicas (docs/scaling.md).
+        self.route: Route = route
         if max_page_size is None:
             max_page_size = self.db.settings.max_page_size if self.db else DEFAULT_MAX_PAGE_SIZE
         self.max_page_size = max_page_size
@@ -177,23 +185,43 @@ class Repository(Generic[T]):
             raise TransactionError(msg)
         return None
 
-    async def _read(self, op: Callable[[AsyncSession], Awaitable[R]]) -> R:
+    async def _read(
+        self, op: Callable[[AsyncSession], Awaitable[R]], *, fills_cache: bool = False
+    ) -> R:
         session = self._bound_session()
         if session is not None:
             return await op(session)
-        assert self.db is not None
-        for attempt in (1, 2):
+        db = self.db
+        assert db is not None
+        # A shared cache is filled from the primary only: a replica may lag behind the
+        # commit whose invalidation the cache has already seen.
+        route: Route = "primary" if fills_cache else self.route
+        replica_failures = 0
+        primary_repeated = False
+        while True:
+            own = await db.read_session(route, autocommit=True) if db.router else None
+            if own is None:
+                own = db.autocommit_session()
             try:
-                async with self.db.autocommit_session() as own:
+                async with own:
                     return await op(own)
-            except ConnectionLostError:
-                # A read with no transaction is safe to repeat once when its connection
-                # broke: the pool has dropped it and hands out a live one. A failed
-                # connect or a pool timeout is not repeated, so the wait stays bounded
-                # by connect_timeout or pool_timeout.
-                if attempt == 2:
+            except DatabaseUnavailableError as exc:
+                # A read with no transaction is safe to repeat. On a replica (a pool
+                # timeout is our own pool being busy, not the node failing) the node is
+                # marked down and the read moves to the next replica, then the primary.
+                if not isinstance(exc, PoolTimeoutError) and db.read_failed(own, exc):
+                    replica_failures += 1
+                    if replica_failures <= len(db.settings.replicas):
+                        continue
                     raise
-        raise AssertionError("unreachable")  # pragma: no cover
+                # On the primary only once, when its connection broke: the pool has
+                # dropped it and hands out a live one. A failed connect or a pool timeout
+                # is not repeated, so the wait stays bounded by connect_timeout or
+                # pool_timeout.
+                if isinstance(exc, ConnectionLostError) and not primary_repeated:
+                    primary_repeated = True
+                    continue
+                raise
 
     async def _write(self, op: Callable[[AsyncSession], Awaitable[R]]) -> R:
         session = self._bound_session()
@@ -221,7 +249,12 @@ class Repository(Generic[T]):
         async with self.db.autocommit_session() as own:
             with recorded_by_caller(own.sync_session):
                 result = await op(own)
-            await own.commit()
+            try:
+                await own.commit()
+            except DatabaseUnavailableError as exc:
+                # Behind pgbouncer (no autocommit) this sends a real COMMIT: the write
+                # may have committed, so say so rather than let a caller run it again.
+                raise commit_outcome_unknown(exc) from exc
             return result
 
     @contextlib.asynccontextmanager
@@ -301,7 +334,7 @@ class Repository(Generic[T]):
                 return None
             return obj
 
-        return await self._read(op)
+        return await self._read(op, fills_cache=self.cache is not None)
 
     async def get(self, id: Any, *, with_deleted: bool = False) -> T:
         """The row with primary key ``id``; :class:`NotFoundError` when there is none."""
@@ -588,7 +621,7 @@ class Repository(Generic[T]):
             result: R = await cache.query(self, session, kind, filters, with_deleted, op)
             return result
 
-        return await self._read(cached)
+        return await self._read(cached, fills_cache=True)
 
     # -- pagination ------------------------------------------------------------------------
 

@@ -28,7 +28,8 @@ __all__ = [
     "session_state",
 ]
 
-#: The I/O coroutine methods of AsyncSession that raise asyncdb errors here.
+#: The I/O coroutine methods of AsyncSession that raise asyncdb errors here (those the
+#: installed SQLAlchemy has: 2.0 lacks ``delete_all`` and ``merge_all``).
 TRANSLATED_METHODS = (
     "aclose",
     "close",
@@ -84,6 +85,8 @@ class SessionState:
     audit_objects: weakref.WeakKeyDictionary[Any, Any] | None = None
     #: (transaction, fresh): whether reads of that transaction see the latest commits.
     fresh: tuple[Any, bool] | None = None
+    #: The read replica the session runs on (its node name); None: the primary.
+    node: str | None = None
 
 
 def session_state(session: Session) -> SessionState:
@@ -158,7 +161,8 @@ def _translated(
 
 
 for _name in TRANSLATED_METHODS:
-    setattr(ToolkitAsyncSession, _name, _translated(getattr(AsyncSession, _name)))
+    if hasattr(AsyncSession, _name):  # delete_all, merge_all: SQLAlchemy 2.1 only
+        setattr(ToolkitAsyncSession, _name, _translated(getattr(AsyncSession, _name)))
 for _name in TRANSLATED_TRANSACTION_METHODS:
     setattr(
         ToolkitAsyncSessionTransaction,

@@ -36,6 +36,11 @@ DEFAULT_BUSY_TIMEOUT = 5.0
 DEFAULT_LEAK_THRESHOLD = 60.0
 DEFAULT_MAX_PAGE_SIZE = 1000
 DEFAULT_APPLICATION_NAME = "asyncdb"
+DEFAULT_STICKY_AFTER_WRITE = 5.0
+DEFAULT_MAX_REPLICA_LAG = 5.0
+DEFAULT_REPLICA_CHECK_INTERVAL = 1.0
+#: ``ASYNCDB_REPLICA_URLS`` (comma-separated) is the documented name of ``replicas``.
+REPLICA_URLS_ENV = "ASYNCDB_REPLICA_URLS"
 ENV_PREFIX = "ASYNCDB_"
 #: Shortest cursor secret accepted: a guessable secret lets anyone forge cursors.
 MIN_CURSOR_SECRET_LENGTH = 16
@@ -188,10 +193,22 @@ class DatabaseSettings:
     #: signs, all verify; comma-separated in ``ASYNCDB_CURSOR_SECRET``). Never derived from
     #: the URL. ``None``: a random per-process secret (cursors die with the process).
     cursor_secret: str | tuple[str, ...] | None = None
+    # -- scale-out (docs/scaling.md) ---------------------------------------------------
+    #: URLs of streaming read replicas; read-only units and standalone reads use them.
+    replicas: tuple[str, ...] = ()
+    #: After a task commits a write, its reads stay on the primary this many seconds.
+    sticky_after_write: float = DEFAULT_STICKY_AFTER_WRITE
+    #: A replica whose replay lag exceeds this many seconds is skipped; None: no bound.
+    max_replica_lag: float | None = DEFAULT_MAX_REPLICA_LAG
+    #: Seconds between background probes of each replica (health and replay lag).
+    replica_check_interval: float = DEFAULT_REPLICA_CHECK_INTERVAL
+    #: Behind pgbouncer in transaction mode: no prepared-statement caches, unique names.
+    pgbouncer: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "url", _normalize_url(self.url).render_as_string(False))
         object.__setattr__(self, "cursor_secret", _check_cursor_secret(self.cursor_secret))
+        self._check_replicas()
         self._check_int("pool_size", self.pool_size, 1, 10_000)
         self._check_int("max_overflow", self.max_overflow, 0, 10_000)
         self._check_int("connect_retries", self.connect_retries, 1, 100)
@@ -209,13 +226,39 @@ class DatabaseSettings:
         if self.connect_timeout == 0:
             msg = "connect_timeout must be greater than 0 seconds (got 0)."
             raise ConfigurationError(msg)
-        for name in ("pre_ping", "metrics", "echo"):
+        self._check_float(
+            "sticky_after_write", self.sticky_after_write, 0.0, 86_400.0, allow_zero=True
+        )
+        self._check_float("replica_check_interval", self.replica_check_interval, 0.0, 3_600.0)
+        if self.max_replica_lag is not None:
+            self._check_float("max_replica_lag", self.max_replica_lag, 0.0, 86_400.0)
+        for name in ("pre_ping", "metrics", "echo", "pgbouncer"):
             if not isinstance(getattr(self, name), bool):
                 msg = f"{name} must be True or False (got {getattr(self, name)!r})."
                 raise ConfigurationError(msg)
         if not isinstance(self.application_name, str) or len(self.application_name) > 63:
             msg = "application_name must be a string of at most 63 characters."
             raise ConfigurationError(msg)
+
+    def _check_replicas(self) -> None:
+        replicas = self.replicas
+        if isinstance(replicas, str):
+            replicas = tuple(part for part in replicas.split(",") if part.strip())
+        if not isinstance(replicas, (list, tuple)):
+            msg = "replicas must be a list of database URLs (got a value of another type)."
+            raise ConfigurationError(msg)
+        normalized = tuple(_normalize_url(url).render_as_string(False) for url in replicas)
+        if normalized and self.backend != "postgresql":
+            msg = (
+                "replicas need a PostgreSQL primary: streaming read replicas are a PostgreSQL "
+                "feature. Remove replicas or use a 'postgresql+asyncpg://' url."
+            )
+            raise ConfigurationError(msg)
+        for url in normalized:
+            if make_url(url).get_backend_name() != "postgresql":
+                msg = "every replica must be a 'postgresql+asyncpg://' URL, like the primary."
+                raise ConfigurationError(msg)
+        object.__setattr__(self, "replicas", normalized)
 
     @staticmethod
     def _check_int(name: str, value: object, low: int, high: int) -> None:
@@ -272,10 +315,17 @@ class DatabaseSettings:
             raise ConfigurationError(msg)
         return dataclasses.replace(self, **changes)
 
+    @property
+    def masked_replicas(self) -> tuple[str, ...]:
+        """The replica URLs with their passwords replaced by ``***``."""
+        return tuple(mask_url(url) for url in self.replicas)
+
     def __repr__(self) -> str:
         def shown(name: str) -> str:
             if name == "url":
                 return self.masked_url
+            if name == "replicas":
+                return repr(self.masked_replicas)
             if name == "cursor_secret" and self.cursor_secret is not None:
                 return repr(_MASK)
             return repr(getattr(self, name))
@@ -291,11 +341,14 @@ class DatabaseSettings:
 
         ``ASYNCDB_URL``, ``ASYNCDB_POOL_SIZE``, ``ASYNCDB_STATEMENT_TIMEOUT`` and so on:
         one variable per field. ``none`` (or an empty value) sets an optional field to None.
+        Replicas come from ``ASYNCDB_REPLICA_URLS``, comma-separated.
         """
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         for field in dataclasses.fields(cls):
             raw = env.get(ENV_PREFIX + field.name.upper())
+            if field.name == "replicas":
+                raw = env.get(REPLICA_URLS_ENV, raw)
             if raw is not None:
                 values[field.name] = _parse_env(field.name, str(field.type), raw)
         values.update(overrides)
@@ -305,6 +358,8 @@ class DatabaseSettings:
 def _parse_env(name: str, type_name: str, raw: str) -> Any:
     text = raw.strip()
     var = ENV_PREFIX + name.upper()
+    if type_name.startswith("tuple"):
+        return tuple(part.strip() for part in text.split(",") if part.strip())
     if "None" in type_name and text.lower() in {"", "none", "null"}:
         return None
     try:

@@ -28,6 +28,7 @@ from ._context import (
     current_unit,
     get_audit_context,
     owning_task,
+    prepare_write_marks,
     reset_audit_context,
     reset_current_unit,
     set_audit_context,
@@ -40,6 +41,7 @@ from ._errors import (
     commit_outcome_unknown,
 )
 from ._registry import get_db_manager
+from ._routing import Route, check_route
 from ._session import session_state
 
 if TYPE_CHECKING:
@@ -103,6 +105,11 @@ class AsyncUnitOfWork:
     unit ends with a rollback, as it has nothing to commit. ``isolation_level``
     (``"SERIALIZABLE"``, ``"REPEATABLE READ"``, ...) applies to every transaction the
     unit runs; SQLite transactions are always serializable and ignore it.
+
+    With read replicas, a read-only unit runs on a replica unless this task wrote
+    recently (docs/scaling.md); ``route="primary"`` keeps it on the primary and
+    ``route="replica"`` sends it to a replica even right after a write. A unit that may
+    write always runs on the primary.
     """
 
     def __init__(
@@ -114,8 +121,16 @@ class AsyncUnitOfWork:
         correlation_id: object = None,
         read_only: bool = False,
         isolation_level: str | None = None,
+        route: Route = "auto",
         **extra: Any,
     ) -> None:
+        check_route(route)
+        if route == "replica" and not read_only:
+            msg = (
+                "Only a read-only unit of work can run on a replica. Pass read_only=True "
+                "with route='replica', or drop route= for a unit that writes."
+            )
+            raise ConfigurationError(msg)
         if isolation_level is not None and isolation_level.upper() not in ISOLATION_LEVELS:
             allowed = ", ".join(sorted(ISOLATION_LEVELS))
             msg = f"isolation_level must be one of {allowed} (got {isolation_level!r})."
@@ -124,6 +139,7 @@ class AsyncUnitOfWork:
             db = get_db_manager()
         self.db = db
         self.read_only = read_only
+        self.route: Route = route
         self.isolation_level = isolation_level.upper() if isolation_level else None
         self.audit = AuditContext.of(user_id, session_id, correlation_id, extra)
         self.state = UnitState.NEW
@@ -215,14 +231,19 @@ class AsyncUnitOfWork:
         if outer is not None:
             await self._join(outer)
         else:
-            self._begin()
+            read_only = self.read_only and self.route != "primary"
+            if read_only and self.isolation_level is None and self.db.router is not None:
+                self._begin(await self.db.read_session(self.route))
+            else:
+                self._begin()
         self.state = UnitState.ACTIVE
         self._unit_token = set_current_unit(self)
         self._audit_token = set_audit_context(self.effective_audit())
         return self
 
-    def _begin(self) -> None:
-        session = self.db.session(read_only=self.read_only)
+    def _begin(self, session: AsyncSession | None = None) -> None:
+        if session is None:
+            session = self.db.session(read_only=self.read_only)
         if self.isolation_level is not None and self.db.backend != "sqlite":
             # On the bind, not on one connection: every transaction of the unit (also
             # after an explicit commit) gets the level, and the pool resets it on checkin.
@@ -237,6 +258,8 @@ class AsyncUnitOfWork:
                 raise TransactionError(msg)
             session.sync_session.bind = _isolated_bind(self.db, bind, self.isolation_level)
         session_state(session.sync_session).unit = self
+        if not self.read_only and self.db.router is not None:
+            prepare_write_marks()  # the COMMIT runs in a helper task (read-your-writes)
         self._session = session
         self._scopes = [[]]
         self._depth = 0

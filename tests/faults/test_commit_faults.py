@@ -141,14 +141,16 @@ async def test_black_holed_server_fails_within_connect_timeout(
 ) -> None:
     timeout = 1.0
     db = manager_for(_through(postgres_url, proxy), connect_retries=1, connect_timeout=timeout)
-    if entry != "connect":
-        await db.connect()
-        await reset_schema(db)
-        await db.engine.dispose()  # no pooled connection left: the next one is new
-    proxy.blackhole = True
-    started = time.monotonic()
-    with pytest.raises(DatabaseUnavailableError, match="connect"):
-        await (db.connect() if entry == "connect" else enter(db, entry))
-    elapsed = time.monotonic() - started
-    await db.dispose()
+    try:
+        if entry != "connect":
+            await db.connect()
+            await reset_schema(db)
+            await db.engine.dispose()  # no pooled connection left: the next one is new
+        proxy.blackhole = True
+        started = time.monotonic()
+        with pytest.raises(DatabaseUnavailableError, match="connect"):
+            await (db.connect() if entry == "connect" else enter(db, entry))
+        elapsed = time.monotonic() - started
+    finally:
+        await db.dispose()
     assert elapsed < timeout + 1.0, f"{entry} waited {elapsed:.2f} s"

@@ -488,6 +488,8 @@ async def test_repository_needs_exactly_one_binding(db: AsyncDatabaseManager) ->
         Repository(Item)
     with pytest.raises(ConfigurationError, match="mapped model class"):
         Repository(int, db)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="route must be one of"):
+        Repository(Item, db, route="elsewhere")  # type: ignore[arg-type]
 
 
 async def test_values_and_types_round_trip(db: AsyncDatabaseManager) -> None:

@@ -26,6 +26,8 @@ LAYERS: list[set[str]] = [
         "_health",
         "_cli_args",
         "_cache_backend",
+        # the Redis backend builds on the memory backend (its local tier) only
+        "_cache_redis",
         "_histogram",
         "bench._progress",
     },
@@ -44,7 +46,8 @@ LAYERS: list[set[str]] = [
         "_values",
     },
     # engine / instrumentation / metrics / change log
-    {"_engine", "_sqlite_gate", "_instrument", "_metrics", "_changes"},
+    # and read routing (the manager's replica nodes and the policy that picks one)
+    {"_engine", "_sqlite_gate", "_instrument", "_metrics", "_changes", "_routing"},
     # manager, with the default-manager registry and migrations
     {"_manager", "_registry", "_migrate_env", "_migrate"},
     # unit of work
@@ -67,6 +70,7 @@ LAYERS: list[set[str]] = [
         "demo",
         "fastapi",
         "prometheus",
+        "redis_cache",
         "testing",
         "bench.__init__",
         "bench._base",
@@ -77,6 +81,7 @@ LAYERS: list[set[str]] = [
         "bench._schema",
         "bench._stacks",
         "bench._workloads",
+        "bench.routing",
     },
 ]
 
