@@ -12,16 +12,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
-import inspect
 import logging
 import time
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncSession, AsyncSessionTransaction
 
+from ._completion import (
+    Callback,
+    commit_or_report,
+    complete,
+    end_then_close,
+    quietly,
+    run_callbacks,
+)
 from ._context import (
     AuditContext,
     acts_for,
@@ -36,9 +43,7 @@ from ._context import (
 )
 from ._errors import (
     ConfigurationError,
-    DatabaseUnavailableError,
     TransactionError,
-    commit_outcome_unknown,
 )
 from ._registry import get_db_manager
 from ._routing import Route, check_route
@@ -55,7 +60,6 @@ __all__ = ["AsyncUnitOfWork", "UnitState"]
 logger = logging.getLogger("asyncdb")
 
 M = TypeVar("M")
-Callback = Callable[[], "Awaitable[Any] | Any"]
 
 ISOLATION_LEVELS = frozenset(
     {"SERIALIZABLE", "REPEATABLE READ", "READ COMMITTED", "READ UNCOMMITTED"}
@@ -306,7 +310,7 @@ class AsyncUnitOfWork:
             if self._unit_token is not None:
                 reset_current_unit(self._unit_token)
         # After the unit is closed, so a callback that writes runs its own transaction.
-        await _run_callbacks(callbacks)
+        await run_callbacks(callbacks)
         if cancelled:
             raise asyncio.CancelledError
 
@@ -318,10 +322,10 @@ class AsyncUnitOfWork:
         scope = root._scopes.pop()
         session_state(self._session.sync_session).unit = self._parent
         if exc is None:
-            cancelled = await _complete(self._savepoint.commit())
+            cancelled = await complete(self._savepoint.commit())
             root._scopes[-1].extend(scope)
             return cancelled
-        return await _complete(_quietly(self._savepoint.rollback(), "roll back a savepoint"))
+        return await complete(quietly(self._savepoint.rollback(), "roll back a savepoint"))
 
     async def _exit_root(self, exc: BaseException | None) -> tuple[list[Callback], bool]:
         """COMMIT (or ROLLBACK) and close, in one shielded task: a cancel cannot
@@ -341,11 +345,11 @@ class AsyncUnitOfWork:
             if exc is None:
                 if not self.read_only:
                     await session.flush()
-                cancelled = await _complete(_end_then_close(session, commit=not self.read_only))
+                cancelled = await complete(end_then_close(session, commit=not self.read_only))
                 outcome = "commit"
             else:
                 what = f"roll back after {type(exc).__name__}"
-                cancelled = await _complete(_end_then_close(session, commit=False, quiet=what))
+                cancelled = await complete(end_then_close(session, commit=False, quiet=what))
             closed = True
         finally:
             callbacks = self._take_callbacks() if outcome == "commit" else []
@@ -353,16 +357,16 @@ class AsyncUnitOfWork:
             self._end(outcome)
             if not closed:
                 # The flush or the COMMIT failed before or while closing: close now.
-                closed_late = await _complete(_quietly(session.close(), "close the session"))
+                closed_late = await complete(quietly(session.close(), "close the session"))
                 cancelled = cancelled or closed_late
         return callbacks, cancelled
 
     async def _commit(self, session: AsyncSession) -> bool:
         """``uow.commit()``: flush, then COMMIT shielded from a cancel (True if one came)."""
         if self.read_only:
-            return await _complete(session.rollback())
+            return await complete(session.rollback())
         await session.flush()
-        return await _complete(_commit_or_report(session))
+        return await complete(commit_or_report(session))
 
     def _transaction_began(self) -> None:
         self._started = time.perf_counter()
@@ -412,7 +416,7 @@ class AsyncUnitOfWork:
         self._transaction_began()
         token = set_current_unit(self._enclosing)
         try:
-            await _run_callbacks(callbacks)
+            await run_callbacks(callbacks)
         finally:
             reset_current_unit(token)
         if cancelled:
@@ -433,12 +437,12 @@ class AsyncUnitOfWork:
         session = self._session
         assert session is not None
         if self.is_nested:
-            cancelled = await _complete(self._restart_savepoint(session))
+            cancelled = await complete(self._restart_savepoint(session))
             self._root._scopes[-1].clear()
             if cancelled:
                 raise asyncio.CancelledError
             return
-        cancelled = await _complete(session.rollback())
+        cancelled = await complete(session.rollback())
         self._end("rollback")
         self._scopes = [[]]
         self._transaction_began()
@@ -468,12 +472,12 @@ class AsyncUnitOfWork:
             yield self
         except BaseException as exc:
             root._scopes.pop()
-            cancelled = await _complete(_quietly(nested.rollback(), "roll back a savepoint"))
+            cancelled = await complete(quietly(nested.rollback(), "roll back a savepoint"))
             if cancelled:
                 raise asyncio.CancelledError from exc
             raise
         scope = root._scopes.pop()
-        cancelled = await _complete(nested.commit())
+        cancelled = await complete(nested.commit())
         root._scopes[-1].extend(scope)
         if cancelled:
             raise asyncio.CancelledError
@@ -532,77 +536,3 @@ def _isolated_bind(db: AsyncDatabaseManager, bind: Engine, level: str) -> Engine
     if key not in cache:
         cache[key] = bind.execution_options(isolation_level=level)
     return cache[key]
-
-
-async def _end_then_close(session: AsyncSession, *, commit: bool, quiet: str | None = None) -> None:
-    """COMMIT or ROLLBACK, then close the session (also when that raised).
-
-    ``quiet`` names a rollback whose failure is logged rather than raised (the unit is
-    already leaving with an exception). The session translates its own errors.
-    """
-    try:
-        if quiet is not None:
-            await _quietly(session.rollback(), quiet)
-        elif commit:
-            await _commit_or_report(session)
-        else:
-            await session.rollback()
-    finally:
-        await _quietly(session.close(), "close the session")
-
-
-async def _commit_or_report(session: AsyncSession) -> None:
-    """COMMIT; a connection lost meanwhile is :class:`CommitOutcomeUnknownError`.
-
-    The flush ran before, so COMMIT was sent: the server may have committed, and the
-    unit must say so rather than let ``run_tx`` run the work a second time.
-    """
-    try:
-        await session.commit()
-    except DatabaseUnavailableError as exc:
-        raise commit_outcome_unknown(exc) from exc
-
-
-async def _complete(awaitable: Coroutine[Any, Any, None]) -> bool:
-    """Await ``awaitable`` to the end even if this task is cancelled meanwhile.
-
-    Returns True when a cancellation arrived (the caller re-raises it once its own
-    bookkeeping is done); an exception of ``awaitable`` propagates.
-    """
-    task = asyncio.ensure_future(awaitable)
-    cancelled = False
-    while not task.done():
-        try:
-            await asyncio.shield(task)
-        except asyncio.CancelledError:
-            if task.cancelled():
-                raise
-            cancelled = True
-        except BaseException:
-            break  # the task finished with an error, re-raised below
-    error = task.exception()
-    if error is not None:
-        if cancelled:
-            raise asyncio.CancelledError from error  # the cancellation is not swallowed
-        raise error
-    return cancelled
-
-
-async def _quietly(awaitable: Awaitable[None], what: str) -> None:
-    """Clean-up that must not replace the error being handled: failures are logged."""
-    try:
-        await awaitable
-    except Exception as exc:
-        # A broken connection fails here too; SQLAlchemy has invalidated it already, and
-        # closing the session hands it back to the pool, which discards it.
-        logger.warning("Could not %s (%s)", what, type(exc).__name__)
-
-
-async def _run_callbacks(callbacks: list[Callback]) -> None:
-    for callback in callbacks:
-        try:
-            result = callback()
-            if inspect.isawaitable(result):
-                await result
-        except Exception:
-            logger.exception("An on_commit callback failed after a successful commit")

@@ -51,11 +51,11 @@ LAYERS: list[set[str]] = [
     # manager, with the default-manager registry and migrations
     {"_manager", "_registry", "_migrate_env", "_migrate"},
     # unit of work
-    {"_uow"},
+    {"_completion", "_uow"},
     # audit / bulk / cache
     {"_audit", "_audit_verify", "_audit_export", "_bulk", "_cache"},
     # repository
-    {"_repository"},
+    {"_repository_base", "_repository"},
     # helpers and integrations
     {
         "__init__",

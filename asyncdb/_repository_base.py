@@ -1,0 +1,353 @@
+"""The machinery under Repository: binding, session scopes, key and value checks.
+
+Split from :mod:`._repository` so each module stays one concept: this one decides *where*
+an operation runs (a unit of work, a caller's session, an autocommit or replica session)
+and checks what callers pass in; :class:`~asyncdb.Repository` holds the operations.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from sqlalchemy import Select, Table, and_
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ._audit import mark_instance, resolve_context
+from ._changes import record_changes, recorded_by_caller
+from ._context import AuditContext
+from ._errors import (
+    ConfigurationError,
+    ConnectionLostError,
+    DatabaseUnavailableError,
+    NotFoundError,
+    PoolTimeoutError,
+    TransactionError,
+    ValidationError,
+    commit_outcome_unknown,
+)
+from ._filters import (
+    build_filters,
+    build_order,
+    check_columns,
+    check_flag,
+    check_int,
+    filterable_fields,
+    parse_order_with_key,
+)
+from ._model_info import model_info
+from ._pagination import (
+    CursorCodec,
+    codec_for_secrets,
+)
+from ._routing import Route, check_route
+from ._settings import DEFAULT_MAX_PAGE_SIZE, cursor_secret_from_env
+from ._uow import (
+    AsyncUnitOfWork,
+    active_unit_for,
+    inherited_unit_for,
+)
+from ._values import coerce_values
+
+if TYPE_CHECKING:
+    from ._cache import RepositoryCache
+    from ._manager import AsyncDatabaseManager
+
+__all__ = ["RepositoryCore"]
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+DEFAULT_PAGE_SIZE = 50
+DEFAULT_BATCH_SIZE = 1000
+MAX_BATCH_SIZE = 100_000
+
+
+class RepositoryCore(Generic[T]):
+    """Binding, session scopes and input checks of a repository (see Repository)."""
+
+    def __init__(
+        self,
+        model: type[T],
+        db: AsyncDatabaseManager | None = None,
+        *,
+        session: AsyncSession | None = None,
+        unit: AsyncUnitOfWork | None = None,
+        audit: bool = True,
+        cache: RepositoryCache | None = None,
+        max_page_size: int | None = None,
+        filterable: Iterable[str] | None = None,
+        route: Route = "auto",
+    ) -> None:
+        info = model_info(model)
+        check_route(route)
+        if sum(x is not None for x in (db, session, unit)) != 1:
+            msg = "Give a Repository exactly one of: a manager (db), session=, or unit=."
+            raise ConfigurationError(msg)
+        self.model = model
+        self.db = db if db is not None else (unit.db if unit is not None else None)
+        self._session = session
+        self._unit = unit
+        self._info = info
+        self.table: Table = info.table
+        self._soft = info.soft_delete
+        #: Fields callers may filter and order by: ``filterable`` (an allow-list), else
+        #: the model's ``__filterable__``, else every column but the audit-excluded secrets.
+        self.filterable = filterable_fields(model, filterable)
+        if not isinstance(audit, bool):
+            msg = f"audit must be True or False (got a {type(audit).__name__})."
+            raise ConfigurationError(msg)
+        self._audit_flag = audit
+        self._audited = audit and info.audited
+        self._context_var: contextvars.ContextVar[AuditContext | None] | None = None
+        self.cache = cache
+        #: Where standalone reads run when the manager has replicas (docs/scaling.md).
+        self.route: Route = route
+        if max_page_size is None:
+            max_page_size = self.db.settings.max_page_size if self.db else DEFAULT_MAX_PAGE_SIZE
+        self.max_page_size = max_page_size
+        self._codec: CursorCodec | None = None
+        if cache is not None and self.db is not None:
+            cache.attach(self.db)
+
+    def __repr__(self) -> str:
+        return f"<Repository {self.model.__name__}>"
+
+    @property
+    def _defaults(self) -> AuditContext | None:
+        """The audit defaults :meth:`set_context` gave this task (None if none)."""
+        var = self._context_var
+        return None if var is None else var.get()
+
+    def _bound_session(self) -> AsyncSession | None:
+        if self._session is not None:
+            return self._session
+        if self._unit is not None:
+            return self._unit.session
+        assert self.db is not None
+        unit = active_unit_for(self.db)
+        if unit is not None:
+            return unit.session
+        if inherited_unit_for(self.db) is not None:
+            msg = (
+                "This task was started inside a unit of work it cannot share: a session "
+                "is not safe across concurrent tasks. Open a unit per task (`async with "
+                "AsyncUnitOfWork(db)` inside the task), or await the call in the task "
+                "that owns the unit."
+            )
+            raise TransactionError(msg)
+        return None
+
+    async def _read(
+        self, op: Callable[[AsyncSession], Awaitable[R]], *, fills_cache: bool = False
+    ) -> R:
+        session = self._bound_session()
+        if session is not None:
+            return await op(session)
+        db = self.db
+        assert db is not None
+        # A shared cache is filled from the primary only: a replica may lag behind the
+        # commit whose invalidation the cache has already seen.
+        route: Route = "primary" if fills_cache else self.route
+        replica_failures = 0
+        primary_repeated = False
+        while True:
+            own = await db.read_session(route, autocommit=True) if db.router else None
+            if own is None:
+                own = db.autocommit_session()
+            try:
+                async with own:
+                    return await op(own)
+            except DatabaseUnavailableError as exc:
+                # A read with no transaction is safe to repeat. On a replica (a pool
+                # timeout is our own pool being busy, not the node failing) the node is
+                # marked down and the read moves to the next replica, then the primary.
+                if not isinstance(exc, PoolTimeoutError) and db.read_failed(own, exc):
+                    replica_failures += 1
+                    if replica_failures <= len(db.settings.replicas):
+                        continue
+                    raise
+                # On the primary only once, when its connection broke: the pool has
+                # dropped it and hands out a live one. A failed connect or a pool timeout
+                # is not repeated, so the wait stays bounded by connect_timeout or
+                # pool_timeout.
+                if isinstance(exc, ConnectionLostError) and not primary_repeated:
+                    primary_repeated = True
+                    continue
+                raise
+
+    async def _write(self, op: Callable[[AsyncSession], Awaitable[R]]) -> R:
+        session = self._bound_session()
+        if session is not None:
+            with recorded_by_caller(session.sync_session):
+                return await op(session)
+        assert self.db is not None
+        async with AsyncUnitOfWork(self.db) as unit:
+            # Each operation records the exact keys it changed (see _changed).
+            with recorded_by_caller(unit.session.sync_session):
+                return await op(unit.session)
+
+    async def _write_one_statement(self, op: Callable[[AsyncSession], Awaitable[R]]) -> R:
+        """Run a write that sends exactly one statement.
+
+        Outside a unit of work it needs no transaction: the statement commits itself
+        (autocommit), so the call costs one round trip instead of BEGIN + it + COMMIT.
+        The session's commit still runs, so the change log is published as usual.
+        """
+        session = self._bound_session()
+        if session is not None:
+            with recorded_by_caller(session.sync_session):
+                return await op(session)
+        assert self.db is not None
+        async with self.db.autocommit_session() as own:
+            with recorded_by_caller(own.sync_session):
+                result = await op(own)
+            try:
+                await own.commit()
+            except DatabaseUnavailableError as exc:
+                # Behind pgbouncer (no autocommit) this sends a real COMMIT: the write
+                # may have committed, so say so rather than let a caller run it again.
+                raise commit_outcome_unknown(exc) from exc
+            return result
+
+    @contextlib.asynccontextmanager
+    async def _atomic(self, session: AsyncSession) -> AsyncIterator[None]:
+        """All or nothing inside an outer transaction: a SAVEPOINT around the call."""
+        async with session.begin_nested():
+            yield
+
+    def _mark(self, session: AsyncSession, instance: object) -> None:
+        mark_instance(session.sync_session, instance, self._defaults, self._audit_flag)
+
+    def _audit_context(self, session: AsyncSession) -> AuditContext | None:
+        """Who acts, for the audit rows a bulk operation writes; None when not audited."""
+        if not self._audited:
+            return None
+        return resolve_context(session.sync_session, self._defaults)
+
+    def _changed(self, session: AsyncSession, keys: Iterable[tuple[Any, ...]] | None) -> None:
+        record_changes(session.sync_session, self.model, keys)
+
+    def _coerce_id(self, ident: Any) -> Any:
+        if len(self._info.pk_columns) > 1:
+            if isinstance(ident, Mapping):
+                return {k: ident[k] for k in self._info.pk_names}
+            if isinstance(ident, (tuple, list)) and len(ident) == len(self._info.pk_columns):
+                return tuple(ident)
+            names = list(self._info.pk_names)
+            msg = f"{self.model.__name__} has a composite key: pass a tuple of {names}."
+            raise ValidationError(msg)
+        if ident is None or isinstance(ident, (bool, Mapping, list, tuple, set)):
+            msg = f"{self.model.__name__} ids are single values (got {type(ident).__name__})."
+            raise ValidationError(msg)
+        return self._info.value_checkers[self._info.pk_names[0]](ident)
+
+    def _pk_where(self, ident: Any) -> Any:
+        if len(self._info.pk_columns) == 1:
+            return self._info.pk_columns[0] == ident
+        values = ident.values() if isinstance(ident, Mapping) else ident
+        return and_(*(c == v for c, v in zip(self._info.pk_columns, values, strict=False)))
+
+    def _is_deleted(self, obj: Any) -> bool:
+        return self._soft and getattr(obj, "deleted_at", None) is not None
+
+    def _not_found(self, ident: Any) -> NotFoundError:
+        msg = (
+            f"No {self.model.__name__} with id {ident!r}. Check the id, "
+            "or pass with_deleted=True for soft-deleted rows."
+        )
+        return NotFoundError(msg)
+
+    async def _load_by_id(
+        self, session: AsyncSession, ident: Any, *, for_update: bool = False
+    ) -> T | None:
+        """The one place every read by primary key passes (the cache hooks in here)."""
+        if self.cache is not None and not for_update:
+            cached: T | None = await self.cache.get_by_id(self, session, ident)
+            return cached
+        return await session.get(self.model, ident, with_for_update=for_update or None)
+
+    def _check_values(self, values: Mapping[str, Any], *, row: int | None = None) -> dict[str, Any]:
+        """``values`` with known field names and each value checked against its column."""
+        try:
+            check_columns(self.model, values)
+        except ValidationError as exc:
+            if row is None:
+                raise
+            raise ValidationError(f"Row {row}: {exc}") from None
+        return coerce_values(self._info.value_checkers, values, row=row)
+
+    def _check_update(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        checked = self._check_values(values)
+        for name in self._info.pk_names:
+            if name in values:
+                msg = (
+                    f"update() cannot change the primary key {name!r} of {self.model.__name__}. "
+                    "Pass the id positionally (update(7, name=...)); to change a key, create "
+                    "a new row and delete the old one."
+                )
+                raise ValidationError(msg)
+        return checked
+
+    def _fast_path(self) -> bool:
+        # One UPDATE ... RETURNING instead of SELECT + UPDATE, when no old values are
+        # needed for the audit log.
+        return not self._audited
+
+    def _resolve_soft(self, soft: bool | None) -> bool:
+        if soft is None:
+            return self._soft
+        check_flag("soft", soft)
+        if soft and not self._soft:
+            msg = (
+                f"{self.model.__name__} has no deleted_at column, so it cannot be soft-deleted. "
+                "Add SoftDeleteMixin to the model, or delete with soft=False."
+            )
+            raise ValidationError(msg)
+        return bool(soft)
+
+    def _where(self, filters: Mapping[str, Any], with_deleted: bool) -> list[Any]:
+        check_flag("with_deleted", with_deleted)
+        conditions = build_filters(self.model, filters, self.filterable)
+        if self._soft and not with_deleted:
+            conditions.append(self.model.deleted_at.is_(None))  # type: ignore[attr-defined]
+        return conditions
+
+    def _ordered(self, stmt: Select[Any], order_by: str | Sequence[str] | None) -> Select[Any]:
+        order = parse_order_with_key(self.model, order_by, self._info.pk_names, self.filterable)
+        return stmt.order_by(*build_order(self.model, order))
+
+    async def _cached_query(
+        self,
+        kind: str,
+        filters: Mapping[str, Any],
+        with_deleted: bool,
+        op: Callable[[AsyncSession], Awaitable[R]],
+    ) -> R:
+        cache = self.cache
+        if cache is None:
+            return await self._read(op)
+        if self._bound_session() is None:
+            found, value = await cache.peek_query(self, kind, filters, with_deleted)
+            if found:
+                return value  # type: ignore[no-any-return]
+
+        async def cached(session: AsyncSession) -> R:
+            result: R = await cache.query(self, session, kind, filters, with_deleted, op)
+            return result
+
+        return await self._read(cached, fills_cache=True)
+
+    def _cursor_codec(self) -> CursorCodec:
+        if self._codec is None:
+            settings = self.db.settings if self.db is not None else None
+            self._codec = codec_for_secrets(
+                settings.cursor_secret if settings is not None else cursor_secret_from_env()
+            )
+        return self._codec
+
+    @staticmethod
+    def _check_batch(batch_size: int) -> None:
+        check_int("batch_size", batch_size, 1, MAX_BATCH_SIZE)
