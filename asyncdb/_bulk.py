@@ -13,7 +13,6 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Column, bindparam, delete, insert, select, tuple_, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ._audit import audit_row, entity_id_of, write_audit_rows
@@ -33,19 +32,24 @@ from ._models import utcnow
 from ._values import coerce_values
 
 __all__ = [
-    "check_conflict_target",
+    "as_attrs",
+    "chunks",
     "delete_rows",
+    "execute_batch",
+    "group_by_keys",
     "insert_rows",
+    "row_values",
+    "to_columns",
     "update_rows",
-    "upsert_one",
-    "upsert_rows",
+    "with_defaults",
+    "written",
 ]
 
 # Largest number of rows replayed one by one to find the one the database rejected.
 _DIAGNOSE_LIMIT = 10_000
 
 
-def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+def chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
     iterator = iter(items)
     while batch := list(itertools.islice(iterator, size)):
         yield batch
@@ -75,7 +79,7 @@ def _python_default(column: Column[Any]) -> tuple[bool, Any]:
     return False, None
 
 
-def _row_values(info: ModelInfo, row: Any, index: int) -> dict[str, Any]:
+def row_values(info: ModelInfo, row: Any, index: int) -> dict[str, Any]:
     if isinstance(row, info.model):
         state_dict = row.__dict__
         return {k: state_dict[k] for k in info.columns if k in state_dict}
@@ -95,7 +99,7 @@ def _row_values(info: ModelInfo, row: Any, index: int) -> dict[str, Any]:
     return coerce_values(info.value_checkers, row, row=index)
 
 
-def _with_defaults(info: ModelInfo, values: dict[str, Any]) -> dict[str, Any]:
+def with_defaults(info: ModelInfo, values: dict[str, Any]) -> dict[str, Any]:
     """Fill Python-side column defaults, so every row of a batch has the same keys and
     the audit log sees the values that were really written."""
     for key, column in info.defaulted_columns:
@@ -106,7 +110,7 @@ def _with_defaults(info: ModelInfo, values: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
-def _to_columns(info: ModelInfo, values: Mapping[str, Any]) -> dict[str, Any]:
+def to_columns(info: ModelInfo, values: Mapping[str, Any]) -> dict[str, Any]:
     if info.names_are_columns:
         return values if isinstance(values, dict) else dict(values)
     mapping = info.attr_to_column
@@ -121,7 +125,7 @@ def _relabel(exc: AsyncDBError, where: str) -> AsyncDBError:
     return type(exc)(message, sqlstate=exc.sqlstate)
 
 
-async def _execute_batch(
+async def execute_batch(
     session: AsyncSession, stmt: Any, params: list[dict[str, Any]], first_row: int
 ) -> Any:
     """Run one executemany batch in a SAVEPOINT; on failure, name the row that failed."""
@@ -153,7 +157,7 @@ async def _find_bad_row(
         await probe.rollback()
 
 
-def _group_by_keys(
+def group_by_keys(
     params: list[tuple[int, dict[str, Any]]],
 ) -> list[list[tuple[int, dict[str, Any]]]]:
     groups: dict[frozenset[str], list[tuple[int, dict[str, Any]]]] = {}
@@ -177,32 +181,16 @@ def _evict(info: ModelInfo, session: AsyncSession, keys: Iterable[tuple[Any, ...
             sync.expunge(obj)
 
 
-def _written(info: ModelInfo, session: AsyncSession, keys: list[tuple[Any, ...]]) -> None:
+def written(info: ModelInfo, session: AsyncSession, keys: list[tuple[Any, ...]]) -> None:
     """Rows changed by Core DML: drop their stale ORM copies and log them for the cache."""
     _evict(info, session, keys)
     record_changes(session.sync_session, info.model, keys)
 
 
-def _as_attrs(info: ModelInfo, row: Mapping[Any, Any]) -> dict[str, Any]:
+def as_attrs(info: ModelInfo, row: Mapping[Any, Any]) -> dict[str, Any]:
     """A row read by column name, keyed by the model's attribute names."""
     by_column = info.column_to_attr
     return {by_column[k]: v for k, v in row.items()}
-
-
-def _upsert_audit(
-    info: ModelInfo,
-    key: tuple[Any, ...],
-    context: Any,
-    old: Mapping[str, Any] | None,
-    new: dict[str, Any],
-) -> dict[str, Any]:
-    """The UPSERT audit row: all values for an insert, only what changed for an update."""
-    if old is not None:
-        new = {k: v for k, v in new.items() if old.get(k) != v}
-        old = {k: old.get(k) for k in new}
-    return audit_row(
-        info.model, AuditAction.UPSERT, entity_id_of(key), context, old=old, new=new, changed=new
-    )
 
 
 def _key(info: ModelInfo, values: Mapping[str, Any]) -> tuple[Any, ...]:
@@ -222,20 +210,20 @@ async def insert_rows(
     """bulk_create: executemany INSERT per batch (multi-VALUES on both backends)."""
     table = info.table
     total = 0
-    for batch_no, batch in enumerate(_chunks(rows, batch_size)):
+    for batch_no, batch in enumerate(chunks(rows, batch_size)):
         first = batch_no * batch_size
         prepared = [
-            (first + i, _with_defaults(info, _row_values(info, row, first + i)))
+            (first + i, with_defaults(info, row_values(info, row, first + i)))
             for i, row in enumerate(batch)
         ]
-        for group in _group_by_keys(prepared):
-            params = [_to_columns(info, values) for _, values in group]
+        for group in group_by_keys(prepared):
+            params = [to_columns(info, values) for _, values in group]
             if context is None:
-                await _execute_batch(session, insert(table), params, group[0][0])
+                await execute_batch(session, insert(table), params, group[0][0])
                 keys: list[tuple[Any, ...]] | None = None
             else:
                 stmt = insert(table).returning(*info.pk_columns, sort_by_parameter_order=True)
-                result = await _execute_batch(session, stmt, params, group[0][0])
+                result = await execute_batch(session, stmt, params, group[0][0])
                 keys = [tuple(r) for r in result.all()]
                 audit = [
                     audit_row(
@@ -271,11 +259,11 @@ async def update_rows(
     stamp = info.has_updated_at
     total = 0
     stamped_by_caller: set[str] = set()
-    for batch_no, batch in enumerate(_chunks(rows, batch_size)):
+    for batch_no, batch in enumerate(chunks(rows, batch_size)):
         first = batch_no * batch_size
         prepared: list[tuple[int, tuple[Any, ...], dict[str, Any]]] = []
         for i, row in enumerate(batch):
-            values = _row_values(info, row, first + i)
+            values = row_values(info, row, first + i)
             key = _key(info, values)
             if any(v is None for v in key):
                 msg = (
@@ -318,7 +306,7 @@ async def update_rows(
                 }
                 for _, key, changes in group
             ]
-            await _execute_batch(session, stmt, params, group[0][0])
+            await execute_batch(session, stmt, params, group[0][0])
         if context is not None:
             audit = []
             for _, key, changes in prepared:
@@ -344,7 +332,7 @@ async def update_rows(
                         )
                     )
             await session.run_sync(write_audit_rows, audit)
-        _written(info, session, keys)
+        written(info, session, keys)
         total += len(prepared)
     return total
 
@@ -359,7 +347,7 @@ async def _load_existing(
         stmt = stmt.where(table.c.deleted_at.is_(None))
     found: dict[tuple[Any, ...], dict[str, Any]] = {}
     for row in (await session.execute(stmt)).mappings():
-        values = _as_attrs(info, row)
+        values = as_attrs(info, row)
         found[_key(info, values)] = values
     return found
 
@@ -378,7 +366,7 @@ async def delete_rows(
     """bulk_delete: one UPDATE (soft) or DELETE (hard) ... WHERE pk IN (...) per batch."""
     table = info.table
     total = 0
-    for batch in _chunks(idents, _key_batch(info, batch_size)):
+    for batch in chunks(idents, _key_batch(info, batch_size)):
         keys = [info.pk_tuple(i) for i in batch]
         old_rows = await _load_existing(info, session, keys, True) if context is not None else {}
         now = utcnow()
@@ -422,164 +410,9 @@ async def delete_rows(
                         )
                     )
             await session.run_sync(write_audit_rows, audit)
-        _written(info, session, done)
+        written(info, session, done)
         total += len(done)
     return total
 
 
 # -- upsert ------------------------------------------------------------------------------
-
-
-def check_conflict_target(
-    info: ModelInfo, conflict_on: Sequence[str], values: Mapping[str, Any] | None
-) -> list[str]:
-    """``conflict_on`` must name the primary key or a unique constraint or index."""
-    if isinstance(conflict_on, str) or not conflict_on:
-        msg = "conflict_on must be a non-empty list of column names, e.g. conflict_on=['email']."
-        raise ValidationError(msg)
-    names = list(conflict_on)
-    info.check_columns(names, what="conflict_on column")
-    columns = info.attr_to_column
-    wanted = {columns[n].key for n in names}
-    if wanted not in info.unique_sets:
-        msg = (
-            f"conflict_on={names} is neither the primary key nor a unique constraint of "
-            f"{info.model.__name__}. Name the columns of one of its unique constraints."
-        )
-        raise ValidationError(msg)
-    if values is not None:
-        missing = [n for n in names if n not in values]
-        if missing:
-            msg = f"upsert values must include the conflict_on column(s) {missing}."
-            raise ValidationError(msg)
-    return names
-
-
-def _dialect_insert(session: AsyncSession, target: Any) -> Any:
-    name = session.get_bind().dialect.name
-    if name == "postgresql":
-        return postgresql.insert(target)
-    return sqlite.insert(target)
-
-
-def _set_clause(
-    info: ModelInfo, ins: Any, keys: Iterable[str], conflict: Sequence[str]
-) -> dict[str, Any]:
-    columns = info.attr_to_column
-    skip = set(conflict) | set(info.pk_names) | {"created_at"}
-    set_ = {columns[k].key: ins.excluded[columns[k].key] for k in keys if k not in skip}
-    if info.has_updated_at:
-        set_[columns["updated_at"].key] = ins.excluded[columns["updated_at"].key]
-    if info.soft_delete and "deleted_at" not in set_:
-        set_[columns["deleted_at"].key] = None  # an upsert brings a soft-deleted row back
-    if not set_:
-        # A no-op update, so that RETURNING still yields the existing row.
-        first = columns[conflict[0]].key
-        set_[first] = ins.excluded[first]
-    return set_
-
-
-async def upsert_one(
-    info: ModelInfo,
-    session: AsyncSession,
-    values: dict[str, Any],
-    conflict: Sequence[str],
-    context: AuditContext | None,
-) -> Any:
-    """upsert: INSERT ... ON CONFLICT (conflict) DO UPDATE ... RETURNING the row."""
-    values = _with_defaults(info, values)
-    if info.has_updated_at:
-        values["updated_at"] = utcnow()
-    old: dict[str, Any] | None = None
-    if context is not None:
-        where = [getattr(info.model, n) == values[n] for n in conflict]
-        found = (await session.execute(select(info.table).where(*where))).mappings().first()
-        if found is not None:
-            old = _as_attrs(info, found)
-    ins = _dialect_insert(session, info.model)
-    stmt = ins.values(**values).on_conflict_do_update(
-        index_elements=[getattr(info.model, n) for n in conflict],
-        set_=_set_clause(info, ins, values, conflict),
-    )
-    result = await session.scalars(
-        stmt.returning(info.model), execution_options={"populate_existing": True}
-    )
-    obj = result.one()
-    key = info.key_of(obj)
-    if context is not None:
-        new = {k: getattr(obj, k) for k in info.columns}
-        row = _upsert_audit(info, key, context, old, new)
-        await session.run_sync(write_audit_rows, [row])
-    record_changes(session.sync_session, info.model, [key])
-    return obj
-
-
-async def upsert_rows(
-    info: ModelInfo,
-    session: AsyncSession,
-    rows: Iterable[Any],
-    conflict: Sequence[str],
-    batch_size: int,
-    context: AuditContext | None,
-) -> int:
-    """bulk_upsert: executemany INSERT ... ON CONFLICT DO UPDATE per batch."""
-    table = info.table
-    columns = info.attr_to_column
-    seen: dict[tuple[Any, ...], int] = {}
-    total = 0
-    for batch_no, batch in enumerate(_chunks(rows, batch_size)):
-        first = batch_no * batch_size
-        prepared = []
-        for i, row in enumerate(batch):
-            values = _with_defaults(info, _row_values(info, row, first + i))
-            missing = [n for n in conflict if n not in values]
-            if missing:
-                msg = f"Row {first + i}: bulk_upsert rows need the conflict_on column(s) {missing}."
-                raise ValidationError(msg)
-            if info.has_updated_at:
-                values["updated_at"] = utcnow()
-            target = tuple(values[n] for n in conflict)
-            if target in seen:
-                msg = (
-                    f"Row {first + i} repeats the conflict_on values of row {seen[target]}; "
-                    "a row can be upserted once per call. Merge the two rows."
-                )
-                raise ValidationError(msg)
-            seen[target] = first + i
-            prepared.append((first + i, values))
-        old_rows: dict[tuple[Any, ...], dict[str, Any]] = {}
-        if context is not None:
-            targets = [tuple(v[n] for n in conflict) for _, v in prepared]
-            cols = [columns[n] for n in conflict]
-            cond = (
-                cols[0].in_([t[0] for t in targets])
-                if len(cols) == 1
-                else tuple_(*cols).in_(targets)
-            )
-            for found in (await session.execute(select(table).where(cond))).mappings():
-                values = _as_attrs(info, found)
-                old_rows[tuple(values[n] for n in conflict)] = values
-        for group in _group_by_keys(prepared):
-            ins = _dialect_insert(session, table)
-            stmt = ins.on_conflict_do_update(
-                index_elements=[columns[n] for n in conflict],
-                set_=_set_clause(info, ins, group[0][1], conflict),
-            ).returning(*info.pk_columns, sort_by_parameter_order=True)
-            params = [_to_columns(info, values) for _, values in group]
-            result = await _execute_batch(session, stmt, params, group[0][0])
-            keys = [tuple(r) for r in result.all()]
-            if context is not None:
-                audit = [
-                    _upsert_audit(
-                        info,
-                        key,
-                        context,
-                        old_rows.get(tuple(values[n] for n in conflict)),
-                        {**values, **dict(zip(info.pk_names, key, strict=False))},
-                    )
-                    for key, (_, values) in zip(keys, group, strict=False)
-                ]
-                await session.run_sync(write_audit_rows, audit)
-            _written(info, session, keys)
-            total += len(group)
-    return total

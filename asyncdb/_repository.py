@@ -16,7 +16,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from . import _bulk
+from . import _bulk, _upsert
 from ._context import AuditContext
 from ._errors import (
     ValidationError,
@@ -443,10 +443,10 @@ class Repository(RepositoryCore[T]):
         ``conflict_on`` must form the primary key or a unique constraint.
         """
         values = self._check_values(values)
-        conflict = _bulk.check_conflict_target(self._info, conflict_on, values)
+        conflict = _upsert.check_conflict_target(self._info, conflict_on, values)
 
         async def op(session: AsyncSession) -> T:
-            obj: T = await _bulk.upsert_one(
+            obj: T = await _upsert.upsert_one(
                 self._info, session, dict(values), conflict, self._audit_context(session)
             )
             return obj
@@ -462,11 +462,11 @@ class Repository(RepositoryCore[T]):
     ) -> int:
         """Upsert many rows in batches, all or nothing; returns how many were written."""
         self._check_batch(batch_size)
-        conflict = _bulk.check_conflict_target(self._info, conflict_on, None)
+        conflict = _upsert.check_conflict_target(self._info, conflict_on, None)
 
         async def op(session: AsyncSession) -> int:
             async with self._atomic(session):
-                return await _bulk.upsert_rows(
+                return await _upsert.upsert_rows(
                     self._info,
                     session,
                     rows,

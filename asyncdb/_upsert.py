@@ -1,0 +1,210 @@
+"""INSERT ... ON CONFLICT DO UPDATE: upsert of one row or many, with their audit rows.
+
+The conflict target must be the primary key or a unique constraint (checked before any
+SQL); each upserted row gets an UPSERT audit row with what it inserted or changed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import select, tuple_
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ._audit import audit_row, entity_id_of, write_audit_rows
+from ._audit_model import AuditAction
+from ._bulk import (
+    as_attrs,
+    chunks,
+    execute_batch,
+    group_by_keys,
+    row_values,
+    to_columns,
+    with_defaults,
+    written,
+)
+from ._changes import record_changes
+from ._context import AuditContext
+from ._errors import (
+    ValidationError,
+)
+from ._model_info import ModelInfo
+from ._models import utcnow
+
+__all__ = ["check_conflict_target", "upsert_one", "upsert_rows"]
+
+# Largest number of rows replayed one by one to find the one the database rejected.
+_DIAGNOSE_LIMIT = 10_000
+
+
+def _upsert_audit(
+    info: ModelInfo,
+    key: tuple[Any, ...],
+    context: Any,
+    old: Mapping[str, Any] | None,
+    new: dict[str, Any],
+) -> dict[str, Any]:
+    """The UPSERT audit row: all values for an insert, only what changed for an update."""
+    if old is not None:
+        new = {k: v for k, v in new.items() if old.get(k) != v}
+        old = {k: old.get(k) for k in new}
+    return audit_row(
+        info.model, AuditAction.UPSERT, entity_id_of(key), context, old=old, new=new, changed=new
+    )
+
+
+def check_conflict_target(
+    info: ModelInfo, conflict_on: Sequence[str], values: Mapping[str, Any] | None
+) -> list[str]:
+    """``conflict_on`` must name the primary key or a unique constraint or index."""
+    if isinstance(conflict_on, str) or not conflict_on:
+        msg = "conflict_on must be a non-empty list of column names, e.g. conflict_on=['email']."
+        raise ValidationError(msg)
+    names = list(conflict_on)
+    info.check_columns(names, what="conflict_on column")
+    columns = info.attr_to_column
+    wanted = {columns[n].key for n in names}
+    if wanted not in info.unique_sets:
+        msg = (
+            f"conflict_on={names} is neither the primary key nor a unique constraint of "
+            f"{info.model.__name__}. Name the columns of one of its unique constraints."
+        )
+        raise ValidationError(msg)
+    if values is not None:
+        missing = [n for n in names if n not in values]
+        if missing:
+            msg = f"upsert values must include the conflict_on column(s) {missing}."
+            raise ValidationError(msg)
+    return names
+
+
+def _dialect_insert(session: AsyncSession, target: Any) -> Any:
+    name = session.get_bind().dialect.name
+    if name == "postgresql":
+        return postgresql.insert(target)
+    return sqlite.insert(target)
+
+
+def _set_clause(
+    info: ModelInfo, ins: Any, keys: Iterable[str], conflict: Sequence[str]
+) -> dict[str, Any]:
+    columns = info.attr_to_column
+    skip = set(conflict) | set(info.pk_names) | {"created_at"}
+    set_ = {columns[k].key: ins.excluded[columns[k].key] for k in keys if k not in skip}
+    if info.has_updated_at:
+        set_[columns["updated_at"].key] = ins.excluded[columns["updated_at"].key]
+    if info.soft_delete and "deleted_at" not in set_:
+        set_[columns["deleted_at"].key] = None  # an upsert brings a soft-deleted row back
+    if not set_:
+        # A no-op update, so that RETURNING still yields the existing row.
+        first = columns[conflict[0]].key
+        set_[first] = ins.excluded[first]
+    return set_
+
+
+async def upsert_one(
+    info: ModelInfo,
+    session: AsyncSession,
+    values: dict[str, Any],
+    conflict: Sequence[str],
+    context: AuditContext | None,
+) -> Any:
+    """upsert: INSERT ... ON CONFLICT (conflict) DO UPDATE ... RETURNING the row."""
+    values = with_defaults(info, values)
+    if info.has_updated_at:
+        values["updated_at"] = utcnow()
+    old: dict[str, Any] | None = None
+    if context is not None:
+        where = [getattr(info.model, n) == values[n] for n in conflict]
+        found = (await session.execute(select(info.table).where(*where))).mappings().first()
+        if found is not None:
+            old = as_attrs(info, found)
+    ins = _dialect_insert(session, info.model)
+    stmt = ins.values(**values).on_conflict_do_update(
+        index_elements=[getattr(info.model, n) for n in conflict],
+        set_=_set_clause(info, ins, values, conflict),
+    )
+    result = await session.scalars(
+        stmt.returning(info.model), execution_options={"populate_existing": True}
+    )
+    obj = result.one()
+    key = info.key_of(obj)
+    if context is not None:
+        new = {k: getattr(obj, k) for k in info.columns}
+        row = _upsert_audit(info, key, context, old, new)
+        await session.run_sync(write_audit_rows, [row])
+    record_changes(session.sync_session, info.model, [key])
+    return obj
+
+
+async def upsert_rows(
+    info: ModelInfo,
+    session: AsyncSession,
+    rows: Iterable[Any],
+    conflict: Sequence[str],
+    batch_size: int,
+    context: AuditContext | None,
+) -> int:
+    """bulk_upsert: executemany INSERT ... ON CONFLICT DO UPDATE per batch."""
+    table = info.table
+    columns = info.attr_to_column
+    seen: dict[tuple[Any, ...], int] = {}
+    total = 0
+    for batch_no, batch in enumerate(chunks(rows, batch_size)):
+        first = batch_no * batch_size
+        prepared = []
+        for i, row in enumerate(batch):
+            values = with_defaults(info, row_values(info, row, first + i))
+            missing = [n for n in conflict if n not in values]
+            if missing:
+                msg = f"Row {first + i}: bulk_upsert rows need the conflict_on column(s) {missing}."
+                raise ValidationError(msg)
+            if info.has_updated_at:
+                values["updated_at"] = utcnow()
+            target = tuple(values[n] for n in conflict)
+            if target in seen:
+                msg = (
+                    f"Row {first + i} repeats the conflict_on values of row {seen[target]}; "
+                    "a row can be upserted once per call. Merge the two rows."
+                )
+                raise ValidationError(msg)
+            seen[target] = first + i
+            prepared.append((first + i, values))
+        old_rows: dict[tuple[Any, ...], dict[str, Any]] = {}
+        if context is not None:
+            targets = [tuple(v[n] for n in conflict) for _, v in prepared]
+            cols = [columns[n] for n in conflict]
+            cond = (
+                cols[0].in_([t[0] for t in targets])
+                if len(cols) == 1
+                else tuple_(*cols).in_(targets)
+            )
+            for found in (await session.execute(select(table).where(cond))).mappings():
+                values = as_attrs(info, found)
+                old_rows[tuple(values[n] for n in conflict)] = values
+        for group in group_by_keys(prepared):
+            ins = _dialect_insert(session, table)
+            stmt = ins.on_conflict_do_update(
+                index_elements=[columns[n] for n in conflict],
+                set_=_set_clause(info, ins, group[0][1], conflict),
+            ).returning(*info.pk_columns, sort_by_parameter_order=True)
+            params = [to_columns(info, values) for _, values in group]
+            result = await execute_batch(session, stmt, params, group[0][0])
+            keys = [tuple(r) for r in result.all()]
+            if context is not None:
+                audit = [
+                    _upsert_audit(
+                        info,
+                        key,
+                        context,
+                        old_rows.get(tuple(values[n] for n in conflict)),
+                        {**values, **dict(zip(info.pk_names, key, strict=False))},
+                    )
+                    for key, (_, values) in zip(keys, group, strict=False)
+                ]
+                await session.run_sync(write_audit_rows, audit)
+            written(info, session, keys)
+            total += len(group)
+    return total
