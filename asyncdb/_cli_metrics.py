@@ -10,6 +10,7 @@ import argparse
 import json
 from typing import Any
 
+from ._cli_common import add_url_argument
 from ._manager import AsyncDatabaseManager
 
 __all__ = ["configure", "format_snapshot", "run"]
@@ -17,8 +18,6 @@ __all__ = ["configure", "format_snapshot", "run"]
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the metrics command's arguments."""
-    from .cli import add_url_argument
-
     add_url_argument(parser)
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print the snapshot as JSON")

@@ -55,6 +55,7 @@ from . import _audit_model  # noqa: F401 - registers the toolkit's tables on too
 from ._engine import READ_ONLY_OPTION
 from ._errors import MigrationError, exception_summary, sqlstate_of
 from ._manager import AsyncDatabaseManager
+from ._migrate_adopt import existing_toolkit_tables, schema_differences, stamp_heads
 from ._models import UTCDateTime
 from ._schema import toolkit_metadata
 from ._settings import DatabaseSettings
@@ -197,7 +198,11 @@ class _Progress:
 
 
 async def migrate(
-    db: AsyncDatabaseManager | str | None = None, *, revision: str = "head", sql: bool = False
+    db: AsyncDatabaseManager | str | None = None,
+    *,
+    revision: str = "head",
+    sql: bool = False,
+    adopt: bool = False,
 ) -> MigrationResult:
     """Upgrade the toolkit's tables to ``revision`` (default: the newest).
 
@@ -208,10 +213,55 @@ async def migrate(
 
         result = await migrate(db)
         print(result.before, "->", result.after)
+
+    ``adopt=True`` takes over toolkit tables made by ``metadata.create_all``: it checks
+    that they match the head revision's schema and records the head without running a
+    revision (``result.applied`` is empty, ``result.after`` the head). Tables that differ
+    raise :class:`MigrationError` listing the differences; nothing is recorded.
     """
     if sql:
         return await _offline(_settings_of(db), revision)
+    if adopt:
+        return await _adopt(db)
     return await _online("upgrade", db, revision)
+
+
+async def _adopt(db: AsyncDatabaseManager | str | None) -> MigrationResult:
+    script = ScriptDirectory.from_config(_alembic_config())
+    async with _process_lock(), _engine_for(db) as (engine, url), engine.begin() as conn:
+        return await conn.run_sync(_adopt_on, script, url)
+
+
+def _adopt_on(connection: Connection, script: ScriptDirectory, url: str) -> MigrationResult:
+    if connection.dialect.name == "postgresql":
+        connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({ADVISORY_LOCK_KEY})")
+    current = _read_heads(connection)
+    heads = tuple(sorted(script.get_heads()))
+    if current == heads:
+        return MigrationResult(url=url, before=current, after=current, applied=())
+    if current:
+        msg = (
+            f"The database at {url} already records toolkit revision {_describe(current)}: "
+            "there is nothing to adopt. Run `asyncdb migrate` to upgrade it."
+        )
+        raise MigrationError(msg)
+    if not existing_toolkit_tables(connection):
+        msg = (
+            f"The database at {url} has none of the toolkit's tables, so there is nothing to "
+            "adopt. Run `asyncdb migrate` to create them."
+        )
+        raise MigrationError(msg)
+    differences = schema_differences(connection, _context_options())
+    if differences:
+        msg = (
+            f"The toolkit's tables in {url} do not match head revision {_describe(heads)}, so "
+            f"they were not adopted: {'; '.join(differences)}. Bring them in line with the head "
+            "(or drop them and run `asyncdb migrate`), then run `asyncdb migrate --adopt`."
+        )
+        raise MigrationError(msg)
+    stamp_heads(connection, script, VERSION_TABLE)
+    logger.info("Adopted the toolkit's tables on %s at %s", url, _describe(heads))
+    return MigrationResult(url=url, before=(), after=heads, applied=())
 
 
 async def downgrade(db: AsyncDatabaseManager | str | None, revision: str) -> MigrationResult:
@@ -573,6 +623,15 @@ def _failed(
     if not summary.endswith("."):
         summary += "."
     at = _heads_after_failure(connection)
+    made_outside = _unrecorded_tables(connection) if direction == "upgrade" and at == () else []
+    if made_outside:
+        msg = (
+            f"The toolkit's tables ({', '.join(made_outside)}) already exist in {url}, but no "
+            "toolkit revision is recorded: they were made outside the migrations (by "
+            "metadata.create_all, say). Run `asyncdb migrate --adopt` (or "
+            "migrate(adopt=True)) to check them against the head revision and record it."
+        )
+        return MigrationError(msg, sqlstate=sqlstate_of(exc))
     where = (
         f"The database is at revision {_describe(at)}."
         if at is not None
@@ -610,6 +669,15 @@ def _failing_revision(
     except (CommandError, ResolutionError):
         return None
     return candidates[0] if len(candidates) == 1 else None
+
+
+def _unrecorded_tables(connection: Connection) -> list[str]:
+    try:
+        tables = existing_toolkit_tables(connection)
+        connection.rollback()
+    except Exception:
+        return []
+    return tables
 
 
 def _read_heads(connection: Connection) -> tuple[str, ...]:

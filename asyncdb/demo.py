@@ -25,6 +25,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from ._audit import get_audit_logs
 from ._audit_model import AUDIT_TABLE, AuditLog
+from ._cli_common import add_url_argument
 from ._context import audit_context
 from ._manager import AsyncDatabaseManager
 from ._models import Audited, Base, SoftDeleteMixin, TimestampMixin
@@ -70,8 +71,6 @@ def demo_models() -> tuple[type[Any], type[Any]]:
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the demo command's arguments."""
-    from .cli import add_url_argument
-
     add_url_argument(parser)
 
 

@@ -1,6 +1,6 @@
 """FastAPI integration: lifespan, request-scoped dependencies, audit middleware, health.
 
-Install with the ``fastapi`` extra (``pip install 'asyncdb[fastapi]'``)::
+Install with the ``fastapi`` extra (``pip install 'asyncdb-toolkit[fastapi]'``)::
 
     from typing import Annotated
 

@@ -33,7 +33,7 @@ from asyncdb import (
 )
 from asyncdb._migrate import ADVISORY_LOCK_KEY, VERSION_TABLE
 from asyncdb.cli import main
-from tests.conftest import _dsn, fresh_postgres_database
+from tests.conftest import _dsn, pristine_database
 
 REPO = Path(__file__).resolve().parents[2]
 HEAD = "asyncdb_0001"
@@ -45,22 +45,6 @@ AUDIT_INDEXES = {
     "ix_asyncdb_audit_log_user_id",
 }
 PRISTINE = ["sqlite-file", "postgres"]
-
-
-@contextlib.contextmanager
-def pristine_database(kind: str, tmp_path: Path) -> Iterator[str]:
-    """A URL of an empty database: a new SQLite file, or a new PostgreSQL database."""
-    if kind == "sqlite-file":
-        yield f"sqlite+aiosqlite:///{tmp_path / f'fresh_{uuid.uuid4().hex[:6]}.db'}"
-        return
-    with fresh_postgres_database("asyncdb_mig") as url:
-        yield url
-
-
-@pytest.fixture(params=PRISTINE)
-def fresh_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    with pristine_database(str(request.param), tmp_path) as url:
-        yield url
 
 
 @pytest.fixture
@@ -536,7 +520,7 @@ def test_cli_migrate_status_sql_and_downgrade(
     assert main(["migrate", "--status", "--url", fresh_url]) == 0
     assert "up to date" in capsys.readouterr().out
 
-    assert main(["migrate", "--downgrade", "base", "--url", fresh_url]) == 0
+    assert main(["migrate", "--downgrade", "base", "--yes", "--url", fresh_url]) == 0
     assert f"Downgraded {make_url(fresh_url).render_as_string()} from {HEAD} to base" in (
         capsys.readouterr().out
     )
