@@ -7,8 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import Table, text
 
 from asyncdb import AsyncDatabaseManager, Base
+from asyncdb._schema import all_metadata
 from tests.integration import models  # noqa: F401 - registers the test tables
 
 BACKENDS = ["sqlite-file", "sqlite-memory", "postgres"]
@@ -35,15 +37,53 @@ def manager_for(url: str, **overrides: Any) -> AsyncDatabaseManager:
     return AsyncDatabaseManager(url, **options)
 
 
+def _tables() -> list[Table]:
+    return [table for metadata in all_metadata() for table in metadata.sorted_tables]
+
+
 async def reset_schema(db: AsyncDatabaseManager) -> None:
     """Drop and create every table of ``Base.metadata`` and the toolkit's metadata."""
-    from asyncdb._schema import all_metadata
-
     async with db.engine.begin() as conn:
         for metadata in all_metadata():
             await conn.run_sync(metadata.drop_all)
         for metadata in all_metadata():
             await conn.run_sync(metadata.create_all)
+
+
+async def empty_tables(db: AsyncDatabaseManager) -> None:
+    """Every table of the matrix, present and empty, as cheaply as the backend allows.
+
+    A new SQLite database gets ``create_all``; PostgreSQL, whose database lives for the
+    whole run, gets one ``TRUNCATE ... RESTART IDENTITY`` when the tables are all there
+    (a test that dropped or changed one gets them rebuilt).
+    """
+    tables = _tables()
+    if db.backend != "postgresql":
+        await reset_schema(db)
+        return
+    names = [table.name for table in tables]
+    async with db.engine.begin() as conn:
+        found = await conn.scalar(
+            text(
+                "SELECT count(*) FROM pg_tables WHERE schemaname = current_schema() "
+                "AND tablename = ANY(:names)"
+            ),
+            {"names": names},
+        )
+        extra_columns = await conn.scalar(
+            text(
+                "SELECT count(*) FROM information_schema.columns "
+                "WHERE table_schema = current_schema() AND table_name = ANY(:names)"
+            ),
+            {"names": names},
+        )
+    expected_columns = sum(len(table.columns) for table in tables)
+    if found != len(names) or extra_columns != expected_columns:
+        await reset_schema(db)
+        return
+    quoted = ", ".join(f'"{name}"' for name in names)
+    async with db.engine.begin() as conn:
+        await conn.execute(text(f"TRUNCATE {quoted} RESTART IDENTITY CASCADE"))
 
 
 @pytest.fixture
@@ -52,7 +92,7 @@ async def db(db_url: str) -> AsyncIterator[AsyncDatabaseManager]:
     manager = manager_for(db_url)
     await manager.connect()
     try:
-        await reset_schema(manager)
+        await empty_tables(manager)
         yield manager
         checked_out = manager.pool_status().get("checked_out", 0)
         assert checked_out == 0, f"{checked_out} connection(s) left checked out after the test"
@@ -65,4 +105,4 @@ def is_postgres(backend: str) -> bool:
     return backend == "postgres"
 
 
-__all__ = ["Base", "manager_for", "reset_schema"]
+__all__ = ["Base", "empty_tables", "manager_for", "reset_schema"]
