@@ -51,6 +51,15 @@ def test_demo_twice_on_a_sqlite_file(tmp_path: Path) -> None:
     assert_passed(first)
     assert "Ran asyncdb's migrations" in first.stdout
     assert "bulk_create 100%" in first.stderr  # the progress indicator
+    progress = [line for line in first.stderr.splitlines() if "bulk_create" in line]
+    assert not all(line.endswith(" 0 s)") for line in progress), progress
+    # The code shown names the user that the trail later shows.
+    out = first.stdout
+    assert 'audit_context(user_id="grace")' in out
+    assert out.index('audit_context(user_id="grace")') < out.index("by grace")
+    (top,) = [line for line in out.splitlines() if "Most time went to" in line]
+    statement = top.split("): ", 1)[1]
+    assert statement.endswith(" …") or len(statement) <= 70, top
     second = demo("--url", url)
     assert_passed(second)
     assert "migrations are up to date" in second.stdout

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import re
 import tempfile
 from pathlib import Path
 
@@ -150,6 +151,8 @@ def test_progress_in_a_log_prints_a_line_per_tenth() -> None:
     lines = stream.getvalue().splitlines()
     assert len(lines) == 11  # the start, then every tenth
     assert lines[-1].startswith("work 100% (200/200")
+    assert lines[-1].endswith(" s) step")
+    assert re.search(r", \d+\.\d s\)", lines[-1])  # tenths under 10 s, never a flat "0 s"
 
 
 def test_progress_on_a_terminal_redraws_one_line() -> None:
