@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Table, text
+from sqlalchemy import Table, select, text
 
 from asyncdb import AsyncDatabaseManager, Base
 from asyncdb._schema import all_metadata
-from tests.integration import models  # noqa: F401 - registers the test tables
+from tests.integration import models  # registers the test tables
 
 BACKENDS = ["sqlite-file", "sqlite-memory", "postgres"]
 
@@ -100,9 +101,36 @@ async def db(db_url: str) -> AsyncIterator[AsyncDatabaseManager]:
         await manager.dispose()
 
 
+async def names(db: AsyncDatabaseManager) -> list[str]:
+    """The names of every ``Item`` row, sorted (read-only: no write lock on SQLite)."""
+    async with db.session(read_only=True) as session:
+        return sorted((await session.scalars(select(models.Item.name))).all())
+
+
+async def wait_until(
+    predicate: Any, what: str = "the condition holds", timeout: float = 10.0
+) -> None:
+    """Poll ``predicate`` (sync or async) until true; fail after ``timeout`` seconds.
+
+    For waiting on another task's progress; never a substitute for synchronisation that
+    the code under test offers.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        result = predicate()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        if loop.time() > deadline:
+            pytest.fail(f"timed out waiting until {what}")
+        await asyncio.sleep(0.02)
+
+
 @pytest.fixture
 def is_postgres(backend: str) -> bool:
     return backend == "postgres"
 
 
-__all__ = ["Base", "empty_tables", "manager_for", "reset_schema"]
+__all__ = ["Base", "empty_tables", "manager_for", "names", "reset_schema", "wait_until"]

@@ -19,13 +19,8 @@ from asyncdb import (
     get_audit_logs,
     run_tx,
 )
-from tests.integration.conftest import manager_for, reset_schema
+from tests.integration.conftest import manager_for, names, reset_schema
 from tests.integration.models import Counter, Item
-
-
-async def names(db: AsyncDatabaseManager) -> list[str]:
-    async with db.session(read_only=True) as session:
-        return sorted((await session.scalars(select(Item.name))).all())
 
 
 def serialization_failure() -> RetryableError:
