@@ -11,6 +11,7 @@ from ._cache import CacheBackend, MemoryCacheBackend, RepositoryCache
 from ._context import AuditContext, audit_context, get_audit_context
 from ._errors import (
     AsyncDBError,
+    CommitOutcomeUnknownError,
     ConfigurationError,
     ConflictError,
     DatabaseUnavailableError,
@@ -54,6 +55,7 @@ __all__ = [
     "Audited",
     "Base",
     "CacheBackend",
+    "CommitOutcomeUnknownError",
     "ConfigurationError",
     "ConflictError",
     "DatabaseSettings",

@@ -5,7 +5,8 @@ The tree::
     AsyncDBError
     ├── ConfigurationError        bad settings, URL or option; raised before any I/O
     ├── DatabaseUnavailableError  cannot reach the server (refused, reset, DNS, timed out)
-    │   └── PoolTimeoutError      every pooled connection stayed busy for pool_timeout
+    │   ├── PoolTimeoutError      every pooled connection stayed busy for pool_timeout
+    │   └── CommitOutcomeUnknownError  the connection died after COMMIT was sent
     ├── NotFoundError             no row with that primary key
     ├── ValidationError           caller input rejected before SQL, or a NOT NULL/CHECK failure
     ├── ConflictError             unique or foreign-key violation
@@ -29,6 +30,7 @@ from sqlalchemy import exc as sa_exc
 
 __all__ = [
     "AsyncDBError",
+    "CommitOutcomeUnknownError",
     "ConfigurationError",
     "ConflictError",
     "DatabaseUnavailableError",
@@ -67,6 +69,24 @@ class DatabaseUnavailableError(AsyncDBError):
 
 class PoolTimeoutError(DatabaseUnavailableError):
     """No pooled connection became free within ``pool_timeout`` seconds."""
+
+
+class CommitOutcomeUnknownError(DatabaseUnavailableError):
+    """The connection was lost after COMMIT was sent: the transaction may have committed.
+
+    Never retried automatically (``run_tx`` raises it at once): running the work again
+    could apply it twice. Check the data, or make the work idempotent, before retrying.
+    """
+
+
+def commit_outcome_unknown(exc: DatabaseUnavailableError) -> CommitOutcomeUnknownError:
+    """The error for a connection lost while COMMIT was in flight; raise it ``from exc``."""
+    msg = (
+        "The connection to the database was lost while committing: the transaction may "
+        "or may not have committed, so it was not retried. Check whether the change is "
+        "there before doing it again, or make the work idempotent."
+    )
+    return CommitOutcomeUnknownError(msg, sqlstate=exc.sqlstate)
 
 
 class NotFoundError(AsyncDBError):

@@ -45,6 +45,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ._context import audit_context
 from ._errors import (
     AsyncDBError,
+    CommitOutcomeUnknownError,
     ConflictError,
     DatabaseUnavailableError,
     NotFoundError,
@@ -359,6 +360,8 @@ ERROR_STATUS: tuple[tuple[type[AsyncDBError], int], ...] = (
     (ConflictError, 409),
     (ValidationError, 422),
     (PoolTimeoutError, 503),
+    # Not 503: a retry could apply the work twice; the message says to check first.
+    (CommitOutcomeUnknownError, 500),
     (DatabaseUnavailableError, 503),
     (AsyncDBError, 500),
 )
@@ -389,7 +392,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     ``NotFoundError`` → 404, ``ConflictError`` → 409 (with ``"fields"``),
     ``ValidationError`` and its subclasses → 422, ``PoolTimeoutError`` and
-    ``DatabaseUnavailableError`` → 503 with ``Retry-After``, any other asyncdb error → 500.
+    ``DatabaseUnavailableError`` → 503 with ``Retry-After``, a commit whose outcome is
+    unknown (``CommitOutcomeUnknownError``) → 500 saying so, any other asyncdb error → 500.
     The request's unit of work has already rolled back when a handler runs. The handlers
     run inside ``AuditMiddleware``, so the response keeps its ``X-Request-ID``.
     Register your own handler for a class afterwards to override one mapping.

@@ -13,6 +13,7 @@ from sqlalchemy import text
 from asyncdb import (
     AsyncDatabaseManager,
     AsyncUnitOfWork,
+    CommitOutcomeUnknownError,
     DatabaseUnavailableError,
     PoolTimeoutError,
     Repository,
@@ -76,6 +77,13 @@ def build_app(db: AsyncDatabaseManager) -> FastAPI:
     @app.get("/pool-timeout")
     async def pool_timeout() -> None:
         raise PoolTimeoutError("No pooled connection became free. Try again later.")
+
+    @app.post("/commit-lost")
+    async def commit_lost() -> None:
+        raise CommitOutcomeUnknownError(
+            "The connection was lost while committing: the transaction may or may not have "
+            "committed. Check before doing it again."
+        )
 
     @app.get("/data-error")
     async def data_error() -> None:
@@ -166,3 +174,14 @@ async def test_audit_user_comes_from_the_apps_dependency_parsed_once(
     assert auth_calls == ["Bearer u-42"]  # auth and audit share one call
     (row,) = await get_audit_logs(db, table_name="t_item")
     assert row.user_id == "u-42"
+
+
+async def test_a_commit_with_unknown_outcome_is_a_500_that_says_so(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.post("/commit-lost")
+    assert response.status_code == 500
+    assert "retry-after" not in response.headers
+    assert response.json()["error"] == "CommitOutcomeUnknownError"
+    assert "may or may not have committed" in response.json()["detail"]
+    assert "x-request-id" in response.headers
