@@ -15,8 +15,6 @@ nox.options.reuse_existing_virtualenvs = True
 
 PYTHON = ["3.11"]
 MATRIX = ["3.10", "3.11", "3.13"]
-#: The floor of line + branch coverage (the suite measures about 93%).
-COVERAGE_FLOOR = "90"
 
 
 @nox.session(python=MATRIX)
@@ -26,10 +24,13 @@ def tests(session: nox.Session) -> None:
         session.install("-e", ".[dev]", "--constraint", ".ci/constraints-sqlalchemy-2.0.txt")
     else:
         session.install("-e", ".[dev]")
-    args = list(session.posargs)
-    if session.python == "3.11" and not args:
-        args = ["--cov", "--cov-report=term", f"--cov-fail-under={COVERAGE_FLOOR}"]
-    session.run("python", "-m", "pytest", *args)
+    if session.python == "3.11" and not session.posargs:
+        # coverage run, not pytest-cov: asyncdb's pytest plugin imports the package before
+        # pytest-cov starts; the floor is fail_under in pyproject.toml.
+        session.run("python", "-m", "coverage", "run", "-m", "pytest")
+        session.run("python", "-m", "coverage", "report")
+        return
+    session.run("python", "-m", "pytest", *session.posargs)
 
 
 @nox.session(python=PYTHON)

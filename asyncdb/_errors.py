@@ -255,6 +255,17 @@ def _is_connection_level(exc: BaseException) -> bool:
 _VALUE_BEARING_DETAIL = re.compile(r"Key \(|Failing row contains|\)=\(")
 
 
+_DETAIL_LINE = re.compile(r"\n?DETAIL:[^\n]*")
+_KEY_VALUES = re.compile(r"\)=\(.*?\)(?= already| is not| is still|$)", re.MULTILINE)
+_FAILING_ROW = re.compile(r"Failing row contains \(.*?\)(?=\.?$)", re.MULTILINE)
+
+
+def _scrub_text(text: str) -> str:
+    text = _DETAIL_LINE.sub("", text)
+    text = _KEY_VALUES.sub(")=(…)", text)
+    return _FAILING_ROW.sub("Failing row contains (…)", text)
+
+
 def scrub_values(exc: BaseException) -> None:
     """Remove row values from driver exceptions in ``exc``'s chain, in place.
 
@@ -270,6 +281,10 @@ def scrub_values(exc: BaseException) -> None:
         if isinstance(detail, str) and _VALUE_BEARING_DETAIL.search(detail):
             with contextlib.suppress(AttributeError):  # a read-only attribute
                 current.detail = None  # type: ignore[attr-defined]
+        # SQLAlchemy 2.0's asyncpg adapter bakes the driver's text, DETAIL included, into
+        # its own exception's args when it wraps the error.
+        if any(isinstance(a, str) and _VALUE_BEARING_DETAIL.search(a) for a in current.args):
+            current.args = tuple(_scrub_text(a) if isinstance(a, str) else a for a in current.args)
         orig = getattr(current, "orig", None)
         current = orig if isinstance(orig, BaseException) else current.__cause__
 

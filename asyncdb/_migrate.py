@@ -626,10 +626,11 @@ def _failed(
     made_outside = _unrecorded_tables(connection) if direction == "upgrade" and at == () else []
     if made_outside:
         msg = (
-            f"The toolkit's tables ({', '.join(made_outside)}) already exist in {url}, but no "
-            "toolkit revision is recorded: they were made outside the migrations (by "
-            "metadata.create_all, say). Run `asyncdb migrate --adopt` (or "
-            "migrate(adopt=True)) to check them against the head revision and record it."
+            f"{what} failed while upgrading {url}: the toolkit's tables "
+            f"({', '.join(made_outside)}) already exist, but no toolkit revision is recorded: "
+            "they were made outside the migrations (by metadata.create_all, say). Run "
+            "`asyncdb migrate --adopt` (or migrate(adopt=True)) to check them against the "
+            "head revision and record it."
         )
         return MigrationError(msg, sqlstate=sqlstate_of(exc))
     where = (
@@ -698,5 +699,5 @@ def _heads_after_failure(connection: Connection) -> tuple[str, ...] | None:
 
 def _describe(heads: tuple[str, ...] | None) -> str:
     if not heads:
-        return "base (no toolkit tables)"
+        return "base (no toolkit revision recorded)"
     return ", ".join(heads)
