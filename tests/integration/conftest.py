@@ -32,8 +32,9 @@ def db_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
 
 
 def manager_for(url: str, **overrides: Any) -> AsyncDatabaseManager:
-    """A manager with test-friendly bounds (short waits, few retries)."""
-    options: dict[str, Any] = {"connect_retries": 1, "pool_timeout": 10.0}
+    """A manager with test-friendly bounds (few retries; a pool wait that outlasts a
+    loaded CI machine's queue of 500 concurrent SQLite writers, yet still ends a hang)."""
+    options: dict[str, Any] = {"connect_retries": 1, "pool_timeout": 30.0}
     options.update(overrides)
     return AsyncDatabaseManager(url, **options)
 

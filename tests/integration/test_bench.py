@@ -52,6 +52,7 @@ def sqlite_file(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_quick_json_run_on_sqlite_cleans_up(sqlite_file: Path) -> None:
     url = f"sqlite+aiosqlite:///{sqlite_file}"
     done = bench("--url", url, "--rounds", "1", "--json", "--quick")
@@ -82,6 +83,7 @@ def test_quick_json_run_on_sqlite_cleans_up(sqlite_file: Path) -> None:
     assert sqlite_tables(sqlite_file) == {"keep_me"}
 
 
+@pytest.mark.slow
 def test_text_report_on_sqlite(sqlite_file: Path) -> None:
     url = f"sqlite+aiosqlite:///{sqlite_file}"
     done = bench("--url", url, "--quick", "--rounds", "2", "--workloads", "get_by_id,create")
@@ -94,18 +96,21 @@ def test_text_report_on_sqlite(sqlite_file: Path) -> None:
     assert sqlite_tables(sqlite_file) == {"keep_me"}
 
 
+@pytest.mark.slow
 def test_unknown_workload_is_refused(sqlite_file: Path) -> None:
     done = bench("--url", f"sqlite+aiosqlite:///{sqlite_file}", "--quick", "--workloads", "nope")
     assert done.returncode == 2
     assert "Unknown workload(s): nope" in done.stderr
 
 
+@pytest.mark.slow
 def test_in_memory_sqlite_is_refused() -> None:
     done = bench("--url", "sqlite+aiosqlite:///:memory:", "--quick")
     assert done.returncode == 2
     assert "in-memory SQLite" in done.stderr
 
 
+@pytest.mark.slow
 def test_refuses_sqlite_outside_the_temp_dir_with_tables(sqlite_file: Path, tmp_path: Path) -> None:
     elsewhere = tmp_path / "another-tmp"
     elsewhere.mkdir()
@@ -117,6 +122,7 @@ def test_refuses_sqlite_outside_the_temp_dir_with_tables(sqlite_file: Path, tmp_
     assert sqlite_tables(sqlite_file) == {"keep_me"}
 
 
+@pytest.mark.slow
 def test_cleanup_after_a_failing_workload(
     sqlite_file: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -190,6 +196,7 @@ def test_quick_json_run_on_postgres(empty_pg_url: str) -> None:
     assert asyncio.run(_pg_tables(empty_pg_url)) == set()
 
 
+@pytest.mark.slow
 def test_refuses_a_postgres_database_in_use(empty_pg_url: str) -> None:
     asyncio.run(_admin(empty_pg_url, "CREATE TABLE customers (id serial PRIMARY KEY)"))
     done = bench("--url", empty_pg_url, "--quick")

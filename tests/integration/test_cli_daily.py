@@ -14,6 +14,9 @@ import pytest
 from asyncdb import __version__, migrate
 from tests.conftest import POSTGRES_URL
 
+# Each test starts the command line in a new interpreter.
+pytestmark = pytest.mark.slow
+
 UNREACHABLE = "postgresql+asyncpg://postgres@127.0.0.1:1/nowhere"
 
 
@@ -98,7 +101,6 @@ def test_bench_check_refuses_quick() -> None:
     assert "--check" in done.stderr
 
 
-@pytest.mark.slow
 def test_bench_quick_prints_no_verdicts(tmp_path: Path) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path / 'bench.db'}"
     done = cli("bench", "--quick", "--rounds", "1", "--workloads", "get_by_id", "--url", url)

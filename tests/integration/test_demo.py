@@ -45,6 +45,7 @@ def assert_passed(done: subprocess.CompletedProcess[str]) -> None:
     assert "FAILED" not in done.stdout
 
 
+@pytest.mark.slow
 def test_demo_twice_on_a_sqlite_file(tmp_path: Path) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path / 'demo.sqlite3'}"
     first = demo("--url", url)
@@ -65,6 +66,7 @@ def test_demo_twice_on_a_sqlite_file(tmp_path: Path) -> None:
     assert "migrations are up to date" in second.stdout
 
 
+@pytest.mark.slow
 def test_demo_without_arguments_uses_the_embedded_default(tmp_path: Path) -> None:
     assert_passed(demo(cwd=tmp_path))
     assert (tmp_path / "asyncdb.sqlite3").exists()
@@ -92,6 +94,7 @@ def demo_pg_url(postgres_url: str) -> Iterator[str]:
         asyncio.run(_admin(postgres_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
+@pytest.mark.slow
 def test_demo_twice_on_postgres(demo_pg_url: str) -> None:
     assert_passed(demo("--url", demo_pg_url))
     assert_passed(demo("--url", demo_pg_url))

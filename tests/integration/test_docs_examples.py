@@ -69,6 +69,7 @@ def run(args: list[str], url: str | None, cwd: Path) -> subprocess.CompletedProc
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", sorted(SCRIPTS))
 def test_example_script(script: str, example_url: str, tmp_path: Path) -> None:
     result = run([str(EXAMPLES / script)], example_url, tmp_path)
@@ -86,6 +87,7 @@ def test_example_script(script: str, example_url: str, tmp_path: Path) -> None:
         assert steady(again.stdout) == steady(result.stdout), "a second run printed otherwise"
 
 
+@pytest.mark.slow
 def test_example_scripts_default_to_a_sqlite_file(tmp_path: Path) -> None:
     result = run([str(EXAMPLES / "metrics_health.py")], None, tmp_path)
     assert result.returncode == 0, result.stderr

@@ -123,6 +123,7 @@ async def client(db: AsyncDatabaseManager) -> AsyncIterator[httpx.AsyncClient]:
         yield http
 
 
+@pytest.mark.slow
 async def test_concurrent_requests_write_audit_rows_with_their_own_ids(
     db: AsyncDatabaseManager, client: httpx.AsyncClient
 ) -> None:

@@ -85,6 +85,7 @@ async def test_adopt_on_a_migrated_database_is_a_no_op(fresh_url: str) -> None:
     assert result.applied == ()
 
 
+@pytest.mark.slow
 async def test_cli_adopt(fresh_url: str) -> None:
     await create_all_toolkit(fresh_url)
     failed = cli("migrate", "--url", fresh_url)

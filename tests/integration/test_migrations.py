@@ -172,6 +172,7 @@ def alembic(url: str, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 def test_alembic_command_line_from_the_repository_root(fresh_url: str) -> None:
     """`alembic upgrade head`, `check`, `downgrade base` work from the root (pyproject)."""
     for args in (["upgrade", "head"], ["check"], ["downgrade", "base"], ["upgrade", "head"]):
@@ -189,6 +190,7 @@ def test_alembic_command_line_from_the_repository_root(fresh_url: str) -> None:
     assert versions == [HEAD]
 
 
+@pytest.mark.slow
 def test_alembic_check_reports_a_schema_that_differs(fresh_sqlite_url: str) -> None:
     asyncio.run(migrate(fresh_sqlite_url))
     asyncio.run(execute(fresh_sqlite_url, "DROP INDEX ix_asyncdb_audit_log_action"))
@@ -198,6 +200,7 @@ def test_alembic_check_reports_a_schema_that_differs(fresh_sqlite_url: str) -> N
     assert "ix_asyncdb_audit_log_action" in done.stdout + done.stderr
 
 
+@pytest.mark.slow
 def test_alembic_autogenerate_ignores_the_applications_tables(fresh_sqlite_url: str) -> None:
     asyncio.run(migrate(fresh_sqlite_url))
     asyncio.run(
@@ -452,6 +455,7 @@ def _finish(procs: list[subprocess.Popen[bytes]]) -> list[str]:
     return logs
 
 
+@pytest.mark.slow
 async def test_two_processes_init_database_on_postgres_migrate_once(fresh_pg_url: str) -> None:
     """Both processes wait on the advisory lock (held here first); one migrates."""
     import asyncpg
@@ -489,6 +493,7 @@ async def test_two_processes_init_database_on_postgres_migrate_once(fresh_pg_url
     assert indexes == AUDIT_INDEXES
 
 
+@pytest.mark.slow
 def test_two_processes_init_database_on_sqlite_migrate_once(fresh_sqlite_url: str) -> None:
     # A brand-new file: both processes also race to switch it to WAL at connect (SQLite
     # answers "locked" there without consulting the busy handler; the engine retries).
@@ -504,6 +509,7 @@ def test_two_processes_init_database_on_sqlite_migrate_once(fresh_sqlite_url: st
 # -- the asyncdb migrate command ------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_cli_migrate_status_sql_and_downgrade(
     fresh_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

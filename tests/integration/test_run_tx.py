@@ -193,6 +193,7 @@ async def pg(postgres_url: str) -> AsyncIterator[AsyncDatabaseManager]:
         assert manager.pool_status()["checked_out"] == 0
 
 
+@pytest.mark.slow
 @pytest.mark.postgres_only
 async def test_serializable_counter_under_contention(pg: AsyncDatabaseManager) -> None:
     """50 SERIALIZABLE read-modify-write increments of one row: no update is lost.
@@ -226,6 +227,7 @@ async def test_serializable_counter_under_contention(pg: AsyncDatabaseManager) -
     assert figures["rolled_back"] == len(attempts) - 50
 
 
+@pytest.mark.slow
 @pytest.mark.postgres_only
 async def test_deadlocks_are_retried(pg: AsyncDatabaseManager) -> None:
     """20 pairs lock two rows in opposite order; every one of the 40 tasks commits.
