@@ -25,7 +25,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("asyncdb.demo", "a narrated tour of asyncdb on a real database"),
     "health": ("asyncdb._cli_health", "probe the database; exit 0 when healthy, 1 when not"),
     "metrics": ("asyncdb._cli_metrics", "connect, run the health check, print the metrics"),
-    "migrate": ("asyncdb._cli_migrate", "upgrade (or --status, --downgrade) the toolkit's tables"),
+    "migrate": (
+        "asyncdb._cli_migrate",
+        "upgrade (or --status, --downgrade, --adopt) the toolkit's tables",
+    ),
 }
 
 EPILOG = """\
@@ -63,8 +66,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """Keeps the epilog's layout and shows each option's default."""
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the epilog's layout and shows each option's default, unless the help says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if (
+            "default" in text
+            or default in (None, False, argparse.SUPPRESS)
+            or action.option_strings == []
+        ):
+            return action.help
+        return f"{text} (default: {default})"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
