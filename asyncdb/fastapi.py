@@ -1,4 +1,4 @@
-"""FastAPI integration: lifespan, request-scoped dependencies, audit middleware, health.
+"""FastAPI integration: lifespan, request-scoped dependencies, error handlers, audit, health.
 
 Install with the ``fastapi`` extra (``pip install 'asyncdb-toolkit[fastapi]'``)::
 
@@ -7,14 +7,18 @@ Install with the ``fastapi`` extra (``pip install 'asyncdb-toolkit[fastapi]'``):
     from fastapi import Depends, FastAPI
 
     from asyncdb import AsyncUnitOfWork, Repository
-    from asyncdb.fastapi import AuditMiddleware, Dependencies, health_endpoint, lifespan
+    from asyncdb.fastapi import (
+        AuditMiddleware, Dependencies, health_endpoint, install_error_handlers, lifespan,
+    )
 
-    deps = Dependencies()  # the process-wide manager: get_db_manager(), from ASYNCDB_*
+    deps = Dependencies(user_id=current_user_id)  # the process-wide manager (ASYNCDB_*)
     UnitOfWork = Annotated[AsyncUnitOfWork, Depends(deps.unit_of_work)]
     Users = Annotated[Repository[User], Depends(deps.repository(User))]
+    ReadUsers = Annotated[Repository[User], Depends(deps.repository(User, read_only=True))]
 
     app = FastAPI(lifespan=lifespan())
-    app.add_middleware(AuditMiddleware, user_id=user_id_from_token)
+    app.add_middleware(AuditMiddleware)
+    install_error_handlers(app)  # NotFoundError -> 404, ConflictError -> 409, ...
     app.add_api_route("/health", health_endpoint(), methods=["GET"])
 
 Each factory takes the manager to use, or None (the default) for the process-wide one,
