@@ -132,3 +132,15 @@ async def test_downgrade_base_asks_first(fresh_url: str) -> None:
     assert status.returncode == 0  # still at head
     done = cli("migrate", "--downgrade", "base", "--yes", "--url", fresh_url)
     assert done.returncode == 0, done.stderr
+
+
+def test_bench_check_exit_code_follows_the_verdicts(fresh_url: str) -> None:
+    args = ["--rounds", "1", "--duration", "0.02", "--workloads", "get_by_id", "--yes"]
+    done = cli("bench", "--check", *args, "--url", fresh_url)
+    assert done.returncode in {0, 1}, done.stderr
+    applies = fresh_url.startswith("postgresql")
+    missed = "MISSED" in done.stdout
+    # Targets apply to PostgreSQL; on SQLite they are shown for information and never fail.
+    assert done.returncode == (1 if applies and missed else 0), done.stdout + done.stderr
+    if done.returncode == 1:
+        assert "target(s) missed" in done.stderr
