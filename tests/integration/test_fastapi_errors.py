@@ -2,6 +2,7 @@
 
 # No `from __future__ import annotations`: FastAPI resolves the Annotated aliases below.
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -185,3 +186,28 @@ async def test_a_commit_with_unknown_outcome_is_a_500_that_says_so(
     assert response.json()["error"] == "CommitOutcomeUnknownError"
     assert "may or may not have committed" in response.json()["detail"]
     assert "x-request-id" in response.headers
+
+
+async def test_a_read_only_route_does_not_queue_behind_a_writer(
+    client: httpx.AsyncClient, db: AsyncDatabaseManager, backend: str
+) -> None:
+    if backend == "sqlite-memory":
+        pytest.skip("one connection: a reader waits for the writer's connection itself")
+    item_id = (await client.post("/items", params={"name": "lamp"})).json()["id"]
+    locked, release = asyncio.Event(), asyncio.Event()
+
+    async def writer() -> None:
+        async with AsyncUnitOfWork(db) as unit:  # holds SQLite's write lock until released
+            await unit.get_repository(Item).create(name="pending")
+            locked.set()
+            await release.wait()
+
+    task = asyncio.create_task(writer())
+    try:
+        await locked.wait()
+        response = await asyncio.wait_for(client.get(f"/items/{item_id}"), timeout=20)
+        assert response.status_code == 200
+        assert response.json()["name"] == "lamp"
+    finally:
+        release.set()
+        await task
