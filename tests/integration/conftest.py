@@ -32,9 +32,9 @@ def db_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
 
 
 def manager_for(url: str, **overrides: Any) -> AsyncDatabaseManager:
-    """A manager with test-friendly bounds (few retries; a pool wait that outlasts a
-    loaded CI machine's queue of 500 concurrent SQLite writers, yet still ends a hang)."""
-    options: dict[str, Any] = {"connect_retries": 1, "pool_timeout": 30.0}
+    """A manager with test-friendly bounds: few retries; pool and SQLite lock waits that
+    outlast a loaded CI machine's queue of 1,000 concurrent writers, yet still end a hang."""
+    options: dict[str, Any] = {"connect_retries": 1, "pool_timeout": 30.0, "busy_timeout": 30.0}
     options.update(overrides)
     return AsyncDatabaseManager(url, **options)
 
