@@ -32,7 +32,9 @@ def tests(session: nox.Session) -> None:
         session.run("python", "-m", "coverage", "combine", "-q")
         session.run("python", "-m", "coverage", "report")
         return
-    session.run("python", "-m", "pytest", *session.posargs)
+    # The scale-out (standby, pgbouncer, redis-server) and slow tests run once, on 3.11.
+    args = session.posargs or ["-m", "not scaleout and not slow"]
+    session.run("python", "-m", "pytest", *args)
 
 
 @nox.session(python=PYTHON)
@@ -48,6 +50,7 @@ def typecheck(session: nox.Session) -> None:
     """mypy --strict on the package."""
     session.install("-e", ".[dev]")
     session.run("mypy", "--strict", "asyncdb")
+    session.run("mypy", "--strict", "tests/typing")
 
 
 @nox.session(python=PYTHON)

@@ -7,25 +7,29 @@ Alembic migrations, for asyncio and FastAPI applications.
 
 from ._audit import cleanup_audit_logs, get_audit_logs
 from ._audit_model import AuditAction, AuditLog
-from ._cache import CacheBackend, MemoryCacheBackend, RepositoryCache
+from ._cache import RepositoryCache
+from ._cache_backend import CacheBackend, MemoryCacheBackend
 from ._context import AuditContext, audit_context, get_audit_context
 from ._errors import (
     AsyncDBError,
     CommitOutcomeUnknownError,
     ConfigurationError,
     ConflictError,
+    ConnectionLostError,
     DatabaseUnavailableError,
+    DataError,
     MigrationError,
     NotFoundError,
     PoolTimeoutError,
     QueryError,
     RetryableError,
+    StateError,
     TransactionError,
     ValidationError,
 )
 from ._health import HealthReport
 from ._helpers import get_conn, get_db_manager, get_session, init_database, run_tx, set_db_manager
-from ._manager import AsyncDatabaseManager, ManagerState, StateError
+from ._manager import AsyncDatabaseManager, ManagerState
 from ._metrics import Metrics
 from ._migrate import (
     MigrationResult,
@@ -39,6 +43,7 @@ from ._migrate import (
 from ._models import Audited, Base, SoftDeleteMixin, TimestampMixin, UTCDateTime, utcnow
 from ._pagination import KeysetPage, Page
 from ._repository import Repository
+from ._routing import route_reads
 from ._schema import toolkit_metadata
 from ._settings import DatabaseSettings, mask_url
 from ._uow import AsyncUnitOfWork
@@ -58,6 +63,8 @@ __all__ = [
     "CommitOutcomeUnknownError",
     "ConfigurationError",
     "ConflictError",
+    "ConnectionLostError",
+    "DataError",
     "DatabaseSettings",
     "DatabaseUnavailableError",
     "HealthReport",
@@ -96,8 +103,27 @@ __all__ = [
     "migrate",
     "migration_status",
     "migrations_location",
+    "route_reads",
     "run_tx",
     "set_db_manager",
     "toolkit_metadata",
     "utcnow",
 ]
+
+
+def _report_public_module() -> None:
+    """Exported classes and functions say ``asyncdb``, where users import them from
+    (reprs, tracebacks, pickles and docs show ``asyncdb.ConflictError``).
+
+    Not a class with annotations of its own: SQLAlchemy's declarative scan and
+    ``typing.get_type_hints`` resolve those in the class's home module.
+    """
+    for name in __all__:
+        obj = globals()[name]
+        if isinstance(obj, type) and "__annotations__" in vars(obj):
+            continue
+        if callable(obj) and getattr(obj, "__module__", "").startswith("asyncdb._"):
+            obj.__module__ = "asyncdb"
+
+
+_report_public_module()

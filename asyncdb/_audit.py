@@ -19,6 +19,7 @@ import datetime as dt
 import decimal
 import enum
 import json
+import math
 import uuid
 import weakref
 from collections.abc import Iterable, Mapping, Sequence
@@ -29,11 +30,12 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.base import NO_VALUE
 
 from ._audit_model import AuditAction, AuditLog
-from ._context import EMPTY_CONTEXT, AuditContext, get_audit_context
+from ._context import EMPTY_CONTEXT, ActingUnit, AuditContext, get_audit_context
 from ._errors import ValidationError, translate_errors
 from ._filters import check_int
+from ._model_info import model_info
 from ._models import Audited, utcnow
-from ._session import ToolkitSession
+from ._session import ToolkitSession, session_state
 
 if TYPE_CHECKING:
     from ._manager import AsyncDatabaseManager
@@ -48,7 +50,8 @@ __all__ = [
 ]
 
 AUDIT_BATCH = 1000
-_OBJ_CONTEXT = "asyncdb_audit_objects"
+#: The longest retention ``cleanup_audit_logs`` accepts (about 1,000 years).
+MAX_RETENTION_DAYS = 365_000
 _NO_AUDIT = object()
 
 
@@ -87,9 +90,44 @@ def json_safe(value: Any) -> Any:
         return f"<unprintable {type(value).__name__}>"
 
 
+#: Default cap on one audited value's JSON size (``__audit_max_value_bytes__`` overrides).
+DEFAULT_AUDIT_MAX_VALUE_BYTES = 64 * 1024
+#: The key of the marker that replaces a value too large for the audit log.
+TRUNCATED_MARKER = "$asyncdb_truncated"
+
+
+def _capped(value: Any, cap: int) -> Any:
+    """``value`` (already JSON-safe), or a marker with its head when larger than ``cap``.
+
+    The marker is ``{"$asyncdb_truncated": {"bytes": <original size>, "head": <prefix>}}``:
+    the audit row still says the value changed and how large it was.
+    """
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    if isinstance(value, str):
+        if len(value) * 4 <= cap:  # cheap bound: at most 4 UTF-8 bytes per character
+            return value
+        text = value
+    else:
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size <= cap:
+        return value
+    head = text[: max(0, cap // 8)]
+    return {TRUNCATED_MARKER: {"bytes": size, "head": head}}
+
+
+def _audit_values(model: type[Any], values: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if values is None:
+        return None
+    excluded = excluded_columns(model)
+    cap = int(getattr(model, "__audit_max_value_bytes__", DEFAULT_AUDIT_MAX_VALUE_BYTES))
+    return {k: _capped(json_safe(v), cap) for k, v in values.items() if k not in excluded}
+
+
 def excluded_columns(model: type[Any]) -> frozenset[str]:
     """Columns kept out of the audit log (``__audit_exclude__``)."""
-    return frozenset(getattr(model, "__audit_exclude__", ()))
+    return model_info(model).audit_excluded
 
 
 def entity_id_of(values: Sequence[Any]) -> str | None:
@@ -111,8 +149,11 @@ def audit_row(
     new: Mapping[str, Any] | None = None,
     changed: Iterable[str] | None = None,
 ) -> dict[str, Any]:
-    """One audit row as a dict for ``INSERT``; excluded columns are dropped."""
-    excluded = excluded_columns(model)
+    """One audit row as a dict for ``INSERT``; excluded columns are dropped.
+
+    A value whose JSON form exceeds the model's ``__audit_max_value_bytes__`` (default
+    64 KiB) is stored as a truncation marker with its size and head.
+    """
     table: Table = model.__table__
     return {
         "table_name": table.name,
@@ -122,12 +163,8 @@ def audit_row(
         "user_id": context.user_id,
         "session_id": context.session_id,
         "correlation_id": context.correlation_id,
-        "old_values": (
-            None if old is None else {k: json_safe(v) for k, v in old.items() if k not in excluded}
-        ),
-        "new_values": (
-            None if new is None else {k: json_safe(v) for k, v in new.items() if k not in excluded}
-        ),
+        "old_values": _audit_values(model, old),
+        "new_values": _audit_values(model, new),
         "changed_fields": None if changed is None else sorted(changed),
         "extra": dict(context.extra) or None,
     }
@@ -135,10 +172,8 @@ def audit_row(
 
 def resolve_context(session: Session, defaults: AuditContext | None = None) -> AuditContext:
     """Who acts: repository defaults < active audit_context < the unit's arguments."""
-    from ._uow import UNIT_KEY
-
     context = (defaults or EMPTY_CONTEXT).merged(get_audit_context())
-    unit = session.info.get(UNIT_KEY)
+    unit: ActingUnit | None = session_state(session).unit
     if unit is not None:
         context = context.merged(unit.effective_audit())
     return context
@@ -149,9 +184,10 @@ def mark_instance(
 ) -> None:
     """Remember a repository's audit defaults (or its ``audit=False``) for ``instance``."""
     if not audit or defaults is not None:
-        registry = session.info.get(_OBJ_CONTEXT)
+        state = session_state(session)
+        registry = state.audit_objects
         if registry is None:
-            registry = session.info[_OBJ_CONTEXT] = weakref.WeakKeyDictionary()
+            registry = state.audit_objects = weakref.WeakKeyDictionary()
         registry[instance] = defaults if audit else _NO_AUDIT
 
 
@@ -208,7 +244,7 @@ def _pk(obj: Any) -> str | None:
 
 @event.listens_for(ToolkitSession, "after_flush")
 def _audit_flush(session: Session, flush_context: Any) -> None:
-    registry = session.info.get(_OBJ_CONTEXT)
+    registry = session_state(session).audit_objects
     rows: list[dict[str, Any]] = []
 
     def context_for(obj: Any) -> AuditContext | None:
@@ -261,6 +297,17 @@ async def get_audit_logs(
     """
     check_int("limit", limit, 1, 100_000)
     check_int("offset", offset, 0)
+    for name, moment in (("since", since), ("until", until)):
+        if moment is not None and not isinstance(moment, dt.datetime):
+            msg = (
+                f"{name} must be a datetime (got a {type(moment).__name__}), for example "
+                "datetime.now(timezone.utc) - timedelta(days=1)."
+            )
+            raise ValidationError(msg)
+    for name, text in (("table_name", table_name), ("correlation_id", correlation_id)):
+        if text is not None and not isinstance(text, str):
+            msg = f"{name} must be a string (got a {type(text).__name__})."
+            raise ValidationError(msg)
     stmt = select(AuditLog)
     if table_name is not None:
         stmt = stmt.where(AuditLog.table_name == table_name)
@@ -299,10 +346,12 @@ async def cleanup_audit_logs(
     if (
         isinstance(retention_days, bool)
         or not isinstance(retention_days, (int, float))
-        or retention_days < 1
+        or not math.isfinite(retention_days)
+        or not 1 <= retention_days <= MAX_RETENTION_DAYS
     ):
         msg = (
-            f"retention_days must be at least 1 (got {retention_days!r}); audit rows are evidence."
+            f"retention_days must be a number of days from 1 to {MAX_RETENTION_DAYS} "
+            f"(got {retention_days!r}); audit rows are evidence."
         )
         raise ValidationError(msg)
     check_int("batch_size", batch_size, 1, 100_000)

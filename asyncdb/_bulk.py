@@ -10,19 +10,27 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any
 
-from sqlalchemy import Column, Table, bindparam, delete, insert, select, tuple_, update
+from sqlalchemy import Column, bindparam, delete, insert, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ._audit import audit_row, entity_id_of, resolve_context, write_audit_rows
+from ._audit import audit_row, entity_id_of, write_audit_rows
 from ._audit_model import AuditAction
-from ._errors import AsyncDBError, ConflictError, NotFoundError, ValidationError
+from ._changes import record_changes
+from ._context import AuditContext
+from ._errors import (
+    AsyncDBError,
+    ConflictError,
+    DatabaseUnavailableError,
+    NotFoundError,
+    TransactionError,
+    ValidationError,
+)
+from ._model_info import ModelInfo
 from ._models import utcnow
-
-if TYPE_CHECKING:
-    from ._repository import Repository
+from ._values import coerce_values
 
 __all__ = [
     "check_conflict_target",
@@ -33,7 +41,6 @@ __all__ = [
     "upsert_rows",
 ]
 
-T = TypeVar("T")
 # Largest number of rows replayed one by one to find the one the database rejected.
 _DIAGNOSE_LIMIT = 10_000
 
@@ -44,18 +51,14 @@ def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
         yield batch
 
 
-def _table(repo: Repository[Any]) -> Table:
-    return repo.table
+#: Most primary-key parameters in one ``WHERE pk IN (...)``: well below every backend's
+#: limit on bound parameters (32,767 on PostgreSQL, 32,766 on SQLite).
+MAX_KEYS_PER_STATEMENT = 10_000
 
 
-def _attr_to_column(repo: Repository[Any]) -> dict[str, Column[Any]]:
-    """Attribute key → column; computed once per repository (bulk calls ask per row)."""
-    mapping: dict[str, Column[Any]] | None = getattr(repo, "_attr_columns", None)
-    if mapping is None:
-        mapping = {prop.key: prop.columns[0] for prop in repo._mapper.column_attrs}  # type: ignore[misc]
-        repo._attr_columns = mapping
-        repo._names_are_columns = all(key == col.key for key, col in mapping.items())
-    return mapping
+def _key_batch(info: ModelInfo, batch_size: int) -> int:
+    """``batch_size``, lowered so that a batch's keys fit in one statement."""
+    return max(1, min(batch_size, MAX_KEYS_PER_STATEMENT // len(info.pk_columns)))
 
 
 def _python_default(column: Column[Any]) -> tuple[bool, Any]:
@@ -72,43 +75,30 @@ def _python_default(column: Column[Any]) -> tuple[bool, Any]:
     return False, None
 
 
-def _row_values(repo: Repository[Any], row: Any, index: int) -> dict[str, Any]:
-    if isinstance(row, repo.model):
+def _row_values(info: ModelInfo, row: Any, index: int) -> dict[str, Any]:
+    if isinstance(row, info.model):
         state_dict = row.__dict__
-        return {k: state_dict[k] for k in repo._columns if k in state_dict}
+        return {k: state_dict[k] for k in info.columns if k in state_dict}
     if not isinstance(row, Mapping):
         msg = (
             f"Row {index}: expected a mapping of field names to values or a "
-            f"{repo.model.__name__} (got {type(row).__name__})."
+            f"{info.model.__name__} (got {type(row).__name__})."
         )
         raise ValidationError(msg)
-    if not repo._columns.issuperset(row):
-        unknown = [k for k in row if k not in repo._columns]
+    if not info.columns.issuperset(row):
+        unknown = [k for k in row if k not in info.columns]
         msg = (
-            f"Row {index}: unknown field {unknown[0]!r} for {repo.model.__name__}. "
-            f"Use one of: {', '.join(sorted(repo._columns))}."
+            f"Row {index}: unknown field {unknown[0]!r} for {info.model.__name__}. "
+            f"Use one of: {', '.join(sorted(info.columns))}."
         )
         raise ValidationError(msg)
-    return dict(row)
+    return coerce_values(info.value_checkers, row, row=index)
 
 
-def _defaulted(repo: Repository[Any]) -> list[tuple[str, Column[Any]]]:
-    """The columns that have a Python-side default; computed once per repository."""
-    found: list[tuple[str, Column[Any]]] | None = getattr(repo, "_defaulted_columns", None)
-    if found is None:
-        found = [
-            (key, col)
-            for key, col in _attr_to_column(repo).items()
-            if col.default is not None and not getattr(col.default, "is_sequence", False)
-        ]
-        repo._defaulted_columns = found
-    return found
-
-
-def _with_defaults(repo: Repository[Any], values: dict[str, Any]) -> dict[str, Any]:
+def _with_defaults(info: ModelInfo, values: dict[str, Any]) -> dict[str, Any]:
     """Fill Python-side column defaults, so every row of a batch has the same keys and
     the audit log sees the values that were really written."""
-    for key, column in _defaulted(repo):
+    for key, column in info.defaulted_columns:
         if key not in values:
             has, value = _python_default(column)
             if has:
@@ -116,15 +106,16 @@ def _with_defaults(repo: Repository[Any], values: dict[str, Any]) -> dict[str, A
     return values
 
 
-def _to_columns(repo: Repository[Any], values: Mapping[str, Any]) -> dict[str, Any]:
-    mapping = _attr_to_column(repo)
-    if repo._names_are_columns:
+def _to_columns(info: ModelInfo, values: Mapping[str, Any]) -> dict[str, Any]:
+    if info.names_are_columns:
         return values if isinstance(values, dict) else dict(values)
+    mapping = info.attr_to_column
     return {mapping[k].key: v for k, v in values.items()}
 
 
-def _relabel(exc: AsyncDBError, row: int) -> AsyncDBError:
-    message = f"Row {row}: {exc}"
+def _relabel(exc: AsyncDBError, where: str) -> AsyncDBError:
+    """The same error with the failing rows named; a conflict keeps its constraint."""
+    message = f"{where}: {exc}"
     if isinstance(exc, ConflictError):
         return ConflictError(message, sqlstate=exc.sqlstate, constraint=exc.constraint)
     return type(exc)(message, sqlstate=exc.sqlstate)
@@ -137,12 +128,13 @@ async def _execute_batch(
     try:
         async with session.begin_nested():
             return await session.execute(stmt, params)
+    except (DatabaseUnavailableError, TransactionError):
+        raise  # not the rows' fault: probing them row by row would only wait again
     except AsyncDBError as exc:
         bad = await _find_bad_row(session, stmt, params)
         if bad is None:
-            msg = f"Rows {first_row}-{first_row + len(params) - 1}: {exc}"
-            raise type(exc)(msg, sqlstate=exc.sqlstate) from exc
-        raise _relabel(exc, first_row + bad) from exc
+            raise _relabel(exc, f"Rows {first_row}-{first_row + len(params) - 1}") from exc
+        raise _relabel(exc, f"Row {first_row + bad}") from exc
 
 
 async def _find_bad_row(
@@ -170,38 +162,35 @@ def _group_by_keys(
     return list(groups.values())
 
 
-def _pk_in(repo: Repository[Any], keys: Sequence[tuple[Any, ...]]) -> Any:
-    if len(repo._pk_cols) == 1:
-        return repo._pk_cols[0].in_([k[0] for k in keys])
-    return tuple_(*repo._pk_cols).in_(keys)
+def _pk_in(info: ModelInfo, keys: Sequence[tuple[Any, ...]]) -> Any:
+    if len(info.pk_columns) == 1:
+        return info.pk_columns[0].in_([k[0] for k in keys])
+    return tuple_(*info.pk_columns).in_(keys)
 
 
-def _evict(repo: Repository[Any], session: AsyncSession, keys: Iterable[tuple[Any, ...]]) -> None:
+def _evict(info: ModelInfo, session: AsyncSession, keys: Iterable[tuple[Any, ...]]) -> None:
     """Drop stale copies of rows changed by Core DML from the session's identity map."""
     sync = session.sync_session
     for key in keys:
-        obj = sync.identity_map.get(sync.identity_key(repo.model, key))
+        obj = sync.identity_map.get(sync.identity_key(info.model, key))
         if obj is not None:
             sync.expunge(obj)
 
 
-def _written(repo: Repository[Any], session: AsyncSession, keys: list[tuple[Any, ...]]) -> None:
+def _written(info: ModelInfo, session: AsyncSession, keys: list[tuple[Any, ...]]) -> None:
     """Rows changed by Core DML: drop their stale ORM copies and log them for the cache."""
-    _evict(repo, session, keys)
-    repo._changed(session, keys)
+    _evict(info, session, keys)
+    record_changes(session.sync_session, info.model, keys)
 
 
-def _as_attrs(repo: Repository[Any], row: Mapping[Any, Any]) -> dict[str, Any]:
+def _as_attrs(info: ModelInfo, row: Mapping[Any, Any]) -> dict[str, Any]:
     """A row read by column name, keyed by the model's attribute names."""
-    by_column: dict[str, str] | None = getattr(repo, "_column_to_attr", None)
-    if by_column is None:
-        by_column = {col.key: prop for prop, col in _attr_to_column(repo).items()}
-        repo._column_to_attr = by_column
+    by_column = info.column_to_attr
     return {by_column[k]: v for k, v in row.items()}
 
 
 def _upsert_audit(
-    repo: Repository[Any],
+    info: ModelInfo,
     key: tuple[Any, ...],
     context: Any,
     old: Mapping[str, Any] | None,
@@ -212,53 +201,56 @@ def _upsert_audit(
         new = {k: v for k, v in new.items() if old.get(k) != v}
         old = {k: old.get(k) for k in new}
     return audit_row(
-        repo.model, AuditAction.UPSERT, entity_id_of(key), context, old=old, new=new, changed=new
+        info.model, AuditAction.UPSERT, entity_id_of(key), context, old=old, new=new, changed=new
     )
 
 
-def _key(repo: Repository[Any], values: Mapping[str, Any]) -> tuple[Any, ...]:
-    return tuple(values.get(name) for name in repo._pk_names)
+def _key(info: ModelInfo, values: Mapping[str, Any]) -> tuple[Any, ...]:
+    return tuple(values.get(name) for name in info.pk_names)
 
 
 # -- insert ------------------------------------------------------------------------------
 
 
 async def insert_rows(
-    repo: Repository[Any], session: AsyncSession, rows: Iterable[Any], batch_size: int
+    info: ModelInfo,
+    session: AsyncSession,
+    rows: Iterable[Any],
+    batch_size: int,
+    context: AuditContext | None,
 ) -> int:
     """bulk_create: executemany INSERT per batch (multi-VALUES on both backends)."""
-    table = _table(repo)
+    table = info.table
     total = 0
-    context = resolve_context(session.sync_session, repo._defaults) if repo._audited else None
     for batch_no, batch in enumerate(_chunks(rows, batch_size)):
         first = batch_no * batch_size
         prepared = [
-            (first + i, _with_defaults(repo, _row_values(repo, row, first + i)))
+            (first + i, _with_defaults(info, _row_values(info, row, first + i)))
             for i, row in enumerate(batch)
         ]
         for group in _group_by_keys(prepared):
-            params = [_to_columns(repo, values) for _, values in group]
+            params = [_to_columns(info, values) for _, values in group]
             if context is None:
                 await _execute_batch(session, insert(table), params, group[0][0])
                 keys: list[tuple[Any, ...]] | None = None
             else:
-                stmt = insert(table).returning(*repo._pk_cols, sort_by_parameter_order=True)
+                stmt = insert(table).returning(*info.pk_columns, sort_by_parameter_order=True)
                 result = await _execute_batch(session, stmt, params, group[0][0])
                 keys = [tuple(r) for r in result.all()]
                 audit = [
                     audit_row(
-                        repo.model,
+                        info.model,
                         AuditAction.BULK_CREATE,
                         entity_id_of(key),
                         context,
-                        new={**values, **dict(zip(repo._pk_names, key, strict=False))},
+                        new={**values, **dict(zip(info.pk_names, key, strict=False))},
                         changed=values,
                     )
                     for key, (_, values) in zip(keys, group, strict=False)
                 ]
                 await session.run_sync(write_audit_rows, audit)
             total += len(group)
-            repo._changed(session, keys)
+            record_changes(session.sync_session, info.model, keys)
     return total
 
 
@@ -266,39 +258,43 @@ async def insert_rows(
 
 
 async def update_rows(
-    repo: Repository[Any], session: AsyncSession, rows: Iterable[Any], batch_size: int
+    info: ModelInfo,
+    session: AsyncSession,
+    rows: Iterable[Any],
+    batch_size: int,
+    context: AuditContext | None,
 ) -> int:
     """bulk_update: check the ids exist, then executemany UPDATE ... WHERE pk = ?"""
-    table = _table(repo)
-    columns = _attr_to_column(repo)
-    stamp = "updated_at" in repo._columns
-    context = resolve_context(session.sync_session, repo._defaults) if repo._audited else None
+    batch_size = _key_batch(info, batch_size)  # each batch's ids are loaded in one IN (...)
+    table = info.table
+    columns = info.attr_to_column
+    stamp = info.has_updated_at
     total = 0
     stamped_by_caller: set[str] = set()
     for batch_no, batch in enumerate(_chunks(rows, batch_size)):
         first = batch_no * batch_size
         prepared: list[tuple[int, tuple[Any, ...], dict[str, Any]]] = []
         for i, row in enumerate(batch):
-            values = _row_values(repo, row, first + i)
-            key = _key(repo, values)
+            values = _row_values(info, row, first + i)
+            key = _key(info, values)
             if any(v is None for v in key):
                 msg = (
                     f"Row {first + i}: each row of bulk_update needs its primary key "
-                    f"{repo._pk_names}."
+                    f"{list(info.pk_names)}."
                 )
                 raise ValidationError(msg)
-            changes = {k: v for k, v in values.items() if k not in repo._pk_names}
+            changes = {k: v for k, v in values.items() if k not in info.pk_names}
             if "updated_at" in changes:
                 stamped_by_caller.add("updated_at")
             if stamp and "updated_at" not in changes:
                 changes["updated_at"] = utcnow()
             prepared.append((first + i, key, changes))
         keys = [key for _, key, _ in prepared]
-        existing = await _load_existing(repo, session, keys, context is not None)
+        existing = await _load_existing(info, session, keys, context is not None)
         for index, key, _ in prepared:
             if key not in existing:
                 msg = (
-                    f"Row {index}: no {repo.model.__name__} with id "
+                    f"Row {index}: no {info.model.__name__} with id "
                     f"{key[0] if len(key) == 1 else key!r}. "
                     "Nothing was updated."
                 )
@@ -309,7 +305,7 @@ async def update_rows(
         for names, group in groups.items():
             if not names:
                 continue
-            where = [col == bindparam(f"_pk_{i}") for i, col in enumerate(repo._pk_cols)]
+            where = [col == bindparam(f"_pk_{i}") for i, col in enumerate(info.pk_columns)]
             stmt = (
                 update(table)
                 .where(*where)
@@ -338,7 +334,7 @@ async def update_rows(
                     old = {k: old_row.get(k) for k in changed}
                     audit.append(
                         audit_row(
-                            repo.model,
+                            info.model,
                             AuditAction.BULK_UPDATE,
                             entity_id_of(key),
                             context,
@@ -348,23 +344,23 @@ async def update_rows(
                         )
                     )
             await session.run_sync(write_audit_rows, audit)
-        _written(repo, session, keys)
+        _written(info, session, keys)
         total += len(prepared)
     return total
 
 
 async def _load_existing(
-    repo: Repository[Any], session: AsyncSession, keys: Sequence[tuple[Any, ...]], full: bool
+    info: ModelInfo, session: AsyncSession, keys: Sequence[tuple[Any, ...]], full: bool
 ) -> dict[tuple[Any, ...], dict[str, Any]]:
-    table = _table(repo)
-    cols = list(table.c) if full else list(repo._pk_cols)
-    stmt = select(*cols).where(_pk_in(repo, keys))
-    if repo._soft:
+    table = info.table
+    cols = list(table.c) if full else list(info.pk_columns)
+    stmt = select(*cols).where(_pk_in(info, keys))
+    if info.soft_delete:
         stmt = stmt.where(table.c.deleted_at.is_(None))
     found: dict[tuple[Any, ...], dict[str, Any]] = {}
     for row in (await session.execute(stmt)).mappings():
-        values = _as_attrs(repo, row)
-        found[_key(repo, values)] = values
+        values = _as_attrs(info, row)
+        found[_key(info, values)] = values
     return found
 
 
@@ -372,28 +368,32 @@ async def _load_existing(
 
 
 async def delete_rows(
-    repo: Repository[Any], session: AsyncSession, idents: Sequence[Any], soft: bool, batch_size: int
+    info: ModelInfo,
+    session: AsyncSession,
+    idents: Sequence[Any],
+    soft: bool,
+    batch_size: int,
+    context: AuditContext | None,
 ) -> int:
     """bulk_delete: one UPDATE (soft) or DELETE (hard) ... WHERE pk IN (...) per batch."""
-    table = _table(repo)
-    context = resolve_context(session.sync_session, repo._defaults) if repo._audited else None
+    table = info.table
     total = 0
-    for batch in _chunks(idents, batch_size):
-        keys = [repo._pk_tuple(i) for i in batch]
-        old_rows = await _load_existing(repo, session, keys, True) if context is not None else {}
+    for batch in _chunks(idents, _key_batch(info, batch_size)):
+        keys = [info.pk_tuple(i) for i in batch]
+        old_rows = await _load_existing(info, session, keys, True) if context is not None else {}
         now = utcnow()
         if soft:
             values: dict[str, Any] = {"deleted_at": now}
-            if "updated_at" in repo._columns:
+            if info.has_updated_at:
                 values["updated_at"] = now
             stmt: Any = (
                 update(table)
-                .where(_pk_in(repo, keys), table.c.deleted_at.is_(None))
+                .where(_pk_in(info, keys), table.c.deleted_at.is_(None))
                 .values(values)
-                .returning(*repo._pk_cols)
+                .returning(*info.pk_columns)
             )
         else:
-            stmt = delete(table).where(_pk_in(repo, keys)).returning(*repo._pk_cols)
+            stmt = delete(table).where(_pk_in(info, keys)).returning(*info.pk_columns)
         done = [tuple(r) for r in (await session.execute(stmt)).all()]
         if context is not None:
             audit = []
@@ -402,7 +402,7 @@ async def delete_rows(
                 if soft:
                     audit.append(
                         audit_row(
-                            repo.model,
+                            info.model,
                             AuditAction.BULK_DELETE,
                             entity_id_of(key),
                             context,
@@ -414,7 +414,7 @@ async def delete_rows(
                 else:
                     audit.append(
                         audit_row(
-                            repo.model,
+                            info.model,
                             AuditAction.BULK_DELETE,
                             entity_id_of(key),
                             context,
@@ -422,7 +422,7 @@ async def delete_rows(
                         )
                     )
             await session.run_sync(write_audit_rows, audit)
-        _written(repo, session, done)
+        _written(info, session, done)
         total += len(done)
     return total
 
@@ -431,31 +431,20 @@ async def delete_rows(
 
 
 def check_conflict_target(
-    repo: Repository[Any], conflict_on: Sequence[str], values: Mapping[str, Any] | None
+    info: ModelInfo, conflict_on: Sequence[str], values: Mapping[str, Any] | None
 ) -> list[str]:
     """``conflict_on`` must name the primary key or a unique constraint or index."""
     if isinstance(conflict_on, str) or not conflict_on:
         msg = "conflict_on must be a non-empty list of column names, e.g. conflict_on=['email']."
         raise ValidationError(msg)
     names = list(conflict_on)
-    from ._filters import check_columns
-
-    check_columns(repo.model, names, what="conflict_on column")
-    columns = _attr_to_column(repo)
+    info.check_columns(names, what="conflict_on column")
+    columns = info.attr_to_column
     wanted = {columns[n].key for n in names}
-    table = _table(repo)
-    unique_sets = [{c.key for c in table.primary_key.columns}]
-    for constraint in table.constraints:
-        if type(constraint).__name__ == "UniqueConstraint":
-            unique_sets.append({c.key for c in constraint.columns})  # type: ignore[attr-defined]
-    for index in table.indexes:
-        if index.unique:
-            unique_sets.append({c.key for c in index.columns})
-    unique_sets.extend({c.key} for c in table.columns if c.unique)
-    if wanted not in unique_sets:
+    if wanted not in info.unique_sets:
         msg = (
             f"conflict_on={names} is neither the primary key nor a unique constraint of "
-            f"{repo.model.__name__}. Name the columns of one of its unique constraints."
+            f"{info.model.__name__}. Name the columns of one of its unique constraints."
         )
         raise ValidationError(msg)
     if values is not None:
@@ -474,14 +463,14 @@ def _dialect_insert(session: AsyncSession, target: Any) -> Any:
 
 
 def _set_clause(
-    repo: Repository[Any], ins: Any, keys: Iterable[str], conflict: Sequence[str]
+    info: ModelInfo, ins: Any, keys: Iterable[str], conflict: Sequence[str]
 ) -> dict[str, Any]:
-    columns = _attr_to_column(repo)
-    skip = set(conflict) | set(repo._pk_names) | {"created_at"}
+    columns = info.attr_to_column
+    skip = set(conflict) | set(info.pk_names) | {"created_at"}
     set_ = {columns[k].key: ins.excluded[columns[k].key] for k in keys if k not in skip}
-    if "updated_at" in repo._columns:
+    if info.has_updated_at:
         set_[columns["updated_at"].key] = ins.excluded[columns["updated_at"].key]
-    if repo._soft and "deleted_at" not in set_:
+    if info.soft_delete and "deleted_at" not in set_:
         set_[columns["deleted_at"].key] = None  # an upsert brings a soft-deleted row back
     if not set_:
         # A no-op update, so that RETURNING still yields the existing row.
@@ -491,60 +480,63 @@ def _set_clause(
 
 
 async def upsert_one(
-    repo: Repository[T], session: AsyncSession, values: dict[str, Any], conflict: Sequence[str]
-) -> T:
+    info: ModelInfo,
+    session: AsyncSession,
+    values: dict[str, Any],
+    conflict: Sequence[str],
+    context: AuditContext | None,
+) -> Any:
     """upsert: INSERT ... ON CONFLICT (conflict) DO UPDATE ... RETURNING the row."""
-    values = _with_defaults(repo, values)
-    if "updated_at" in repo._columns:
+    values = _with_defaults(info, values)
+    if info.has_updated_at:
         values["updated_at"] = utcnow()
     old: dict[str, Any] | None = None
-    if repo._audited:
-        where = [getattr(repo.model, n) == values[n] for n in conflict]
-        found = (await session.execute(select(repo.table).where(*where))).mappings().first()
+    if context is not None:
+        where = [getattr(info.model, n) == values[n] for n in conflict]
+        found = (await session.execute(select(info.table).where(*where))).mappings().first()
         if found is not None:
-            old = _as_attrs(repo, found)
-    ins = _dialect_insert(session, repo.model)
+            old = _as_attrs(info, found)
+    ins = _dialect_insert(session, info.model)
     stmt = ins.values(**values).on_conflict_do_update(
-        index_elements=[getattr(repo.model, n) for n in conflict],
-        set_=_set_clause(repo, ins, values, conflict),
+        index_elements=[getattr(info.model, n) for n in conflict],
+        set_=_set_clause(info, ins, values, conflict),
     )
     result = await session.scalars(
-        stmt.returning(repo.model), execution_options={"populate_existing": True}
+        stmt.returning(info.model), execution_options={"populate_existing": True}
     )
-    obj: T = result.one()
-    key = repo._key_of(obj)
-    if repo._audited:
-        context = resolve_context(session.sync_session, repo._defaults)
-        new = {k: getattr(obj, k) for k in repo._columns}
-        row = _upsert_audit(repo, key, context, old, new)
+    obj = result.one()
+    key = info.key_of(obj)
+    if context is not None:
+        new = {k: getattr(obj, k) for k in info.columns}
+        row = _upsert_audit(info, key, context, old, new)
         await session.run_sync(write_audit_rows, [row])
-    repo._changed(session, [key])
+    record_changes(session.sync_session, info.model, [key])
     return obj
 
 
 async def upsert_rows(
-    repo: Repository[Any],
+    info: ModelInfo,
     session: AsyncSession,
     rows: Iterable[Any],
     conflict: Sequence[str],
     batch_size: int,
+    context: AuditContext | None,
 ) -> int:
     """bulk_upsert: executemany INSERT ... ON CONFLICT DO UPDATE per batch."""
-    table = _table(repo)
-    columns = _attr_to_column(repo)
-    context = resolve_context(session.sync_session, repo._defaults) if repo._audited else None
+    table = info.table
+    columns = info.attr_to_column
     seen: dict[tuple[Any, ...], int] = {}
     total = 0
     for batch_no, batch in enumerate(_chunks(rows, batch_size)):
         first = batch_no * batch_size
         prepared = []
         for i, row in enumerate(batch):
-            values = _with_defaults(repo, _row_values(repo, row, first + i))
+            values = _with_defaults(info, _row_values(info, row, first + i))
             missing = [n for n in conflict if n not in values]
             if missing:
                 msg = f"Row {first + i}: bulk_upsert rows need the conflict_on column(s) {missing}."
                 raise ValidationError(msg)
-            if "updated_at" in repo._columns:
+            if info.has_updated_at:
                 values["updated_at"] = utcnow()
             target = tuple(values[n] for n in conflict)
             if target in seen:
@@ -565,29 +557,29 @@ async def upsert_rows(
                 else tuple_(*cols).in_(targets)
             )
             for found in (await session.execute(select(table).where(cond))).mappings():
-                values = _as_attrs(repo, found)
+                values = _as_attrs(info, found)
                 old_rows[tuple(values[n] for n in conflict)] = values
         for group in _group_by_keys(prepared):
             ins = _dialect_insert(session, table)
             stmt = ins.on_conflict_do_update(
                 index_elements=[columns[n] for n in conflict],
-                set_=_set_clause(repo, ins, group[0][1], conflict),
-            ).returning(*repo._pk_cols, sort_by_parameter_order=True)
-            params = [_to_columns(repo, values) for _, values in group]
+                set_=_set_clause(info, ins, group[0][1], conflict),
+            ).returning(*info.pk_columns, sort_by_parameter_order=True)
+            params = [_to_columns(info, values) for _, values in group]
             result = await _execute_batch(session, stmt, params, group[0][0])
             keys = [tuple(r) for r in result.all()]
             if context is not None:
                 audit = [
                     _upsert_audit(
-                        repo,
+                        info,
                         key,
                         context,
                         old_rows.get(tuple(values[n] for n in conflict)),
-                        {**values, **dict(zip(repo._pk_names, key, strict=False))},
+                        {**values, **dict(zip(info.pk_names, key, strict=False))},
                     )
                     for key, (_, values) in zip(keys, group, strict=False)
                 ]
                 await session.run_sync(write_audit_rows, audit)
-            _written(repo, session, keys)
+            _written(info, session, keys)
             total += len(group)
     return total

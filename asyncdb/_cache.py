@@ -39,32 +39,34 @@ One cache serves one manager (one database) and one event loop.
 
 from __future__ import annotations
 
-import collections
-import copy
-import datetime as dt
-import decimal
-import enum
-import time
-import uuid
+import weakref
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import inspect
 from sqlalchemy.orm import Mapper
 from sqlalchemy.orm.attributes import instance_state
 from sqlalchemy.util import greenlet_spawn
 
+from ._cache_backend import (
+    DEFAULT_CACHE_MAX_ENTRIES,
+    DEFAULT_CACHE_TTL,
+    CacheBackend,
+    MemoryCacheBackend,
+    _copy,
+)
 from ._changes import Changes, add_commit_listener, changed_in_transaction
 from ._engine import AUTOCOMMIT_OPTION, READ_ONLY_OPTION
 from ._errors import ConfigurationError
 from ._manager import ManagerState
+from ._model_info import model_info
+from ._session import find_session_state, session_state
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
     from sqlalchemy.orm import Session
 
     from ._manager import AsyncDatabaseManager
-    from ._repository import Repository
 
 __all__ = [
     "DEFAULT_CACHE_MAX_ENTRIES",
@@ -75,237 +77,20 @@ __all__ = [
     "cache_stats",
 ]
 
-#: Seconds a cached row lives at most (a bound on staleness from writes the toolkit
-#: cannot see, such as another program's SQL).
-DEFAULT_CACHE_TTL = 300.0
-#: Rows (and counts) the in-process backend holds at most.
-DEFAULT_CACHE_MAX_ENTRIES = 10_000
-
-#: Key of the manager extension that lists the caches attached to it.
-CACHES_KEY = "asyncdb_caches"
-#: Key of the manager extension returning the cache figures for ``db.metrics``.
-STATS_KEY = "asyncdb_cache_stats"
-_FRESH_KEY = "asyncdb_cache_fresh"
+#: Per manager: the caches attached to it (for the figures in ``db.metrics``).
+_CACHES: weakref.WeakKeyDictionary[AsyncDatabaseManager, list[RepositoryCache]] = (
+    weakref.WeakKeyDictionary()
+)
 _QUERY_SUFFIX = "#query"
 _FRESH_LEVELS = frozenset({"AUTOCOMMIT", "READ COMMITTED", "READ UNCOMMITTED"})
-# Values handed out as they are; anything else is deep-copied on the way in and out.
-_IMMUTABLE: frozenset[type] = frozenset(
-    {
-        type(None),
-        bool,
-        int,
-        float,
-        str,
-        bytes,
-        decimal.Decimal,
-        dt.datetime,
-        dt.date,
-        dt.time,
-        dt.timedelta,
-        uuid.UUID,
-    }
-)
-
-
-def _copy(value: Any) -> Any:
-    if type(value) in _IMMUTABLE or isinstance(value, enum.Enum):
-        return value
-    return copy.deepcopy(value)
-
-
-# -- backends ----------------------------------------------------------------------------
-
-
-@runtime_checkable
-class CacheBackend(Protocol):
-    """Where a :class:`RepositoryCache` keeps values: dicts under ``(namespace, key)``.
-
-    ``namespace`` names a model (or its counts), ``key`` is a primary-key tuple (or a
-    frozen filter set). Reads and writes are async so that a network store fits.
-    ``invalidate`` and ``clear`` are plain methods called inside a SQLAlchemy greenlet
-    (``invalidate`` during the commit, before ``commit()`` returns): they must finish
-    there, and a network store can block on its client with ``sqlalchemy.util.await_only``.
-
-    The contract that keeps readers from storing stale rows: ``begin_load`` returns a
-    token before the caller reads the database; ``store`` with that token must do
-    nothing if ``invalidate`` touched the key (or its whole namespace) in between;
-    ``end_load`` always follows ``begin_load``.
-    """
-
-    async def get(self, namespace: str, key: Hashable) -> Mapping[str, Any] | None:
-        """The values stored under the key, or None (missing or expired)."""
-        ...
-
-    async def begin_load(self, namespace: str, key: Hashable) -> object:
-        """A token for a database read of the key that starts now."""
-        ...
-
-    async def store(
-        self,
-        namespace: str,
-        key: Hashable,
-        values: Mapping[str, Any],
-        token: object,
-        ttl: float | None,
-    ) -> bool:
-        """Store ``values`` unless the key was invalidated since ``token``; True if stored."""
-        ...
-
-    def end_load(self, namespace: str, key: Hashable, token: object) -> None:
-        """The read that took ``token`` is over (stored or not)."""
-        ...
-
-    def invalidate(self, namespace: str, keys: Iterable[Hashable] | None) -> None:
-        """Drop the keys, or every key of the namespace when ``keys`` is None."""
-        ...
-
-    def clear(self) -> None:
-        """Drop everything."""
-        ...
-
-    def stats(self) -> dict[str, Any]:
-        """Figures of the store itself (``size``, ``evictions``, ...)."""
-        ...
-
-
-class _Entry:
-    __slots__ = ("epoch", "expires", "values")
-
-    def __init__(self, values: Mapping[str, Any], expires: float | None, epoch: int) -> None:
-        self.values = values
-        self.expires = expires
-        self.epoch = epoch
-
-
-class _Load:
-    """Database reads of one key in progress; ``valid`` turns False on invalidation."""
-
-    __slots__ = ("epoch", "readers", "valid")
-
-    def __init__(self, epoch: int) -> None:
-        self.epoch = epoch
-        self.readers = 0
-        self.valid = True
-
-
-class MemoryCacheBackend:
-    """An in-process LRU with a time to live: constant memory, no I/O.
-
-    At most ``max_entries`` values are kept; the least recently used goes first.
-    Expired entries are dropped when they are next read (or pushed out by the LRU).
-    A whole-namespace invalidation bumps the namespace's epoch: older entries are
-    dropped lazily, so it costs O(1) whatever the size.
-
-    ``clock`` (seconds, monotonic) is injectable for tests.
-    """
-
-    def __init__(
-        self,
-        *,
-        max_entries: int = DEFAULT_CACHE_MAX_ENTRIES,
-        clock: Callable[[], float] | None = None,
-    ) -> None:
-        if isinstance(max_entries, bool) or not isinstance(max_entries, int) or max_entries < 1:
-            msg = f"max_entries must be an integer of at least 1 (got {max_entries!r})."
-            raise ConfigurationError(msg)
-        self.max_entries = max_entries
-        self._clock = clock or time.monotonic
-        self._entries: collections.OrderedDict[tuple[str, Hashable], _Entry] = (
-            collections.OrderedDict()
-        )
-        self._loads: dict[tuple[str, Hashable], _Load] = {}
-        self._epochs: dict[str, int] = {}
-        self.evictions = 0
-        self.expirations = 0
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    async def get(self, namespace: str, key: Hashable) -> Mapping[str, Any] | None:
-        """The stored values, or None (missing, expired or invalidated)."""
-        full = (namespace, key)
-        entry = self._entries.get(full)
-        if entry is None:
-            return None
-        if entry.epoch != self._epochs.get(namespace, 0):
-            del self._entries[full]
-            return None
-        if entry.expires is not None and entry.expires <= self._clock():
-            del self._entries[full]
-            self.expirations += 1
-            return None
-        self._entries.move_to_end(full)
-        return entry.values
-
-    async def begin_load(self, namespace: str, key: Hashable) -> object:
-        """A token valid until the key or its namespace is invalidated."""
-        full = (namespace, key)
-        epoch = self._epochs.get(namespace, 0)
-        load = self._loads.get(full)
-        if load is None or load.epoch != epoch:
-            load = self._loads[full] = _Load(epoch)
-        load.readers += 1
-        return load
-
-    async def store(
-        self,
-        namespace: str,
-        key: Hashable,
-        values: Mapping[str, Any],
-        token: object,
-        ttl: float | None,
-    ) -> bool:
-        """Store unless invalidated since ``token``; the LRU drops the oldest beyond the bound."""
-        assert isinstance(token, _Load)
-        if not token.valid or token.epoch != self._epochs.get(namespace, 0):
-            return False
-        full = (namespace, key)
-        expires = None if ttl is None else self._clock() + ttl
-        self._entries[full] = _Entry(values, expires, token.epoch)
-        self._entries.move_to_end(full)
-        while len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
-            self.evictions += 1
-        return True
-
-    def end_load(self, namespace: str, key: Hashable, token: object) -> None:
-        """Forget the read once no reader of the key is left."""
-        assert isinstance(token, _Load)
-        token.readers -= 1
-        full = (namespace, key)
-        if token.readers <= 0 and self._loads.get(full) is token:
-            del self._loads[full]
-
-    def invalidate(self, namespace: str, keys: Iterable[Hashable] | None) -> None:
-        """Drop keys (and spoil reads of them in progress), or the whole namespace."""
-        if keys is None:
-            self._epochs[namespace] = self._epochs.get(namespace, 0) + 1
-            return
-        for key in keys:
-            full = (namespace, key)
-            self._entries.pop(full, None)
-            load = self._loads.pop(full, None)
-            if load is not None:
-                load.valid = False
-
-    def clear(self) -> None:
-        """Drop every entry and spoil every read in progress."""
-        self._entries.clear()
-        for load in self._loads.values():
-            load.valid = False
-        self._loads.clear()
-
-    def stats(self) -> dict[str, Any]:
-        """``size``, ``max_entries``, ``evictions`` (LRU) and ``expirations`` (TTL)."""
-        return {
-            "size": len(self._entries),
-            "max_entries": self.max_entries,
-            "evictions": self.evictions,
-            "expirations": self.expirations,
-        }
-
-
 # -- per-model facts -----------------------------------------------------------------------
+
+
+class _Bound(Protocol):
+    """What the cache reads from a repository: the model it serves."""
+
+    @property
+    def model(self) -> type[Any]: ...
 
 
 class _Model:
@@ -324,15 +109,15 @@ class _Model:
     )
 
     def __init__(self, model: type[Any]) -> None:
-        mapper: Mapper[Any] = inspect(model)
-        manager = mapper.class_manager
+        facts = model_info(model)
+        manager = facts.mapper.class_manager
         self.model = model
-        self.mapper = mapper
-        self.namespace = f"{model.__module__}.{model.__qualname__}"
+        self.mapper = facts.mapper
+        self.namespace = facts.namespace
         self.query_namespace = self.namespace + _QUERY_SUFFIX
-        self.keys = tuple(prop.key for prop in mapper.column_attrs)
-        self.pk_names = tuple(mapper.get_property_by_column(c).key for c in mapper.primary_key)
-        self.tables = frozenset(mapper.tables)
+        self.keys = facts.column_order
+        self.pk_names = facts.pk_names
+        self.tables = frozenset(facts.mapper.tables)
         self.new_instance = manager.new_instance
         # Instances built from cached values fire no "load" event; a model that needs
         # one (sqlalchemy.ext.mutable, user hooks) is read from the database instead.
@@ -444,10 +229,8 @@ class RepositoryCache:
             )
             raise ConfigurationError(msg)
         self._db = db
-        add_commit_listener(db.extensions, self._on_commit)
-        caches: list[RepositoryCache] = db.extensions.setdefault(CACHES_KEY, [])
-        caches.append(self)
-        db.extensions.setdefault(STATS_KEY, lambda: cache_stats(db))
+        add_commit_listener(db, self._on_commit)
+        _CACHES.setdefault(db, []).append(self)
         db.metrics.add_section("cache", lambda: cache_stats(db))
 
     def _model(self, model: type[Any]) -> _Model:
@@ -525,9 +308,12 @@ class RepositoryCache:
         if not info.cacheable:
             return False
         sync = session.sync_session
-        manager = sync.info.get("asyncdb_manager")
+        state = find_session_state(sync)
+        manager = state.manager if state is not None else None
         if manager is None:
             return False  # not a toolkit session: its commits are never published
+        if state is not None and state.node is not None:
+            return False  # a replica may lag behind an invalidation already seen
         if manager is not self._db:
             if self._db is not None:
                 return False
@@ -548,7 +334,7 @@ class RepositoryCache:
 
     # -- reads by id -----------------------------------------------------------------
 
-    async def get_detached(self, repo: Repository[Any], ident: Any) -> Any:
+    async def get_detached(self, repo: _Bound, ident: Any) -> Any:
         """A detached instance from the cache, or None on a miss (no I/O either way).
 
         For calls outside any session; a miss is counted when the caller then reads
@@ -564,7 +350,7 @@ class RepositoryCache:
         self.hits += 1
         return info.build(values, pk)
 
-    async def get_by_id(self, repo: Repository[Any], session: AsyncSession, ident: Any) -> Any:
+    async def get_by_id(self, repo: _Bound, session: AsyncSession, ident: Any) -> Any:
         """The instance for ``ident`` in ``session``: from the session, the cache, or the
         database (then stored, when that is safe)."""
         info = self._model(repo.model)
@@ -611,7 +397,7 @@ class RepositoryCache:
             return None
 
     async def peek_query(
-        self, repo: Repository[Any], kind: str, filters: Mapping[str, Any], with_deleted: bool
+        self, repo: _Bound, kind: str, filters: Mapping[str, Any], with_deleted: bool
     ) -> tuple[bool, Any]:
         """``(True, value)`` for a cached ``count``/``exists`` result, else ``(False, None)``."""
         info = self._model(repo.model)
@@ -626,7 +412,7 @@ class RepositoryCache:
 
     async def query(
         self,
-        repo: Repository[Any],
+        repo: _Bound,
         session: AsyncSession,
         kind: str,
         filters: Mapping[str, Any],
@@ -668,13 +454,14 @@ async def _reads_are_fresh(session: AsyncSession, mapper: Mapper[Any]) -> bool:
     if not sync.in_transaction():
         return _fresh(bind.get_execution_options(), dialect)
     transaction = sync.get_transaction()
-    known = sync.info.get(_FRESH_KEY)
+    state = session_state(sync)
+    known = state.fresh
     if known is not None and known[0] is transaction:
         return bool(known[1])
     connection = (await session.connection()).sync_connection
     assert connection is not None
     fresh = _fresh(connection.get_execution_options(), dialect)
-    sync.info[_FRESH_KEY] = (transaction, fresh)
+    state.fresh = (transaction, fresh)
     return fresh
 
 
@@ -689,7 +476,7 @@ def _fresh(options: Mapping[str, Any], dialect: Any) -> bool:
 
 def cache_stats(db: AsyncDatabaseManager) -> dict[str, Any]:
     """The figures of every cache attached to ``db``, summed."""
-    caches: list[RepositoryCache] = db.extensions.get(CACHES_KEY, [])
+    caches = _CACHES.get(db, [])
     total: dict[str, Any] = {"caches": len(caches)}
     for cache in caches:
         for name, value in cache.stats().items():

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -32,7 +33,7 @@ from sqlalchemy import Table, event, inspect
 from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction
 
 from ._models import Base
-from ._session import ToolkitSession
+from ._session import SessionState, ToolkitSession, session_state
 
 __all__ = [
     "Changes",
@@ -48,17 +49,18 @@ logger = logging.getLogger("asyncdb")
 Changes = dict[type[Any], set[tuple[Any, ...]] | None]
 CommitListener = Callable[[Changes], None]
 
-_KEY = "asyncdb_changes"
-_COMMITTING = "asyncdb_committing"
-_RECORDED_BY_CALLER = "asyncdb_dml_recorded"
-_LISTENERS = "asyncdb_commit_listeners"
+#: Per manager: who hears of its sessions' commits.
+_LISTENERS: weakref.WeakKeyDictionary[Any, list[CommitListener]] = weakref.WeakKeyDictionary()
 
 
 def record_changes(
     session: Session, model: type[Any], keys: Iterable[tuple[Any, ...]] | None
 ) -> None:
     """Note that rows of ``model`` (``keys``; None for unknown rows) changed in ``session``."""
-    changes: Changes = session.info.setdefault(_KEY, {})
+    state = session_state(session)
+    changes = state.changes
+    if changes is None:
+        changes = state.changes = {}
     if keys is None:
         changes[model] = None
         return
@@ -72,17 +74,17 @@ def record_changes(
 
 def changed_in_transaction(session: Session) -> Changes:
     """What the session's current transaction has changed so far (do not mutate)."""
-    changes: Changes = session.info.get(_KEY, {})
-    return changes
+    changes = session_state(session).changes
+    return changes if changes is not None else {}
 
 
-def add_commit_listener(manager_extensions: dict[str, Any], listener: CommitListener) -> None:
+def add_commit_listener(manager: object, listener: CommitListener) -> None:
     """Call ``listener(changes)`` after each commit of a session of that manager.
 
     Also after a COMMIT that raised, whose outcome is unknown. A listener must not
     raise: the commit is done; a failing listener is logged.
     """
-    manager_extensions.setdefault(_LISTENERS, []).append(listener)
+    _LISTENERS.setdefault(manager, []).append(listener)
 
 
 @contextlib.contextmanager
@@ -92,12 +94,12 @@ def recorded_by_caller(session: Session) -> Iterator[None]:
     The repository wraps its operations in it, so that its own ``UPDATE ...
     RETURNING`` does not also count as "unknown rows changed".
     """
-    info = session.info
-    info[_RECORDED_BY_CALLER] = info.get(_RECORDED_BY_CALLER, 0) + 1
+    state = session_state(session)
+    state.recorded_by_caller += 1
     try:
         yield
     finally:
-        info[_RECORDED_BY_CALLER] -= 1
+        state.recorded_by_caller -= 1
 
 
 @event.listens_for(ToolkitSession, "after_flush")
@@ -114,7 +116,7 @@ def _record_flush(session: Session, flush_context: Any) -> None:
 def _record_dml(state: ORMExecuteState) -> None:
     if not (state.is_update or state.is_delete or state.is_insert):
         return
-    if state.session.info.get(_RECORDED_BY_CALLER):
+    if session_state(state.session).recorded_by_caller:
         return
     mapper = state.bind_mapper
     if mapper is not None:
@@ -139,37 +141,36 @@ def _is_outermost(session: Session) -> bool:
 @event.listens_for(ToolkitSession, "before_commit")
 def _mark_committing(session: Session) -> None:
     if _is_outermost(session):
-        session.info[_COMMITTING] = True
+        session_state(session).committing = True
 
 
 @event.listens_for(ToolkitSession, "after_commit")
 def _publish_committed(session: Session) -> None:
     if not _is_outermost(session):
         return
-    session.info.pop(_COMMITTING, None)
-    _publish(session, session.info.pop(_KEY, None))
+    state = session_state(session)
+    state.committing = False
+    changes, state.changes = state.changes, None
+    _publish(state, changes)
 
 
 @event.listens_for(ToolkitSession, "after_transaction_end")
 def _discard(session: Session, transaction: SessionTransaction) -> None:
     if transaction.parent is not None:
         return
-    changes = session.info.pop(_KEY, None)
-    if session.info.pop(_COMMITTING, False):
+    state = session_state(session)
+    changes, state.changes = state.changes, None
+    committing, state.committing = state.committing, False
+    if committing:
         # The COMMIT (or the flush before it) raised: the outcome is unknown.
-        _publish(session, changes)
+        _publish(state, changes)
 
 
-def _publish(session: Session, changes: Changes | None) -> None:
-    if not changes:
+def _publish(state: SessionState, changes: Changes | None) -> None:
+    if not changes or state.manager is None:
         return
-    for listener in _extensions(session).get(_LISTENERS, ()):
+    for listener in _LISTENERS.get(state.manager, ()):
         try:
             listener(changes)
         except Exception:
             logger.exception("A commit listener failed; the commit itself succeeded")
-
-
-def _extensions(session: Session) -> dict[str, Any]:
-    manager = session.info.get("asyncdb_manager")
-    return manager.extensions if manager is not None else {}

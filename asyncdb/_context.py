@@ -11,16 +11,87 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import dataclasses
+import functools
+import json
 import types
+import uuid
 from typing import Any, Protocol
 
+from ._errors import ValidationError
+
 __all__ = [
+    "MAX_AUDIT_EXTRA_BYTES",
+    "MAX_AUDIT_ID_LENGTH",
+    "ActingUnit",
     "AuditContext",
-    "UnitLike",
+    "acts_for",
     "audit_context",
     "current_unit",
     "get_audit_context",
+    "last_write",
+    "note_write",
+    "prepare_write_marks",
 ]
+
+
+#: Longest user, session or correlation id: the width of the audit log's columns.
+MAX_AUDIT_ID_LENGTH = 255
+#: Largest JSON form of an audit context's extras.
+MAX_AUDIT_EXTRA_BYTES = 64 * 1024
+
+
+def _checked_id(name: str, value: object) -> str | None:
+    """``value`` as the text stored in the audit log; ValidationError if it cannot be."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int, uuid.UUID)):
+        msg = f"{name} must be a string, an int or a UUID (got a {type(value).__name__})."
+        raise ValidationError(msg)
+    text = str(value)
+    if len(text) > MAX_AUDIT_ID_LENGTH:
+        msg = (
+            f"{name} is {len(text)} characters long; the audit log stores at most "
+            f"{MAX_AUDIT_ID_LENGTH}. Pass a shorter id (a hash or a database key)."
+        )
+        raise ValidationError(msg)
+    if "\x00" in text or not _encodable(text):
+        msg = f"{name} holds a NUL character or a lone surrogate, which no database stores."
+        raise ValidationError(msg)
+    return text
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _checked_extra(extra: dict[str, Any] | None) -> dict[str, Any]:
+    """``extra`` if it is JSON (finite numbers, string keys) and not too large."""
+    values = dict(extra or {})
+    if not all(isinstance(key, str) for key in values):
+        msg = "Audit context extras must have string keys."
+        raise ValidationError(msg)
+    try:
+        text = json.dumps(values, allow_nan=False, ensure_ascii=False)
+    except (TypeError, ValueError) as exc:
+        msg = (
+            "Audit context extras must be JSON values (str, int, float, bool, None, lists "
+            "and dicts with string keys); convert dates and ids to strings first."
+        )
+        raise ValidationError(msg) from exc
+    if "\\u0000" in text or not _encodable(text):
+        msg = "Audit context extras hold a NUL character or a lone surrogate."
+        raise ValidationError(msg)
+    if len(text.encode()) > MAX_AUDIT_EXTRA_BYTES:
+        msg = (
+            f"Audit context extras take {len(text.encode())} bytes as JSON; at most "
+            f"{MAX_AUDIT_EXTRA_BYTES} are stored with every audit row. Keep them small."
+        )
+        raise ValidationError(msg)
+    return values
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,12 +133,18 @@ class AuditContext:
         correlation_id: object = None,
         extra: dict[str, Any] | None = None,
     ) -> AuditContext:
-        """Build a context, turning ids into strings (a user id may be an int or UUID)."""
+        """Build a context, turning ids into strings (a user id may be an int or UUID).
+
+        Everything is checked here, when the context is set, so that a bad id or
+        extra is one clear :class:`ValidationError` rather than a failure of every
+        later audited write: ids at most :data:`MAX_AUDIT_ID_LENGTH` characters,
+        extras JSON-serializable and at most :data:`MAX_AUDIT_EXTRA_BYTES`.
+        """
         return cls(
-            user_id=None if user_id is None else str(user_id),
-            session_id=None if session_id is None else str(session_id),
-            correlation_id=None if correlation_id is None else str(correlation_id),
-            extra=types.MappingProxyType(dict(extra or {})),
+            user_id=_checked_id("user_id", user_id),
+            session_id=_checked_id("session_id", session_id),
+            correlation_id=_checked_id("correlation_id", correlation_id),
+            extra=types.MappingProxyType(_checked_extra(extra)),
         )
 
 
@@ -139,11 +216,10 @@ class audit_context:
         self.__exit__(*exc_info)
 
 
-class UnitLike(Protocol):
-    """What lower layers need to know about the active unit of work."""
+class ActingUnit(Protocol):
+    """What the audit trail needs from the unit of work a session belongs to."""
 
-    @property
-    def owner_task(self) -> asyncio.Task[Any] | None: ...
+    def effective_audit(self) -> AuditContext: ...
 
 
 _unit: contextvars.ContextVar[Any] = contextvars.ContextVar("asyncdb_unit", default=None)
@@ -164,9 +240,102 @@ def reset_current_unit(token: contextvars.Token[Any]) -> None:
     _restore(_unit, token, None)
 
 
+def acts_for(owner: asyncio.Task[Any] | None) -> bool:
+    """True when the running task is ``owner``, or runs on its behalf in ``wait_for``.
+
+    On Python 3.10 and 3.11 ``asyncio.wait_for(coro, t)`` runs ``coro`` in a new task
+    while the caller waits for it, suspended; that task acts for the caller, so it may
+    use the caller's unit of work (3.12+ runs ``coro`` in the caller's own task). The
+    link is exact: the new task's done-callback releases the very future the owner is
+    waiting on. A task started with ``create_task`` or ``gather`` is never linked.
+    """
+    task = owning_task()
+    for _ in range(_MAX_WAIT_FOR_DEPTH):
+        if task is owner:
+            return True
+        if task is None:
+            return False
+        waiter = _wait_for_waiter(task)
+        if waiter is None:
+            return False
+        task = _task_waiting_on(waiter, owner)
+    return False
+
+
+_MAX_WAIT_FOR_DEPTH = 8
+_release_waiter = getattr(asyncio.tasks, "_release_waiter", None)
+
+
+def _wait_for_waiter(task: asyncio.Task[Any]) -> Any:
+    """The future a ``wait_for`` caller waits on, if ``task`` was started by one."""
+    if _release_waiter is None:
+        return None
+    for entry in getattr(task, "_callbacks", None) or ():
+        callback = entry[0] if isinstance(entry, tuple) else entry
+        if (
+            isinstance(callback, functools.partial)
+            and callback.func is _release_waiter
+            and callback.args
+        ):
+            return callback.args[0]
+    return None
+
+
+def _task_waiting_on(waiter: Any, owner: asyncio.Task[Any] | None) -> asyncio.Task[Any] | None:
+    if owner is not None and getattr(owner, "_fut_waiter", None) is waiter:
+        return owner
+    for task in asyncio.all_tasks():
+        if getattr(task, "_fut_waiter", None) is waiter:
+            return task
+    return None
+
+
 def owning_task() -> asyncio.Task[Any] | None:
     """The running task, or None outside one."""
     try:
         return asyncio.current_task()
     except RuntimeError:
         return None
+
+
+class _WriteMarks:
+    """When this context last committed a write, per router (read-your-writes).
+
+    Mutable and shared: tasks created after the first write of a context see (and
+    extend) the same marks, so a request's sub-tasks read what the request wrote.
+    """
+
+    __slots__ = ("at",)
+
+    def __init__(self) -> None:
+        self.at: dict[int, float] = {}
+
+
+_writes: contextvars.ContextVar[_WriteMarks | None] = contextvars.ContextVar(
+    "asyncdb_last_write", default=None
+)
+
+
+def prepare_write_marks() -> None:
+    """Make this context's write marks exist before a write is committed.
+
+    A unit of work commits in a shielded helper task, which runs in a copy of this
+    context: a mark that helper created would be lost, one it adds to these is seen.
+    """
+    if _writes.get() is None:
+        _writes.set(_WriteMarks())
+
+
+def note_write(router: object, now: float) -> None:
+    """Record that this context committed a write through ``router`` at ``now``."""
+    marks = _writes.get()
+    if marks is None:
+        marks = _WriteMarks()
+        _writes.set(marks)
+    marks.at[id(router)] = now
+
+
+def last_write(router: object) -> float | None:
+    """When this context last committed a write through ``router``, or None."""
+    marks = _writes.get()
+    return None if marks is None else marks.at.get(id(router))

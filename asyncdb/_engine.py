@@ -8,7 +8,9 @@ for its backend:
   sqlite3 driver's legacy mode skips BEGIN before SELECT and SAVEPOINT, so a rollback
   would not undo a released savepoint; and a plain deferred BEGIN lets two writers
   read the same value and then fail or lose an update. Writers therefore start with
-  ``BEGIN IMMEDIATE`` (they queue on the busy timeout), read-only work with ``BEGIN``.
+  ``BEGIN IMMEDIATE``, read-only work with ``BEGIN``. Writers of one engine first queue
+  in arrival order in this process (:mod:`._sqlite_gate`); SQLite's busy timeout is
+  left for writers of other processes.
 * SQLite ``:memory:``: one connection, which is the database. A pool of exactly one,
   never recycled, so concurrent tasks queue for it instead of interleaving two
   transactions on one connection (which SQLite cannot do).
@@ -27,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from typing import Any
 
 from sqlalchemy import event, exc, pool
@@ -34,6 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.util import await_only
 
 from ._settings import DatabaseSettings
+from ._sqlite_gate import WriterGate
 
 __all__ = ["AUTOCOMMIT_OPTION", "READ_ONLY_OPTION", "create_engine", "option_engines"]
 
@@ -55,8 +59,18 @@ def create_engine(settings: DatabaseSettings) -> AsyncEngine:
     return _postgres_engine(settings, common)
 
 
-def option_engines(engine: AsyncEngine, backend: str) -> dict[str, AsyncEngine]:
-    """Engines sharing ``engine``'s pool: ``autocommit`` reads and ``read_only`` work."""
+def option_engines(
+    engine: AsyncEngine, backend: str, *, pgbouncer: bool = False
+) -> dict[str, AsyncEngine]:
+    """Engines sharing ``engine``'s pool: ``autocommit`` reads and ``read_only`` work.
+
+    Behind pgbouncer in transaction mode there is no autocommit: asyncpg prepares a
+    statement and executes it in two exchanges, which pgbouncer may send to two server
+    connections unless a transaction pins one; ``autocommit`` is then a plain engine.
+    """
+    if pgbouncer:
+        read_only = engine.execution_options(**{READ_ONLY_OPTION: True}, postgresql_readonly=True)
+        return {"autocommit": engine, "read_only": read_only}
     if backend == "sqlite":
         autocommit = engine.execution_options(**{AUTOCOMMIT_OPTION: True})
         read_only = engine.execution_options(**{READ_ONLY_OPTION: True})
@@ -91,6 +105,8 @@ def _sqlite_engine(settings: DatabaseSettings, common: dict[str, Any]) -> AsyncE
     )
     busy_ms = int(settings.busy_timeout * 1000)
     is_file = not settings.is_sqlite_memory
+    # One connection is the whole :memory: database: its pool already queues writers.
+    gate = WriterGate(engine.sync_engine, settings.busy_timeout) if is_file else None
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, record: Any) -> None:
@@ -125,7 +141,12 @@ def _sqlite_engine(settings: DatabaseSettings, common: dict[str, Any]) -> AsyncE
         options = conn.get_execution_options()
         if options.get(AUTOCOMMIT_OPTION):
             return
-        conn.exec_driver_sql("BEGIN" if options.get(READ_ONLY_OPTION) else "BEGIN IMMEDIATE")
+        if options.get(READ_ONLY_OPTION):
+            conn.exec_driver_sql("BEGIN")
+            return
+        if gate is not None:
+            gate.acquire_for(proxied)  # its .info is the pool record's
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
 
@@ -160,18 +181,42 @@ def _postgres_engine(settings: DatabaseSettings, common: dict[str, Any]) -> Asyn
         "timeout": settings.connect_timeout,
         "server_settings": server_settings,
     }
-    if settings.statement_timeout is not None:
+    if settings.statement_timeout is not None and settings.pgbouncer:
+        # pgbouncer refuses a statement_timeout startup parameter (unless told to ignore
+        # it): the client bounds each statement, and asyncpg cancels it on the server.
+        connect_args["command_timeout"] = settings.statement_timeout
+    elif settings.statement_timeout is not None:
         server_settings["statement_timeout"] = str(int(settings.statement_timeout * 1000))
         # Client-side backstop for a server that stops answering mid-statement.
         connect_args["command_timeout"] = settings.statement_timeout + settings.connect_timeout
     if settings.statement_cache_size is not None:
         connect_args["statement_cache_size"] = settings.statement_cache_size
+    if settings.pgbouncer:
+        connect_args.update(pgbouncer_connect_args())
     engine = create_async_engine(
         settings.url, connect_args=connect_args, **_queue_pool(settings), **common
     )
     if settings.pre_ping:
         install_liveness_check(engine, settings.ping_idle_after)
     return engine
+
+
+def pgbouncer_connect_args() -> dict[str, Any]:
+    """asyncpg arguments for pgbouncer in transaction mode (SQLAlchemy's documented recipe).
+
+    A transaction may run on any server connection, so a statement prepared on one is
+    unknown on the next, and asyncpg's numbered names collide across clients: no
+    statement caches (asyncpg's and SQLAlchemy's), and a unique name per statement.
+    """
+    return {
+        "statement_cache_size": 0,
+        "prepared_statement_cache_size": 0,
+        "prepared_statement_name_func": _unique_statement_name,
+    }
+
+
+def _unique_statement_name() -> str:
+    return f"__asyncdb_{uuid.uuid4().hex}__"
 
 
 def install_liveness_check(engine: AsyncEngine, idle_after: float) -> None:

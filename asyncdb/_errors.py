@@ -4,16 +4,24 @@ The tree::
 
     AsyncDBError
     ├── ConfigurationError        bad settings, URL or option; raised before any I/O
-    ├── DatabaseUnavailableError  cannot reach the server (refused, reset, DNS, timed out)
+    ├── DatabaseUnavailableError  cannot reach the server (refused, DNS, timed out)
+    │   ├── ConnectionLostError   the connection broke (reset, closed, server shut down)
     │   ├── PoolTimeoutError      every pooled connection stayed busy for pool_timeout
     │   └── CommitOutcomeUnknownError  the connection died after COMMIT was sent
     ├── NotFoundError             no row with that primary key
     ├── ValidationError           caller input rejected before SQL, or a NOT NULL/CHECK failure
+    │   └── DataError             the database rejected a value (too long, out of range, bad text)
     ├── ConflictError             unique or foreign-key violation
     ├── TransactionError          misuse of a unit of work, or a failed transaction
     │   └── RetryableError        serialization failure or deadlock; run_tx retries these
     ├── QueryError                the database rejected a statement (syntax, missing table)
-    └── MigrationError            an Alembic revision failed
+    ├── MigrationError            an Alembic revision failed
+    └── StateError                the manager was used before connect() or after dispose()
+
+Classification lives here too: :func:`translate` maps any exception to the most
+specific class above, :func:`exception_chain` is the one walk down an exception's
+causes, and the retry decisions (connect, ``run_tx``, the repeat of a standalone read)
+are ``isinstance`` checks on what :func:`classify` returns.
 
 Every message is a sentence that says what to do next. None carries a password or a
 bound parameter value: engines are built with ``hide_parameters=True`` and messages are
@@ -22,9 +30,11 @@ written here from the error's class and constraint name, not from the driver's t
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 from collections.abc import Iterator
+from typing import Any
 
 from sqlalchemy import exc as sa_exc
 
@@ -33,17 +43,26 @@ __all__ = [
     "CommitOutcomeUnknownError",
     "ConfigurationError",
     "ConflictError",
+    "ConnectionLostError",
+    "DataError",
     "DatabaseUnavailableError",
     "MigrationError",
     "NotFoundError",
     "PoolTimeoutError",
     "QueryError",
     "RetryableError",
+    "StateError",
     "TransactionError",
     "ValidationError",
+    "classify",
+    "exception_chain",
     "sqlstate_of",
     "translate_errors",
 ]
+
+#: asyncio.TimeoutError is the builtin TimeoutError from Python 3.11 on, a distinct class
+#: before (asyncpg raises it for a connect or command that timed out).
+_TIMEOUTS: tuple[type[BaseException], ...] = (TimeoutError, asyncio.TimeoutError)
 
 RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
 
@@ -65,6 +84,13 @@ class ConfigurationError(AsyncDBError):
 
 class DatabaseUnavailableError(AsyncDBError):
     """The database server cannot be reached, or the connection to it was lost."""
+
+
+class ConnectionLostError(DatabaseUnavailableError):
+    """An open connection broke mid-operation (reset, closed, server shut down).
+
+    ``run_tx`` runs the whole transaction again; a standalone read is repeated once.
+    """
 
 
 class PoolTimeoutError(DatabaseUnavailableError):
@@ -95,6 +121,18 @@ class NotFoundError(AsyncDBError):
 
 class ValidationError(AsyncDBError):
     """Input was rejected: unknown column or operator, bad page, bad cursor, bad value."""
+
+
+class DataError(ValidationError):
+    """The database rejected a value as data: too long for its column, out of range,
+    not valid for the column's type. A client error, like any :class:`ValidationError`;
+    ``column`` names the column when the driver says which."""
+
+    def __init__(
+        self, message: str, *, sqlstate: str | None = None, column: str | None = None
+    ) -> None:
+        super().__init__(message, sqlstate=sqlstate)
+        self.column = column
 
 
 class ConflictError(AsyncDBError):
@@ -130,23 +168,36 @@ class MigrationError(AsyncDBError):
     """An Alembic revision failed; the message names it and what to run next."""
 
 
+class StateError(AsyncDBError):
+    """The manager was used before ``connect()`` or after ``dispose()``."""
+
+
 _SQLITE_CONSTRAINT = re.compile(
     r"(UNIQUE|FOREIGN KEY|NOT NULL|CHECK) constraint failed(?::\s*(.+))?"
 )
 
 
-def sqlstate_of(exc: BaseException) -> str | None:
-    """Return the SQLSTATE carried by ``exc`` or anything it wraps, if any."""
+def exception_chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc``, then what it wraps: SQLAlchemy's ``.orig``, else ``__cause__``.
+
+    The one walk down an exception's causes; stops on a cycle.
+    """
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
+        yield current
+        orig = getattr(current, "orig", None)
+        current = orig if isinstance(orig, BaseException) else current.__cause__
+
+
+def sqlstate_of(exc: BaseException) -> str | None:
+    """Return the SQLSTATE carried by ``exc`` or anything it wraps, if any."""
+    for current in exception_chain(exc):
         for attr in ("sqlstate", "pgcode"):
             code = getattr(current, attr, None)
             if isinstance(code, str) and len(code) == 5:
                 return code
-        orig = getattr(current, "orig", None)
-        current = orig if isinstance(orig, BaseException) else current.__cause__
     return None
 
 
@@ -230,63 +281,129 @@ def _integrity_error(exc: sa_exc.IntegrityError, columns: tuple[str, ...] = ()) 
     return ConflictError(msg, sqlstate=state, constraint=target or None)
 
 
-def _is_connection_level(exc: BaseException) -> bool:
-    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
-        return True
-    state = sqlstate_of(exc)
-    if state is not None and (state.startswith("08") or state in {"57P01", "57P02", "57P03"}):
-        return True
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, (OSError, TimeoutError)):
-            return True
+#: SQLSTATEs of a connection the server ended (admin or crash shutdown).
+_LOST_STATES = frozenset({"57P01", "57P02"})
+#: SQLSTATEs of a server that cannot take the connection (starting up, too many clients).
+_UNAVAILABLE_STATES = frozenset({"57P03", "53300"})
+#: Bad credentials or an unknown database: they will not fix themselves.
+_AUTH_STATE_PREFIX = "28"
+_AUTH_STATES = frozenset({"3D000"})
+
+
+def _connection_failure(exc: BaseException, state: str | None) -> type[AsyncDBError] | None:
+    """ConnectionLostError for a connection that broke, DatabaseUnavailableError for one
+    that could not be opened, None when ``exc`` is not about the connection."""
+    if state is not None and (state.startswith("08") or state in _LOST_STATES):
+        return ConnectionLostError
+    if state in _UNAVAILABLE_STATES:
+        return DatabaseUnavailableError
+    unavailable = False
+    for current in exception_chain(exc):
         name = type(current).__name__
-        if name in {"ConnectionDoesNotExistError", "CannotConnectNowError", "InterfaceError"} and (
-            "closed" in str(current).lower() or name != "InterfaceError"
+        if (
+            (isinstance(current, sa_exc.DBAPIError) and current.connection_invalidated)
+            or isinstance(current, (sa_exc.DisconnectionError, ConnectionError))
+            or name == "ConnectionDoesNotExistError"
+            or (name == "InterfaceError" and "closed" in str(current).lower())
         ):
-            return True
-        orig = getattr(current, "orig", None)
-        current = orig if isinstance(orig, BaseException) else current.__cause__
-    return False
+            return ConnectionLostError
+        if isinstance(current, (*_TIMEOUTS, OSError)) or name == "CannotConnectNowError":
+            unavailable = True
+    return DatabaseUnavailableError if unavailable else None
+
+
+# SQLSTATE class 22, "data exception": what each common code means, for the message.
+_DATA_STATES = {
+    "22001": "the value is too long for the column",
+    "22003": "the number is out of range for the column",
+    "22007": "the date or time is not valid",
+    "22008": "the date or time is out of range",
+    "22012": "division by zero",
+    "22021": "the text holds a character the database cannot store (a NUL byte?)",
+    "22P02": "the value is not valid for the column's type",
+    "22P05": "the text holds a character the database cannot store",
+}
+# SQLite's SQLITE_TOOBIG (18) and SQLITE_MISMATCH (20).
+_SQLITE_DATA_CODES = frozenset({18, 20})
+
+
+def _data_error(exc: BaseException, state: str | None) -> DataError | None:
+    driver = _driver_error(exc)
+    what: str | None = None
+    if state is not None and state.startswith("22"):
+        what = _DATA_STATES.get(state, "the value is not valid for the column")
+    elif driver is not None and type(driver).__name__ == "DataError" and state is None:
+        what = "the value does not fit the column's type"  # asyncpg, before sending
+    elif driver is not None and type(driver).__module__ == "sqlite3":
+        code = getattr(driver, "sqlite_errorcode", None)
+        if isinstance(code, int) and code & 0xFF in _SQLITE_DATA_CODES:
+            what = "the value does not fit the column"
+    if what is None:
+        return None
+    column = _attr(driver, "column_name")
+    where = f" for column {column!r}" if column else ""
+    msg = (
+        f"The database rejected a value{where}: {what}. Check the value's type, length "
+        "and range against the column."
+    )
+    return DataError(msg, sqlstate=state, column=column)
+
+
+# SQLITE_BUSY and SQLITE_LOCKED (primary result codes; extended codes keep them in the
+# low byte).
+_SQLITE_BUSY_CODES = frozenset({5, 6})
+
+
+def _is_sqlite_busy(exc: BaseException) -> bool:
+    driver = _driver_error(exc)
+    if driver is None or type(driver).__module__ != "sqlite3":
+        return False
+    code = getattr(driver, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        return code & 0xFF in _SQLITE_BUSY_CODES
+    text = str(driver).lower()
+    return "database is locked" in text or "database table is locked" in text
 
 
 _VALUE_BEARING_DETAIL = re.compile(r"Key \(|Failing row contains|\)=\(")
+# Text that quotes row values inside a driver's message, kept up to the value:
+# PostgreSQL's DETAIL line (asyncpg folds it into str(exc)), asyncpg's client-side
+# "invalid input for query argument $1: 'abc' (...)".
+_VALUE_BEARING_TEXT = (
+    re.compile(r"(\n?DETAIL:\s+)(Key \(|Failing row contains)[^\n]*"),
+    re.compile(r"(invalid input for query argument \$\d+):[^\n]*"),
+)
+_HIDDEN = "[row values hidden by asyncdb]"
 
 
-_DETAIL_LINE = re.compile(r"\n?DETAIL:[^\n]*")
-_KEY_VALUES = re.compile(r"\)=\(.*?\)(?= already| is not| is still|$)", re.MULTILINE)
-_FAILING_ROW = re.compile(r"Failing row contains \(.*?\)(?=\.?$)", re.MULTILINE)
-
-
-def _scrub_text(text: str) -> str:
-    text = _DETAIL_LINE.sub("", text)
-    text = _KEY_VALUES.sub(")=(…)", text)
-    return _FAILING_ROW.sub("Failing row contains (…)", text)
+def _redact(text: str) -> str:
+    for pattern in _VALUE_BEARING_TEXT:
+        text = pattern.sub(lambda m: f"{m.group(1)}{_HIDDEN}", text)
+    return text
 
 
 def scrub_values(exc: BaseException) -> None:
-    """Remove row values from driver exceptions in ``exc``'s chain, in place.
+    """Remove row values from the exceptions in ``exc``'s chain, in place.
 
     asyncpg renders the server's DETAIL (``Key (email)=(ada@example.com) already
-    exists``) into ``str(exc)``, so any traceback or log of the chained error would
-    carry the value. The constraint name and SQLSTATE stay.
+    exists``) into ``str(exc)``, and SQLAlchemy 2.0 copies that text into the messages
+    of its own wrappers when it builds them, and keeps the statement's ``params``; any
+    traceback or log of the chain would carry the value. DETAIL attributes are cleared,
+    value-bearing text in every message is redacted, and ``params`` dropped. The
+    constraint name and SQLSTATE stay.
     """
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
+    for current in exception_chain(exc):
         detail = getattr(current, "detail", None)
         if isinstance(detail, str) and _VALUE_BEARING_DETAIL.search(detail):
             with contextlib.suppress(AttributeError):  # a read-only attribute
                 current.detail = None  # type: ignore[attr-defined]
-        # SQLAlchemy 2.0's asyncpg adapter bakes the driver's text, DETAIL included, into
-        # its own exception's args when it wraps the error.
-        if any(isinstance(a, str) and _VALUE_BEARING_DETAIL.search(a) for a in current.args):
-            current.args = tuple(_scrub_text(a) if isinstance(a, str) else a for a in current.args)
-        orig = getattr(current, "orig", None)
-        current = orig if isinstance(orig, BaseException) else current.__cause__
+        if isinstance(current, sa_exc.StatementError):
+            current.params = None
+        if any(isinstance(arg, str) for arg in current.args):
+            with contextlib.suppress(AttributeError, TypeError):
+                current.args = tuple(
+                    _redact(arg) if isinstance(arg, str) else arg for arg in current.args
+                )
 
 
 def translate(exc: BaseException) -> BaseException:
@@ -297,6 +414,12 @@ def translate(exc: BaseException) -> BaseException:
     if isinstance(exc, AsyncDBError):
         return exc
     columns = _constraint_columns(exc) if isinstance(exc, sa_exc.IntegrityError) else ()
+    if isinstance(exc, (OverflowError, UnicodeEncodeError)):
+        # Raised by the driver while binding a value (SQLite: an int beyond 64 bits, a
+        # lone surrogate). The messages quote the value: say what, not which.
+        what = "a number too large" if isinstance(exc, OverflowError) else "a lone surrogate"
+        msg = f"The driver could not send a value ({what}) to the database. Check the value."
+        return DataError(msg)
     scrub_values(exc)
     if isinstance(exc, sa_exc.TimeoutError):
         msg = (
@@ -307,6 +430,12 @@ def translate(exc: BaseException) -> BaseException:
     if isinstance(exc, sa_exc.IntegrityError):
         return _integrity_error(exc, columns)
     state = sqlstate_of(exc)
+    if state is not None and (state.startswith(_AUTH_STATE_PREFIX) or state in _AUTH_STATES):
+        msg = (
+            "The server rejected the credentials or the database name. Check the user, "
+            "password and database in the URL."
+        )
+        return ConfigurationError(msg, sqlstate=state)
     if state in RETRYABLE_SQLSTATES:
         what = "deadlock" if state == "40P01" else "serialization failure"
         msg = (
@@ -314,6 +443,16 @@ def translate(exc: BaseException) -> BaseException:
             "asyncdb.run_tx does this for you."
         )
         return RetryableError(msg, sqlstate=state)
+    if _is_sqlite_busy(exc):
+        msg = (
+            "The SQLite database stayed locked by another writer for busy_timeout. Run the "
+            "transaction again (asyncdb.run_tx does), shorten write transactions, or raise "
+            "busy_timeout."
+        )
+        return RetryableError(msg)
+    data_error = _data_error(exc, state)
+    if data_error is not None:
+        return data_error
     if state == "57014":
         msg = (
             "The statement was cancelled because it ran past statement_timeout. Make the query "
@@ -329,12 +468,13 @@ def translate(exc: BaseException) -> BaseException:
     if state == "25006":
         msg = "A write was attempted in a read-only transaction. Use a read-write session or unit."
         return TransactionError(msg, sqlstate=state)
-    if isinstance(exc, (sa_exc.DBAPIError, OSError, TimeoutError)) and _is_connection_level(exc):
+    failure = _connection_failure(exc, state)
+    if failure is not None:
         msg = (
             "The connection to the database was lost or could not be opened. Check that the "
             "server is running and reachable; the operation was not completed."
         )
-        return DatabaseUnavailableError(msg, sqlstate=state)
+        return failure(msg, sqlstate=state)
     if isinstance(exc, sa_exc.DBAPIError):
         driver = _driver_error(exc)
         missing = _MISSING_TABLE.search(str(driver) if driver is not None else "")
@@ -360,13 +500,41 @@ def _missing_table(table: str, state: str | None) -> QueryError:
     return QueryError(msg, sqlstate=state)
 
 
+def classify(exc: BaseException) -> type[BaseException]:
+    """The class of the asyncdb error ``exc`` stands for (its own class if none).
+
+    An asyncdb error built by hand around a more specific cause (``raise
+    DatabaseUnavailableError(...) from dropped``) is classified by that cause.
+    """
+    if isinstance(exc, AsyncDBError):
+        cause = exc.__cause__
+        if cause is not None and not isinstance(cause, AsyncDBError):
+            found = translate(cause)
+            if isinstance(found, type(exc)):
+                return type(found)
+        return type(exc)
+    return type(translate(exc))
+
+
+#: What :func:`translate` maps: SQLAlchemy's errors, socket errors and timeouts (a connect
+#: that timed out), and what a driver raises while binding a value it cannot send (an int
+#: beyond 64 bits, a lone surrogate).
+TRANSLATED: tuple[type[BaseException], ...] = (
+    sa_exc.SQLAlchemyError,
+    OSError,
+    *_TIMEOUTS,
+    OverflowError,
+    UnicodeEncodeError,
+)
+
+
 @contextlib.contextmanager
 def translate_errors() -> Iterator[None]:
     """Re-raise SQLAlchemy and driver errors as asyncdb errors, chained with ``from``."""
     try:
         yield
-    except (sa_exc.SQLAlchemyError, OSError) as exc:
-        mapped = translate(exc)
+    except TRANSLATED as exc:
+        mapped: Any = translate(exc)
         if mapped is exc:
             raise
         raise mapped from exc

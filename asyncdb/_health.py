@@ -13,7 +13,8 @@ class HealthReport:
     """The outcome of one health probe. Never carries a password.
 
     ``healthy`` is True when ``SELECT 1`` answered within the timeout; otherwise
-    ``error`` says why, in one secret-free line.
+    ``error`` says why, in one secret-free line. Replicas do not decide ``healthy``
+    (reads fall back to the primary); their state is in ``nodes``.
     """
 
     healthy: bool
@@ -23,6 +24,8 @@ class HealthReport:
     pool: dict[str, Any] = dataclasses.field(default_factory=dict)
     metrics: dict[str, Any] = dataclasses.field(default_factory=dict)
     error: str | None = None
+    #: With read replicas: one dict per node (role, healthy, lag, pool); else empty.
+    nodes: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serializable dict of every field."""

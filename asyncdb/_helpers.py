@@ -8,9 +8,10 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
-from ._errors import ValidationError
+from ._errors import CommitOutcomeUnknownError, ConfigurationError
 from ._filters import check_int
-from ._manager import AsyncDatabaseManager, ManagerState
+from ._manager import AsyncDatabaseManager
+from ._registry import _connected, get_db_manager, set_db_manager
 from ._retry import backoff_delay, is_transaction_retryable
 from ._session import ToolkitAsyncSession
 from ._uow import AsyncUnitOfWork, active_unit_for
@@ -36,51 +37,6 @@ DEFAULT_TX_RETRIES = 3
 DEFAULT_TX_BACKOFF = 0.05
 #: Longest single wait between two attempts, in seconds.
 MAX_TX_BACKOFF = 2.0
-_CONNECT_LOCK = "asyncdb_connect_lock"
-
-_default: AsyncDatabaseManager | None = None
-
-
-def get_db_manager() -> AsyncDatabaseManager:
-    """The process-wide manager, built from ``DatabaseSettings.from_env()`` on first use.
-
-    It is not connected until :func:`init_database` (or ``await db.connect()``) runs;
-    :func:`get_session` and :func:`run_tx` connect it on demand. A disposed default
-    manager is replaced by a fresh one. :func:`set_db_manager` installs another.
-    """
-    global _default
-    if _default is None or _default.state is ManagerState.DISPOSED:
-        _default = AsyncDatabaseManager()
-    return _default
-
-
-def set_db_manager(db: AsyncDatabaseManager | None) -> AsyncDatabaseManager | None:
-    """Replace the process-wide manager (tests, apps with their own set-up); returns the old one.
-
-    ``None`` makes the next :func:`get_db_manager` build one from the environment again::
-
-        previous = set_db_manager(test_db)
-        try:
-            ...
-        finally:
-            set_db_manager(previous)
-    """
-    global _default
-    previous, _default = _default, db
-    return previous
-
-
-async def _connected(db: AsyncDatabaseManager) -> AsyncDatabaseManager:
-    """``db``, connected once even when many tasks ask at the same time."""
-    if db.state is not ManagerState.NEW:
-        return db  # connected, or disposed: db.session() then raises a clear StateError
-    # Per manager (a manager lives on one event loop; a module-wide lock would be shared
-    # between the loops of successive asyncio.run() calls).
-    lock = db.extensions.setdefault(_CONNECT_LOCK, asyncio.Lock())
-    async with lock:
-        if db.state is ManagerState.NEW:
-            await db.connect()
-    return db
 
 
 @contextlib.asynccontextmanager
@@ -138,10 +94,10 @@ async def run_tx(
     SAVEPOINT and runs once: a conflict aborts the outer transaction, so only the
     outermost unit can be retried.
     """
-    check_int("retries", retries, 0)
-    if isinstance(backoff, bool) or not isinstance(backoff, (int, float)) or backoff < 0:
-        msg = f"backoff must be a non-negative number of seconds (got {backoff!r})."
-        raise ValidationError(msg)
+    check_int("retries", retries, 0, 100, error=ConfigurationError)
+    if isinstance(backoff, bool) or not isinstance(backoff, (int, float)) or not 0 <= backoff <= 60:
+        msg = f"backoff must be a number of seconds from 0 to 60 (got {backoff!r})."
+        raise ConfigurationError(msg)
     manager = await _connected(db if db is not None else get_db_manager())
     if active_unit_for(manager) is not None:
         async with AsyncUnitOfWork(manager, isolation_level=isolation_level, **audit) as uow:
@@ -152,7 +108,11 @@ async def run_tx(
             async with AsyncUnitOfWork(manager, isolation_level=isolation_level, **audit) as uow:
                 return await fn(uow, *args)
         except Exception as exc:
-            if attempt >= retries or not is_transaction_retryable(exc):
+            if (
+                attempt >= retries
+                or isinstance(exc, CommitOutcomeUnknownError)
+                or not is_transaction_retryable(exc)
+            ):
                 raise
             delay = backoff_delay(attempt, backoff, cap=MAX_TX_BACKOFF)
             attempt += 1

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 from sqlalchemy import event, text
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker
 from sqlalchemy.orm import Session
@@ -22,23 +23,29 @@ from ._errors import (
     AsyncDBError,
     ConfigurationError,
     DatabaseUnavailableError,
+    StateError,
     TransactionError,
     exception_summary,
     translate,
 )
 from ._health import HealthReport
+from ._instrument import instrument_engine
 from ._metrics import Metrics
 from ._retry import backoff_delay, is_auth_failure, is_connect_retryable
-from ._session import ToolkitAsyncSession, ToolkitSession
+from ._routing import ReplicaNode, Route, Router, check_route
+from ._session import (
+    STATE_KEY,
+    SessionState,
+    ToolkitAsyncSession,
+    ToolkitSession,
+    find_session_state,
+    session_state,
+)
 from ._settings import DatabaseSettings
 
 __all__ = ["AsyncDatabaseManager", "ManagerState", "StateError"]
 
 logger = logging.getLogger("asyncdb")
-
-
-class StateError(AsyncDBError):
-    """The manager was used before ``connect()`` or after ``dispose()``."""
 
 
 class ManagerState(enum.Enum):
@@ -51,12 +58,27 @@ class ManagerState(enum.Enum):
 
 @event.listens_for(ToolkitSession, "before_flush")
 def _refuse_read_only_flush(session: Session, flush_context: Any, instances: Any) -> None:
-    if session.info.get("read_only") and (session.new or session.dirty or session.deleted):
+    if session_state(session).read_only and (session.new or session.dirty or session.deleted):
         msg = (
             "This session is read-only and cannot write. Use db.session() or an "
             "AsyncUnitOfWork without read_only=True for changes."
         )
         raise TransactionError(msg)
+
+
+@event.listens_for(ToolkitSession, "before_commit")
+def _note_write(session: Session) -> None:
+    # Read-your-writes: a COMMIT sent to the primary keeps this task's reads there a
+    # while. Noted before the COMMIT is sent, so a commit whose outcome is unknown
+    # (CommitOutcomeUnknownError) keeps them there too: it may have committed.
+    if session.get_nested_transaction() is not None:
+        return  # a SAVEPOINT's release, not the outermost COMMIT
+    state = find_session_state(session)
+    if state is None or state.manager is None or state.read_only or state.node is not None:
+        return
+    router = state.manager.router
+    if router is not None:
+        router.note_write()
 
 
 class TransactionObserver(Protocol):
@@ -105,6 +127,7 @@ class AsyncDatabaseManager:
             enabled=settings.metrics,
         )
         self.state = ManagerState.NEW
+        self._loop: asyncio.AbstractEventLoop | None = None
         #: Attempts the last ``connect()`` made (1 when the first one succeeded).
         self.connect_attempts = 0
         self._engine: AsyncEngine | None = None
@@ -112,8 +135,12 @@ class AsyncDatabaseManager:
         self._factories: dict[str, async_sessionmaker[ToolkitAsyncSession]] = {}
         self._observers: list[TransactionObserver] = [self.metrics]
         self._uninstall: list[Callable[[], None]] = []
-        #: Shared per-manager state that other layers attach (cache registry, ...).
-        self.extensions: dict[str, Any] = {}
+        #: SQLite's journal mode as the first connection set it (None elsewhere).
+        self.journal_mode: str | None = None
+        # Read replicas (docs/scaling.md): the router, and session factories per node.
+        self._router: Router | None = None
+        self._node_factories: dict[str, dict[str, async_sessionmaker[ToolkitAsyncSession]]] = {}
+        self._sessions_bound = False
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -147,6 +174,18 @@ class AsyncDatabaseManager:
                 "Create a new AsyncDatabaseManager."
             )
             raise StateError(msg)
+        if self._loop is not None:
+            try:
+                running = asyncio.get_running_loop()
+            except RuntimeError:
+                return  # sync code (a repr, a sync helper): no loop to compare
+            if running is not self._loop:
+                msg = (
+                    "This database manager was connected on another event loop. Its pooled "
+                    "connections belong to that loop: create and connect one manager per "
+                    "event loop (in tests, give the manager the same scope as the loop)."
+                )
+                raise StateError(msg)
 
     async def connect(self) -> AsyncDatabaseManager:
         """Create the engine and open a first connection, retrying connection failures.
@@ -170,22 +209,109 @@ class AsyncDatabaseManager:
             await engine.dispose()
             raise
         self._install(engine)
+        self._loop = asyncio.get_running_loop()
         self.state = ManagerState.CONNECTED
         logger.info("Connected to %s", self.url)
+        if self.settings.replicas:
+            await self._start_replicas()
         return self
+
+    # -- read replicas (the policy lives in _routing) ----------------------------------
+
+    async def _start_replicas(self) -> None:
+        settings = self.settings
+        nodes: list[ReplicaNode] = []
+        for index, url in enumerate(settings.replicas):
+            engine = create_engine(settings.replace(url=url, replicas=()))
+            node = ReplicaNode(
+                f"replica{index + 1}",
+                settings.masked_replicas[index],
+                engine,
+                option_engines(engine, self.backend, pgbouncer=settings.pgbouncer),
+            )
+            self._node_factories[node.name] = {
+                kind: async_sessionmaker(
+                    node.engines[kind],
+                    info={STATE_KEY: SessionState(manager=self, read_only=True, node=node.name)},
+                    expire_on_commit=False,
+                    class_=ToolkitAsyncSession,
+                )
+                for kind in ("read_only", "autocommit")
+            }
+            nodes.append(node)
+        router = Router(
+            nodes,
+            sticky_after_write=settings.sticky_after_write,
+            max_lag=settings.max_replica_lag,
+            check_interval=settings.replica_check_interval,
+            probe_timeout=settings.connect_timeout,
+        )
+        self._router = router
+        await router.probe_all()  # a replica that is down does not fail connect()
+        router.start()
+        self.metrics.add_section("routing", router.snapshot)
+
+    @property
+    def router(self) -> Router | None:
+        """The read router when ``replicas`` are configured, else None."""
+        return self._router
+
+    async def read_session(
+        self, route: Route = "auto", *, autocommit: bool = False
+    ) -> ToolkitAsyncSession:
+        """A session that only reads: on a replica when routing allows, else the primary.
+
+        ``autocommit=True`` runs each statement on its own (standalone reads), otherwise
+        the session runs read-only transactions. A replica that cannot be reached is
+        marked down here and the next one (then the primary) is used, so the caller sees
+        no error; the session's connection is checked out already in that case, which
+        costs no extra round trip.
+        """
+        self._check_connected()
+        check_route(route)
+        kind = "autocommit" if autocommit else "read_only"
+        router = self._router
+        if router is not None and not self._sessions_bound:
+            node = router.choose(route)
+            while node is not None:
+                session = self._node_factories[node.name][kind]()
+                try:
+                    await session.connection()
+                except Exception as exc:
+                    await session.close()
+                    if isinstance(exc, sa_exc.TimeoutError):
+                        raise translate(exc) from exc  # our pool is busy; the node is fine
+                    router.failed(node, exc)
+                    node = router.choose(route)
+                    continue
+                return session
+        return self._factories[kind]()
+
+    def read_failed(self, session: ToolkitAsyncSession, exc: BaseException) -> bool:
+        """A read on ``session`` failed with ``exc``: True when it ran on a replica, which
+        is then skipped with backoff (the caller may repeat the read elsewhere)."""
+        state = find_session_state(session.sync_session)
+        name = None if state is None else state.node
+        router = self._router
+        if name is None or router is None:
+            return False
+        for node in router.nodes:
+            if node.name == name:
+                router.failed(node, exc)
+        return True
 
     async def _probe_with_retry(self, engine: AsyncEngine) -> None:
         attempts = self.settings.connect_retries
         for attempt in range(1, attempts + 1):
             self.connect_attempts = attempt
             try:
-                async with _no_transaction(engine, self.backend).connect() as conn:
+                async with _no_transaction(
+                    engine, self.backend, pgbouncer=self.settings.pgbouncer
+                ).connect() as conn:
                     await conn.exec_driver_sql("SELECT 1")
                     if self.backend == "sqlite":
                         raw = await conn.get_raw_connection()
-                        record = raw._connection_record
-                        if record is not None:
-                            self.extensions[JOURNAL_MODE] = record.info.get(JOURNAL_MODE)
+                        self.journal_mode = raw.info.get(JOURNAL_MODE)
                 return
             except Exception as exc:
                 if is_auth_failure(exc):
@@ -214,17 +340,18 @@ class AsyncDatabaseManager:
                 await asyncio.sleep(delay)
 
     def _install(self, engine: AsyncEngine) -> None:
-        from ._instrument import instrument_engine
-
         self._engine = engine
-        self._engines = {"default": engine, **option_engines(engine, self.backend)}
+        views = option_engines(engine, self.backend, pgbouncer=self.settings.pgbouncer)
+        self._engines = {"default": engine, **views}
         options: dict[str, Any] = {
             "expire_on_commit": False,
             "class_": ToolkitAsyncSession,
         }
         self._factories = {
             name: async_sessionmaker(
-                bind, info={"asyncdb_manager": self, "read_only": name == "read_only"}, **options
+                bind,
+                info={STATE_KEY: SessionState(manager=self, read_only=name == "read_only")},
+                **options,
             )
             for name, bind in self._engines.items()
         }
@@ -243,6 +370,11 @@ class AsyncDatabaseManager:
         for undo in self._uninstall:
             undo()
         self._uninstall.clear()
+        router, self._router = self._router, None
+        if router is not None:
+            await router.stop()
+            for node in router.nodes:
+                await node.engine.dispose()
         if engine is not None:
             await engine.dispose()
             logger.info("Disposed the engine for %s", self.url)
@@ -303,6 +435,7 @@ class AsyncDatabaseManager:
         """
         self._check_connected()
         saved = self._factories
+        saved_bound, self._sessions_bound = self._sessions_bound, True
         self._factories = {
             name: async_sessionmaker(
                 **{**factory.kw, "bind": connection},
@@ -315,6 +448,7 @@ class AsyncDatabaseManager:
             yield connection
         finally:
             self._factories = saved
+            self._sessions_bound = saved_bound
 
     # -- transaction observers -------------------------------------------------------
 
@@ -372,6 +506,7 @@ class AsyncDatabaseManager:
             mapped = translate(exc)
             error = str(mapped) if isinstance(mapped, AsyncDBError) else type(exc).__name__
         latency = (time.perf_counter() - started) * 1000.0
+        nodes = await self._node_health(timeout, error is None)
         return HealthReport(
             healthy=error is None,
             latency_ms=round(latency, 3) if error is None else None,
@@ -380,7 +515,26 @@ class AsyncDatabaseManager:
             pool=self.pool_status(),
             metrics=self.metrics.snapshot(),
             error=error,
+            nodes=nodes,
         )
+
+    async def _node_health(self, timeout: float, primary_ok: bool) -> list[dict[str, Any]]:
+        """Per-node figures: the primary, then each replica probed now (in parallel)."""
+        router = self._router
+        if router is None:
+            return []
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(
+                asyncio.gather(*(router.probe(node) for node in router.nodes)), timeout
+            )
+        primary = {
+            "name": "primary",
+            "role": "primary",
+            "url": self.url,
+            "healthy": primary_ok,
+            "pool": self.pool_status(),
+        }
+        return [primary, *router.snapshot()["replicas"]]
 
     async def _ping(self) -> None:
         # Probes run without a transaction: on SQLite a BEGIN IMMEDIATE would make a
@@ -393,14 +547,16 @@ class AsyncDatabaseManager:
             self._check_connected()
         engine = create_engine(self.settings.replace(pre_ping=False))
         try:
-            async with _no_transaction(engine, self.backend).connect() as conn:
+            async with _no_transaction(
+                engine, self.backend, pgbouncer=self.settings.pgbouncer
+            ).connect() as conn:
                 await conn.execute(text("SELECT 1"))
         finally:
             await engine.dispose()
 
 
-def _no_transaction(engine: AsyncEngine, backend: str) -> AsyncEngine:
-    return option_engines(engine, backend)["autocommit"]
+def _no_transaction(engine: AsyncEngine, backend: str, *, pgbouncer: bool = False) -> AsyncEngine:
+    return option_engines(engine, backend, pgbouncer=pgbouncer)["autocommit"]
 
 
 def _known(overrides: dict[str, Any]) -> dict[str, Any]:

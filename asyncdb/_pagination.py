@@ -10,7 +10,10 @@ import decimal
 import hashlib
 import hmac
 import json
+import logging
 import math
+import secrets
+import threading
 import uuid
 from collections.abc import Sequence
 from typing import Any, Generic, TypeVar
@@ -19,7 +22,16 @@ from sqlalchemy import and_, false, or_
 
 from ._errors import ValidationError
 
-__all__ = ["CursorCodec", "KeysetPage", "Page", "keyset_after"]
+__all__ = [
+    "CursorCodec",
+    "KeysetPage",
+    "Page",
+    "check_cursor_values",
+    "codec_for_secrets",
+    "keyset_after",
+]
+
+logger = logging.getLogger("asyncdb")
 
 T = TypeVar("T")
 
@@ -108,20 +120,27 @@ class CursorCodec:
 
     The token names its table and ordering, so a cursor from another table or
     another ``order_by`` is refused, and its signature makes any edit detectable.
+    The first key signs; every key verifies, so a secret can be rotated without
+    invalidating the cursors already handed out.
     """
 
-    def __init__(self, key: bytes) -> None:
-        self._key = key
+    def __init__(self, key: bytes | Sequence[bytes]) -> None:
+        keys = (key,) if isinstance(key, bytes) else tuple(key)
+        if not keys:
+            msg = "CursorCodec needs at least one key."
+            raise ValueError(msg)
+        self._keys = keys
 
-    def _sign(self, payload: bytes) -> bytes:
-        return hmac.new(self._key, payload, hashlib.sha256).digest()[:16]
+    @staticmethod
+    def _mac(key: bytes, payload: bytes) -> bytes:
+        return hmac.new(key, payload, hashlib.sha256).digest()[:16]
 
     def encode(self, scope: str, values: Sequence[Any]) -> str:
         """A cursor for ``values`` in ``scope`` (table and ordering)."""
         body = json.dumps(
             {"s": scope, "v": [_encode_value(v) for v in values]}, separators=(",", ":")
         ).encode()
-        token = self._sign(body) + body
+        token = self._mac(self._keys[0], body) + body
         return base64.urlsafe_b64encode(token).decode().rstrip("=")
 
     def decode(self, scope: str, cursor: str, width: int) -> list[Any]:
@@ -137,7 +156,9 @@ class CursorCodec:
         except (binascii.Error, ValueError) as exc:
             raise ValidationError(invalid) from exc
         signature, body = token[:16], token[16:]
-        if len(signature) < 16 or not hmac.compare_digest(signature, self._sign(body)):
+        if len(signature) < 16 or not any(
+            hmac.compare_digest(signature, self._mac(key, body)) for key in self._keys
+        ):
             raise ValidationError(invalid)
         try:
             data = json.loads(body)
@@ -147,6 +168,94 @@ class CursorCodec:
         if data.get("s") != scope or len(values) != width:
             raise ValidationError(invalid)
         return values
+
+
+_KEY_CONTEXT = b"asyncdb-keyset-cursor\0"
+_process_secret: bytes | None = None
+_process_secret_lock = threading.Lock()
+
+
+def _random_process_secret() -> bytes:
+    """One random secret per process, made on first use and announced once."""
+    global _process_secret  # one lazily made value per process
+    with _process_secret_lock:
+        if _process_secret is None:
+            _process_secret = secrets.token_bytes(32)
+            logger.warning(
+                "No cursor_secret is set (ASYNCDB_CURSOR_SECRET): keyset cursors are signed "
+                "with a random per-process secret, so they stop working after a restart "
+                "and are not accepted by other processes. Set cursor_secret to keep them."
+            )
+        return _process_secret
+
+
+def codec_for_secrets(cursor_secrets: Sequence[str] | None) -> CursorCodec:
+    """The codec for the configured secrets (first signs, all verify).
+
+    With no secret configured, a random per-process secret is used (and a warning
+    logged once). The key is never derived from the database URL or its credentials.
+    """
+    raw = [s.encode() for s in cursor_secrets] if cursor_secrets else [_random_process_secret()]
+    return CursorCodec([hashlib.sha256(_KEY_CONTEXT + secret).digest() for secret in raw])
+
+
+def _python_type(column: Any) -> type | None:
+    try:
+        return column.type.python_type  # type: ignore[no-any-return]
+    except (NotImplementedError, AttributeError):
+        return None
+
+
+def _value_fits(expected: type, value: Any) -> bool:
+    if expected is bool:
+        return isinstance(value, bool)
+    if expected is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if expected is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if expected is decimal.Decimal:
+        return isinstance(value, (decimal.Decimal, int)) and not isinstance(value, bool)
+    if expected is dt.datetime:
+        return isinstance(value, dt.datetime)
+    if expected is dt.date:
+        return isinstance(value, dt.date) and not isinstance(value, dt.datetime)
+    if hasattr(expected, "__members__"):  # an Enum: the cursor carries the member's name
+        return isinstance(value, str) and value in expected.__members__
+    return isinstance(value, expected)
+
+
+def check_cursor_values(
+    model: type[Any], order: Sequence[tuple[str, bool]], values: Sequence[Any]
+) -> list[Any]:
+    """``values`` checked against the sort columns' types, before any SQL.
+
+    A validly signed cursor whose values do not fit the columns (a secret leaked, an
+    old cursor after a schema change) is a :class:`ValidationError`, never a query.
+    Enum values come back as members.
+    """
+    checked: list[Any] = []
+    for (field, _), value in zip(order, values, strict=True):
+        column = getattr(model, field)
+        if value is None:
+            if not getattr(column, "nullable", True) or getattr(column, "primary_key", False):
+                msg = (
+                    f"The pagination cursor holds no value for {field!r}, which cannot be "
+                    "NULL. Start again without `after`."
+                )
+                raise ValidationError(msg)
+            checked.append(None)
+            continue
+        expected = _python_type(column)
+        if expected is not None and not _value_fits(expected, value):
+            msg = (
+                f"The pagination cursor's value for {field!r} does not fit the column's type. "
+                "Start again without `after`, and pass back next_cursor unchanged."
+            )
+            raise ValidationError(msg)
+        if expected is not None and hasattr(expected, "__members__"):
+            value = expected.__members__[value]
+        checked.append(value)
+    return checked
 
 
 def keyset_after(model: type[Any], order: Sequence[tuple[str, bool]], values: Sequence[Any]) -> Any:

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import uuid
+import contextvars
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -15,31 +14,54 @@ from sqlalchemy import (
     delete,
     exists,
     func,
-    inspect,
     select,
     true,
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Mapper
 
 from . import _bulk
-from ._audit import is_audited, mark_instance
+from ._audit import mark_instance, resolve_context
 from ._changes import record_changes, recorded_by_caller
 from ._context import AuditContext
-from ._errors import DatabaseUnavailableError, NotFoundError, TransactionError, ValidationError
+from ._errors import (
+    ConfigurationError,
+    ConnectionLostError,
+    DatabaseUnavailableError,
+    NotFoundError,
+    PoolTimeoutError,
+    TransactionError,
+    ValidationError,
+    commit_outcome_unknown,
+)
 from ._filters import (
     build_filters,
     build_order,
     check_columns,
+    check_flag,
     check_int,
-    column_names,
+    filterable_fields,
     parse_order_with_key,
 )
+from ._model_info import model_info
 from ._models import utcnow
-from ._pagination import CursorCodec, KeysetPage, Page, keyset_after
-from ._settings import DEFAULT_MAX_PAGE_SIZE
-from ._uow import AsyncUnitOfWork, active_unit_for, inherited_unit_for
+from ._pagination import (
+    CursorCodec,
+    KeysetPage,
+    Page,
+    check_cursor_values,
+    codec_for_secrets,
+    keyset_after,
+)
+from ._routing import Route, check_route
+from ._settings import DEFAULT_MAX_PAGE_SIZE, cursor_secret_from_env
+from ._uow import (
+    AsyncUnitOfWork,
+    active_unit_for,
+    inherited_unit_for,
+    register_repository_factory,
+)
+from ._values import MAX_INT64, coerce_values
 
 if TYPE_CHECKING:
     from ._cache import RepositoryCache
@@ -80,38 +102,37 @@ class Repository(Generic[T]):
         audit: bool = True,
         cache: RepositoryCache | None = None,
         max_page_size: int | None = None,
+        filterable: Iterable[str] | None = None,
+        route: Route = "auto",
     ) -> None:
-        try:
-            mapper: Mapper[T] = inspect(model)
-        except Exception as exc:
-            msg = f"Repository needs a mapped model class (got {model!r})."
-            raise ValidationError(msg) from exc
+        info = model_info(model)
+        check_route(route)
         if sum(x is not None for x in (db, session, unit)) != 1:
             msg = "Give a Repository exactly one of: a manager (db), session=, or unit=."
-            raise ValidationError(msg)
+            raise ConfigurationError(msg)
         self.model = model
         self.db = db if db is not None else (unit.db if unit is not None else None)
         self._session = session
         self._unit = unit
-        self._mapper = mapper
-        self.table: Table = mapper.local_table  # type: ignore[assignment]
-        self._pk_cols = list(mapper.primary_key)
-        self._pk_names = [mapper.get_property_by_column(c).key for c in self._pk_cols]
-        self._columns = column_names(model)
-        self._soft = "deleted_at" in self._columns
-        self._audited = audit and is_audited(model)
+        self._info = info
+        self.table: Table = info.table
+        self._soft = info.soft_delete
+        #: Fields callers may filter and order by: ``filterable`` (an allow-list), else
+        #: the model's ``__filterable__``, else every column but the audit-excluded secrets.
+        self.filterable = filterable_fields(model, filterable)
+        if not isinstance(audit, bool):
+            msg = f"audit must be True or False (got a {type(audit).__name__})."
+            raise ConfigurationError(msg)
         self._audit_flag = audit
-        self._defaults: AuditContext | None = None
+        self._audited = audit and info.audited
+        self._context_var: contextvars.ContextVar[AuditContext | None] | None = None
         self.cache = cache
+        #: Where standalone reads run when the manager has replicas (docs/scaling.md).
+        self.route: Route = route
         if max_page_size is None:
             max_page_size = self.db.settings.max_page_size if self.db else DEFAULT_MAX_PAGE_SIZE
         self.max_page_size = max_page_size
         self._codec: CursorCodec | None = None
-        # Filled by the bulk operations on first use.
-        self._attr_columns: dict[str, Any] | None = None
-        self._defaulted_columns: list[tuple[str, Any]] | None = None
-        self._names_are_columns = False
-        self._column_to_attr: dict[str, str] | None = None
         if cache is not None and self.db is not None:
             cache.attach(self.db)
 
@@ -123,9 +144,25 @@ class Repository(Generic[T]):
     def set_context(
         self, *, user_id: object = None, session_id: object = None, correlation_id: object = None
     ) -> Repository[T]:
-        """Audit defaults for this repository's writes (the lowest precedence)."""
-        self._defaults = AuditContext.of(user_id, session_id, correlation_id)
+        """Audit defaults for this repository's writes (the lowest precedence).
+
+        The defaults are task-local, like :func:`audit_context`: they apply to writes
+        made by the task that set them and by tasks it creates afterwards. A repository
+        shared by concurrent requests therefore never gives one request's actor to
+        another's rows. Set them in each request (or use ``audit_context``).
+        """
+        if self._context_var is None:
+            self._context_var = contextvars.ContextVar(
+                f"asyncdb_repository_context_{id(self)}", default=None
+            )
+        self._context_var.set(AuditContext.of(user_id, session_id, correlation_id))
         return self
+
+    @property
+    def _defaults(self) -> AuditContext | None:
+        """The audit defaults :meth:`set_context` gave this task (None if none)."""
+        var = self._context_var
+        return None if var is None else var.get()
 
     # -- session scopes ------------------------------------------------------------------
 
@@ -148,21 +185,43 @@ class Repository(Generic[T]):
             raise TransactionError(msg)
         return None
 
-    async def _read(self, op: Callable[[AsyncSession], Awaitable[R]]) -> R:
+    async def _read(
+        self, op: Callable[[AsyncSession], Awaitable[R]], *, fills_cache: bool = False
+    ) -> R:
         session = self._bound_session()
         if session is not None:
             return await op(session)
-        assert self.db is not None
-        for attempt in (1, 2):
+        db = self.db
+        assert db is not None
+        # A shared cache is filled from the primary only: a replica may lag behind the
+        # commit whose invalidation the cache has already seen.
+        route: Route = "primary" if fills_cache else self.route
+        replica_failures = 0
+        primary_repeated = False
+        while True:
+            own = await db.read_session(route, autocommit=True) if db.router else None
+            if own is None:
+                own = db.autocommit_session()
             try:
-                async with self.db.autocommit_session() as own:
+                async with own:
                     return await op(own)
-            except DatabaseUnavailableError:
-                # A read with no transaction is safe to repeat once: the pool has
-                # dropped the dead connection by now and hands out a live one.
-                if attempt == 2:
+            except DatabaseUnavailableError as exc:
+                # A read with no transaction is safe to repeat. On a replica (a pool
+                # timeout is our own pool being busy, not the node failing) the node is
+                # marked down and the read moves to the next replica, then the primary.
+                if not isinstance(exc, PoolTimeoutError) and db.read_failed(own, exc):
+                    replica_failures += 1
+                    if replica_failures <= len(db.settings.replicas):
+                        continue
                     raise
-        raise AssertionError("unreachable")  # pragma: no cover
+                # On the primary only once, when its connection broke: the pool has
+                # dropped it and hands out a live one. A failed connect or a pool timeout
+                # is not repeated, so the wait stays bounded by connect_timeout or
+                # pool_timeout.
+                if isinstance(exc, ConnectionLostError) and not primary_repeated:
+                    primary_repeated = True
+                    continue
+                raise
 
     async def _write(self, op: Callable[[AsyncSession], Awaitable[R]]) -> R:
         session = self._bound_session()
@@ -190,7 +249,12 @@ class Repository(Generic[T]):
         async with self.db.autocommit_session() as own:
             with recorded_by_caller(own.sync_session):
                 result = await op(own)
-            await own.commit()
+            try:
+                await own.commit()
+            except DatabaseUnavailableError as exc:
+                # Behind pgbouncer (no autocommit) this sends a real COMMIT: the write
+                # may have committed, so say so rather than let a caller run it again.
+                raise commit_outcome_unknown(exc) from exc
             return result
 
     @contextlib.asynccontextmanager
@@ -202,52 +266,36 @@ class Repository(Generic[T]):
     def _mark(self, session: AsyncSession, instance: object) -> None:
         mark_instance(session.sync_session, instance, self._defaults, self._audit_flag)
 
+    def _audit_context(self, session: AsyncSession) -> AuditContext | None:
+        """Who acts, for the audit rows a bulk operation writes; None when not audited."""
+        if not self._audited:
+            return None
+        return resolve_context(session.sync_session, self._defaults)
+
     def _changed(self, session: AsyncSession, keys: Iterable[tuple[Any, ...]] | None) -> None:
         record_changes(session.sync_session, self.model, keys)
 
     # -- primary keys --------------------------------------------------------------------
 
     def _coerce_id(self, ident: Any) -> Any:
-        if len(self._pk_cols) > 1:
+        if len(self._info.pk_columns) > 1:
             if isinstance(ident, Mapping):
-                return {k: ident[k] for k in self._pk_names}
-            if isinstance(ident, (tuple, list)) and len(ident) == len(self._pk_cols):
+                return {k: ident[k] for k in self._info.pk_names}
+            if isinstance(ident, (tuple, list)) and len(ident) == len(self._info.pk_columns):
                 return tuple(ident)
-            msg = f"{self.model.__name__} has a composite key: pass a tuple of {self._pk_names}."
+            names = list(self._info.pk_names)
+            msg = f"{self.model.__name__} has a composite key: pass a tuple of {names}."
             raise ValidationError(msg)
-        try:
-            python_type = self._pk_cols[0].type.python_type
-        except NotImplementedError:
-            return ident
-        if python_type is int:
-            if isinstance(ident, bool) or not isinstance(ident, int):
-                msg = f"{self.model.__name__} ids are integers (got {type(ident).__name__})."
-                raise ValidationError(msg)
-        elif python_type is uuid.UUID and isinstance(ident, str):
-            try:
-                return uuid.UUID(ident)
-            except ValueError as exc:
-                msg = f"{self.model.__name__} ids are UUIDs; {ident!r} is not one."
-                raise ValidationError(msg) from exc
-        elif python_type is str and not isinstance(ident, str):
-            msg = f"{self.model.__name__} ids are strings (got {type(ident).__name__})."
+        if ident is None or isinstance(ident, (bool, Mapping, list, tuple, set)):
+            msg = f"{self.model.__name__} ids are single values (got {type(ident).__name__})."
             raise ValidationError(msg)
-        return ident
+        return self._info.value_checkers[self._info.pk_names[0]](ident)
 
     def _pk_where(self, ident: Any) -> Any:
-        if len(self._pk_cols) == 1:
-            return self._pk_cols[0] == ident
+        if len(self._info.pk_columns) == 1:
+            return self._info.pk_columns[0] == ident
         values = ident.values() if isinstance(ident, Mapping) else ident
-        return and_(*(c == v for c, v in zip(self._pk_cols, values, strict=False)))
-
-    def _pk_tuple(self, ident: Any) -> tuple[Any, ...]:
-        """A coerced id as the key tuple the change log and the cache use."""
-        if isinstance(ident, Mapping):
-            return tuple(ident[name] for name in self._pk_names)
-        return ident if isinstance(ident, tuple) else (ident,)
-
-    def _key_of(self, obj: Any) -> tuple[Any, ...]:
-        return tuple(self._mapper.primary_key_from_instance(obj))
+        return and_(*(c == v for c, v in zip(self._info.pk_columns, values, strict=False)))
 
     def _is_deleted(self, obj: Any) -> bool:
         return self._soft and getattr(obj, "deleted_at", None) is not None
@@ -272,6 +320,7 @@ class Repository(Generic[T]):
 
     async def get_by_id(self, id: Any, *, with_deleted: bool = False) -> T | None:
         """The row with primary key ``id``, or None (also for a soft-deleted row)."""
+        check_flag("with_deleted", with_deleted)
         ident = self._coerce_id(id)
         if self.cache is not None and self._bound_session() is None:
             # A hit outside a unit of work needs no session and no connection.
@@ -285,7 +334,7 @@ class Repository(Generic[T]):
                 return None
             return obj
 
-        return await self._read(op)
+        return await self._read(op, fills_cache=self.cache is not None)
 
     async def get(self, id: Any, *, with_deleted: bool = False) -> T:
         """The row with primary key ``id``; :class:`NotFoundError` when there is none."""
@@ -296,13 +345,15 @@ class Repository(Generic[T]):
 
     # -- writes ----------------------------------------------------------------------------
 
-    def _check_values(self, values: Mapping[str, Any], *, row: int | None = None) -> None:
+    def _check_values(self, values: Mapping[str, Any], *, row: int | None = None) -> dict[str, Any]:
+        """``values`` with known field names and each value checked against its column."""
         try:
             check_columns(self.model, values)
         except ValidationError as exc:
             if row is None:
                 raise
             raise ValidationError(f"Row {row}: {exc}") from None
+        return coerce_values(self._info.value_checkers, values, row=row)
 
     async def create(self, instance: T | None = None, /, **values: Any) -> T:
         """Insert one row from keyword values (or a model instance) and return it."""
@@ -316,14 +367,12 @@ class Repository(Generic[T]):
                 raise ValidationError(msg)
             obj = instance
         else:
-            self._check_values(values)
-            obj = self.model(**values)
+            obj = self.model(**self._check_values(values))
 
         async def op(session: AsyncSession) -> T:
             self._mark(session, obj)
             session.add(obj)
-            await session.flush()
-            self._changed(session, [self._key_of(obj)])
+            await session.flush()  # the flush records the new key (_changes._record_flush)
             return obj
 
         if instance is None and self._fast_path():
@@ -331,9 +380,9 @@ class Repository(Generic[T]):
             return await self._write_one_statement(op)
         return await self._write(op)
 
-    def _check_update(self, values: Mapping[str, Any]) -> None:
-        self._check_values(values)
-        for name in self._pk_names:
+    def _check_update(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        checked = self._check_values(values)
+        for name in self._info.pk_names:
             if name in values:
                 msg = (
                     f"update() cannot change the primary key {name!r} of {self.model.__name__}. "
@@ -341,6 +390,7 @@ class Repository(Generic[T]):
                     "a new row and delete the old one."
                 )
                 raise ValidationError(msg)
+        return checked
 
     async def update(self, id: Any, /, **values: Any) -> T:
         """Set ``values`` on the row with primary key ``id`` and return it.
@@ -348,7 +398,7 @@ class Repository(Generic[T]):
         :class:`NotFoundError` when there is no such (non-deleted) row.
         """
         ident = self._coerce_id(id)
-        self._check_update(values)
+        values = self._check_update(values)
 
         async def op(session: AsyncSession) -> T:
             obj = await self._load_by_id(session, ident, for_update=True)
@@ -358,7 +408,7 @@ class Repository(Generic[T]):
             for key, value in values.items():
                 setattr(obj, key, value)
             await session.flush()
-            self._changed(session, [self._key_of(obj)])
+            self._changed(session, [self._info.key_of(obj)])
             return obj
 
         if self._fast_path():
@@ -392,7 +442,7 @@ class Repository(Generic[T]):
         obj: T | None = (await session.execute(stmt)).scalar_one_or_none()
         if obj is None:
             raise self._not_found(ident)
-        self._changed(session, [self._key_of(obj)])
+        self._changed(session, [self._info.key_of(obj)])
         return obj
 
     async def delete(self, id: Any, *, soft: bool | None = None) -> None:
@@ -409,17 +459,21 @@ class Repository(Generic[T]):
 
         async def op(session: AsyncSession) -> None:
             if self._fast_path():
-                stmt = delete(self.model).where(self._pk_where(ident)).returning(*self._pk_cols)
+                stmt = (
+                    delete(self.model)
+                    .where(self._pk_where(ident))
+                    .returning(*self._info.pk_columns)
+                )
                 stmt = stmt.execution_options(synchronize_session="fetch")
                 if (await session.execute(stmt)).first() is None:
                     raise self._not_found(id)
-                self._changed(session, [self._pk_tuple(ident)])
+                self._changed(session, [self._info.pk_tuple(ident)])
                 return
             obj = await self._load_by_id(session, ident, for_update=True)
             if obj is None:
                 raise self._not_found(id)
             self._mark(session, obj)
-            key = self._key_of(obj)
+            key = self._info.key_of(obj)
             await session.delete(obj)
             await session.flush()
             self._changed(session, [key])
@@ -432,6 +486,7 @@ class Repository(Generic[T]):
     def _resolve_soft(self, soft: bool | None) -> bool:
         if soft is None:
             return self._soft
+        check_flag("soft", soft)
         if soft and not self._soft:
             msg = (
                 f"{self.model.__name__} has no deleted_at column, so it cannot be soft-deleted. "
@@ -457,7 +512,7 @@ class Repository(Generic[T]):
             self._mark(session, obj)
             obj.deleted_at = None  # type: ignore[attr-defined]
             await session.flush()
-            self._changed(session, [self._key_of(obj)])
+            self._changed(session, [self._info.key_of(obj)])
             return obj
 
         return await self._write(op)
@@ -465,13 +520,14 @@ class Repository(Generic[T]):
     # -- queries ---------------------------------------------------------------------------
 
     def _where(self, filters: Mapping[str, Any], with_deleted: bool) -> list[Any]:
-        conditions = build_filters(self.model, filters)
+        check_flag("with_deleted", with_deleted)
+        conditions = build_filters(self.model, filters, self.filterable)
         if self._soft and not with_deleted:
             conditions.append(self.model.deleted_at.is_(None))  # type: ignore[attr-defined]
         return conditions
 
     def _ordered(self, stmt: Select[Any], order_by: str | Sequence[str] | None) -> Select[Any]:
-        order = parse_order_with_key(self.model, order_by, self._pk_names)
+        order = parse_order_with_key(self.model, order_by, self._info.pk_names, self.filterable)
         return stmt.order_by(*build_order(self.model, order))
 
     async def get_all(
@@ -565,7 +621,7 @@ class Repository(Generic[T]):
             result: R = await cache.query(self, session, kind, filters, with_deleted, op)
             return result
 
-        return await self._read(cached)
+        return await self._read(cached, fills_cache=True)
 
     # -- pagination ------------------------------------------------------------------------
 
@@ -581,6 +637,9 @@ class Repository(Generic[T]):
         """Page ``page`` (from 1) of ``page_size`` rows, with the total count."""
         check_int("page", page, 1)
         check_int("page_size", page_size, 1, self.max_page_size)
+        if (page - 1) * page_size > MAX_INT64:
+            msg = f"page {page} is beyond any table: the offset would exceed {MAX_INT64}."
+            raise ValidationError(msg)
         where = self._where(filters, with_deleted)
         count_stmt = select(func.count()).select_from(self.model).where(*where)
         stmt = self._ordered(select(self.model).where(*where), order_by)
@@ -595,15 +654,10 @@ class Repository(Generic[T]):
 
     def _cursor_codec(self) -> CursorCodec:
         if self._codec is None:
-            if self.db is not None:
-                secret = self.db.settings.url
-            else:
-                assert self._session is not None
-                bind = self._session.bind
-                url = getattr(bind, "url", None)
-                secret = url.render_as_string(hide_password=False) if url is not None else ""
-            key = hashlib.sha256(b"asyncdb-keyset-cursor\0" + secret.encode()).digest()
-            self._codec = CursorCodec(key)
+            settings = self.db.settings if self.db is not None else None
+            self._codec = codec_for_secrets(
+                settings.cursor_secret if settings is not None else cursor_secret_from_env()
+            )
         return self._codec
 
     async def paginate_keyset(
@@ -621,12 +675,12 @@ class Repository(Generic[T]):
         are neither skipped nor repeated. Pass ``next_cursor`` back unchanged.
         """
         check_int("limit", limit, 1, self.max_page_size)
-        order = parse_order_with_key(self.model, order_by, self._pk_names)
+        order = parse_order_with_key(self.model, order_by, self._info.pk_names, self.filterable)
         scope = f"{self.table.name}|" + ",".join(("-" if d else "") + f for f, d in order)
         codec = self._cursor_codec()
         where = self._where(filters, with_deleted)
         if after is not None:
-            values = codec.decode(scope, after, len(order))
+            values = check_cursor_values(self.model, order, codec.decode(scope, after, len(order)))
             where.append(keyset_after(self.model, order, values))
         stmt = (
             select(self.model)
@@ -661,7 +715,9 @@ class Repository(Generic[T]):
 
         async def op(session: AsyncSession) -> int:
             async with self._atomic(session):
-                return await _bulk.insert_rows(self, session, rows, batch_size)
+                return await _bulk.insert_rows(
+                    self._info, session, rows, batch_size, self._audit_context(session)
+                )
 
         return await self._write(op)
 
@@ -677,7 +733,9 @@ class Repository(Generic[T]):
 
         async def op(session: AsyncSession) -> int:
             async with self._atomic(session):
-                return await _bulk.update_rows(self, session, rows, batch_size)
+                return await _bulk.update_rows(
+                    self._info, session, rows, batch_size, self._audit_context(session)
+                )
 
         return await self._write(op)
 
@@ -694,7 +752,14 @@ class Repository(Generic[T]):
 
         async def op(session: AsyncSession) -> int:
             async with self._atomic(session):
-                return await _bulk.delete_rows(self, session, idents, soft_delete, batch_size)
+                return await _bulk.delete_rows(
+                    self._info,
+                    session,
+                    idents,
+                    soft_delete,
+                    batch_size,
+                    self._audit_context(session),
+                )
 
         return await self._write(op)
 
@@ -704,11 +769,14 @@ class Repository(Generic[T]):
         Uses the backend's native ``INSERT ... ON CONFLICT DO UPDATE``; the columns in
         ``conflict_on`` must form the primary key or a unique constraint.
         """
-        self._check_values(values)
-        conflict = _bulk.check_conflict_target(self, conflict_on, values)
+        values = self._check_values(values)
+        conflict = _bulk.check_conflict_target(self._info, conflict_on, values)
 
         async def op(session: AsyncSession) -> T:
-            return await _bulk.upsert_one(self, session, dict(values), conflict)
+            obj: T = await _bulk.upsert_one(
+                self._info, session, dict(values), conflict, self._audit_context(session)
+            )
+            return obj
 
         return await self._write(op)
 
@@ -721,14 +789,24 @@ class Repository(Generic[T]):
     ) -> int:
         """Upsert many rows in batches, all or nothing; returns how many were written."""
         self._check_batch(batch_size)
-        conflict = _bulk.check_conflict_target(self, conflict_on, None)
+        conflict = _bulk.check_conflict_target(self._info, conflict_on, None)
 
         async def op(session: AsyncSession) -> int:
             async with self._atomic(session):
-                return await _bulk.upsert_rows(self, session, rows, conflict, batch_size)
+                return await _bulk.upsert_rows(
+                    self._info,
+                    session,
+                    rows,
+                    conflict,
+                    batch_size,
+                    self._audit_context(session),
+                )
 
         return await self._write(op)
 
     @staticmethod
     def _check_batch(batch_size: int) -> None:
         check_int("batch_size", batch_size, 1, MAX_BATCH_SIZE)
+
+
+register_repository_factory(Repository)

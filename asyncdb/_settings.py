@@ -19,7 +19,7 @@ from sqlalchemy.exc import ArgumentError
 
 from ._errors import ConfigurationError
 
-__all__ = ["DEFAULT_URL", "DatabaseSettings", "mask_url"]
+__all__ = ["DEFAULT_URL", "DatabaseSettings", "cursor_secret_from_env", "mask_url"]
 
 DEFAULT_URL = "sqlite+aiosqlite:///./asyncdb.sqlite3"
 DEFAULT_POOL_SIZE = 5
@@ -36,22 +36,74 @@ DEFAULT_BUSY_TIMEOUT = 5.0
 DEFAULT_LEAK_THRESHOLD = 60.0
 DEFAULT_MAX_PAGE_SIZE = 1000
 DEFAULT_APPLICATION_NAME = "asyncdb"
+DEFAULT_STICKY_AFTER_WRITE = 5.0
+DEFAULT_MAX_REPLICA_LAG = 5.0
+DEFAULT_REPLICA_CHECK_INTERVAL = 1.0
+#: ``ASYNCDB_REPLICA_URLS`` (comma-separated) is the documented name of ``replicas``.
+REPLICA_URLS_ENV = "ASYNCDB_REPLICA_URLS"
 ENV_PREFIX = "ASYNCDB_"
+#: Shortest cursor secret accepted: a guessable secret lets anyone forge cursors.
+MIN_CURSOR_SECRET_LENGTH = 16
+#: URL query parameters whose values are secrets (asyncpg accepts ``?password=``).
+_SECRET_QUERY_WORDS = ("password", "passwd", "pwd", "secret", "token", "sslkey")
+_MASK = "***"
 
 # Drivers asyncdb knows how to configure; a bare scheme is completed with its async driver.
 _DRIVERS = {"sqlite": "aiosqlite", "postgresql": "asyncpg"}
 _SCHEME_ALIASES = {"postgres": "postgresql"}
 
 
+def _is_secret_key(key: str) -> bool:
+    lowered = key.lower()
+    return any(word in lowered for word in _SECRET_QUERY_WORDS)
+
+
 def mask_url(url: str | URL) -> str:
-    """Render ``url`` with its password replaced by ``***``; never raises."""
+    """Render ``url`` with every secret replaced by ``***``; never raises.
+
+    The password of the userinfo part and every query parameter that carries a secret
+    (``?password=``, ``?sslpassword=``, ``?secret=``, ...) are masked alike.
+    """
     try:
         parsed = make_url(url) if isinstance(url, str) else url
     except (ArgumentError, ValueError):
         return "<unparseable URL>"
     if parsed.get_backend_name() == "sqlite":
         return f"{parsed.drivername}:///{parsed.database or ''}"  # no password to hide
-    return parsed.render_as_string(hide_password=True)
+    query = {
+        key: ((_MASK,) * len(value) if isinstance(value, tuple) else _MASK)
+        if _is_secret_key(key)
+        else value
+        for key, value in parsed.query.items()
+    }
+    rendered = parsed.set(query=query).render_as_string(hide_password=True)
+    return rendered.replace("%2A%2A%2A", _MASK)  # the query part is percent-encoded
+
+
+def cursor_secret_from_env(environ: Mapping[str, str] | None = None) -> tuple[str, ...] | None:
+    """The cursor secrets in ``ASYNCDB_CURSOR_SECRET`` (comma-separated), or None."""
+    env = os.environ if environ is None else environ
+    raw = env.get(ENV_PREFIX + "CURSOR_SECRET", "")
+    return _check_cursor_secret(raw) if raw.strip() else None
+
+
+def _check_cursor_secret(value: object) -> tuple[str, ...] | None:
+    """``value`` as a tuple of secrets, the signing one first; ConfigurationError if weak."""
+    if value is None:
+        return None
+    items = [s.strip() for s in value.split(",")] if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not items:
+        msg = "cursor_secret must be a string or a list of strings (the first one signs)."
+        raise ConfigurationError(msg)
+    for item in items:
+        if not isinstance(item, str) or len(item) < MIN_CURSOR_SECRET_LENGTH:
+            msg = (
+                f"cursor_secret: every secret must be a string of at least "
+                f"{MIN_CURSOR_SECRET_LENGTH} characters; generate one with "
+                "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`."
+            )
+            raise ConfigurationError(msg)
+    return tuple(items)
 
 
 def _normalize_url(raw: str) -> URL:
@@ -137,9 +189,26 @@ class DatabaseSettings:
     echo: bool = False
     #: Name shown in ``pg_stat_activity.application_name``.
     application_name: str = DEFAULT_APPLICATION_NAME
+    #: Secret(s) signing keyset cursors: one string, or several for rotation (the first
+    #: signs, all verify; comma-separated in ``ASYNCDB_CURSOR_SECRET``). Never derived from
+    #: the URL. ``None``: a random per-process secret (cursors die with the process).
+    cursor_secret: str | tuple[str, ...] | None = None
+    # -- scale-out (docs/scaling.md) ---------------------------------------------------
+    #: URLs of streaming read replicas; read-only units and standalone reads use them.
+    replicas: tuple[str, ...] = ()
+    #: After a task commits a write, its reads stay on the primary this many seconds.
+    sticky_after_write: float = DEFAULT_STICKY_AFTER_WRITE
+    #: A replica whose replay lag exceeds this many seconds is skipped; None: no bound.
+    max_replica_lag: float | None = DEFAULT_MAX_REPLICA_LAG
+    #: Seconds between background probes of each replica (health and replay lag).
+    replica_check_interval: float = DEFAULT_REPLICA_CHECK_INTERVAL
+    #: Behind pgbouncer in transaction mode: no prepared-statement caches, unique names.
+    pgbouncer: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "url", _normalize_url(self.url).render_as_string(False))
+        object.__setattr__(self, "cursor_secret", _check_cursor_secret(self.cursor_secret))
+        self._check_replicas()
         self._check_int("pool_size", self.pool_size, 1, 10_000)
         self._check_int("max_overflow", self.max_overflow, 0, 10_000)
         self._check_int("connect_retries", self.connect_retries, 1, 100)
@@ -157,13 +226,39 @@ class DatabaseSettings:
         if self.connect_timeout == 0:
             msg = "connect_timeout must be greater than 0 seconds (got 0)."
             raise ConfigurationError(msg)
-        for name in ("pre_ping", "metrics", "echo"):
+        self._check_float(
+            "sticky_after_write", self.sticky_after_write, 0.0, 86_400.0, allow_zero=True
+        )
+        self._check_float("replica_check_interval", self.replica_check_interval, 0.0, 3_600.0)
+        if self.max_replica_lag is not None:
+            self._check_float("max_replica_lag", self.max_replica_lag, 0.0, 86_400.0)
+        for name in ("pre_ping", "metrics", "echo", "pgbouncer"):
             if not isinstance(getattr(self, name), bool):
                 msg = f"{name} must be True or False (got {getattr(self, name)!r})."
                 raise ConfigurationError(msg)
         if not isinstance(self.application_name, str) or len(self.application_name) > 63:
             msg = "application_name must be a string of at most 63 characters."
             raise ConfigurationError(msg)
+
+    def _check_replicas(self) -> None:
+        replicas = self.replicas
+        if isinstance(replicas, str):
+            replicas = tuple(part for part in replicas.split(",") if part.strip())
+        if not isinstance(replicas, (list, tuple)):
+            msg = "replicas must be a list of database URLs (got a value of another type)."
+            raise ConfigurationError(msg)
+        normalized = tuple(_normalize_url(url).render_as_string(False) for url in replicas)
+        if normalized and self.backend != "postgresql":
+            msg = (
+                "replicas need a PostgreSQL primary: streaming read replicas are a PostgreSQL "
+                "feature. Remove replicas or use a 'postgresql+asyncpg://' url."
+            )
+            raise ConfigurationError(msg)
+        for url in normalized:
+            if make_url(url).get_backend_name() != "postgresql":
+                msg = "every replica must be a 'postgresql+asyncpg://' URL, like the primary."
+                raise ConfigurationError(msg)
+        object.__setattr__(self, "replicas", normalized)
 
     @staticmethod
     def _check_int(name: str, value: object, low: int, high: int) -> None:
@@ -220,11 +315,22 @@ class DatabaseSettings:
             raise ConfigurationError(msg)
         return dataclasses.replace(self, **changes)
 
+    @property
+    def masked_replicas(self) -> tuple[str, ...]:
+        """The replica URLs with their passwords replaced by ``***``."""
+        return tuple(mask_url(url) for url in self.replicas)
+
     def __repr__(self) -> str:
-        fields = ", ".join(
-            f"{f.name}={self.masked_url if f.name == 'url' else getattr(self, f.name)!r}"
-            for f in dataclasses.fields(self)
-        )
+        def shown(name: str) -> str:
+            if name == "url":
+                return self.masked_url
+            if name == "replicas":
+                return repr(self.masked_replicas)
+            if name == "cursor_secret" and self.cursor_secret is not None:
+                return repr(_MASK)
+            return repr(getattr(self, name))
+
+        fields = ", ".join(f"{f.name}={shown(f.name)}" for f in dataclasses.fields(self))
         return f"DatabaseSettings({fields})"
 
     @classmethod
@@ -236,11 +342,14 @@ class DatabaseSettings:
         ``ASYNCDB_URL``, ``ASYNCDB_POOL_SIZE``, ``ASYNCDB_STATEMENT_TIMEOUT`` and so on:
         one variable per field. ``none`` sets an optional field to None; an empty variable
         counts as unset. An invalid value is a ``ConfigurationError`` naming the variable.
+        Replicas come from ``ASYNCDB_REPLICA_URLS``, comma-separated.
         """
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         for field in dataclasses.fields(cls):
             raw = env.get(ENV_PREFIX + field.name.upper())
+            if field.name == "replicas":
+                raw = env.get(REPLICA_URLS_ENV, raw)
             if raw is not None and raw.strip():
                 values[field.name] = _parse_env(field.name, str(field.type), raw)
         from_env = set(values) - set(overrides)
@@ -263,6 +372,8 @@ _ENV_KINDS = {"int": "an integer", "float": "a number", "bool": "true or false"}
 def _parse_env(name: str, type_name: str, raw: str) -> Any:
     text = raw.strip()
     var = ENV_PREFIX + name.upper()
+    if type_name.startswith("tuple"):
+        return tuple(part.strip() for part in text.split(",") if part.strip())
     if "None" in type_name and text.lower() in {"", "none", "null"}:
         return None
     try:

@@ -15,6 +15,7 @@ import enum
 import inspect
 import logging
 import time
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -23,15 +24,25 @@ from sqlalchemy.ext.asyncio import AsyncSession, AsyncSessionTransaction
 
 from ._context import (
     AuditContext,
+    acts_for,
     current_unit,
     get_audit_context,
     owning_task,
+    prepare_write_marks,
     reset_audit_context,
     reset_current_unit,
     set_audit_context,
     set_current_unit,
 )
-from ._errors import TransactionError, ValidationError, translate_errors
+from ._errors import (
+    ConfigurationError,
+    DatabaseUnavailableError,
+    TransactionError,
+    commit_outcome_unknown,
+)
+from ._registry import get_db_manager
+from ._routing import Route, check_route
+from ._session import session_state
 
 if TYPE_CHECKING:
     import contextvars
@@ -49,10 +60,22 @@ Callback = Callable[[], "Awaitable[Any] | Any"]
 ISOLATION_LEVELS = frozenset(
     {"SERIALIZABLE", "REPEATABLE READ", "READ COMMITTED", "READ UNCOMMITTED"}
 )
-#: Key in ``session.info`` pointing at the innermost active unit using the session
-#: (the audit trail reads who acts from it).
-UNIT_KEY = "asyncdb_unit"
-_ISOLATED_BIND = "asyncdb_isolated_bind"
+#: Builds the repositories :meth:`AsyncUnitOfWork.get_repository` hands out. The
+#: repository module registers :class:`~asyncdb.Repository` here when it is imported,
+#: so this module does not import the layer above it.
+_repository_factory: Callable[..., Any] | None = None
+
+
+def register_repository_factory(factory: Callable[..., Any]) -> None:
+    """Install the class :meth:`AsyncUnitOfWork.get_repository` instantiates."""
+    global _repository_factory
+    _repository_factory = factory
+
+
+#: Per manager: (bind id, isolation level) -> the option engine (not free to build).
+_ISOLATED_BINDS: weakref.WeakKeyDictionary[Any, dict[tuple[int, str], Engine]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 class UnitState(enum.Enum):
@@ -82,6 +105,11 @@ class AsyncUnitOfWork:
     unit ends with a rollback, as it has nothing to commit. ``isolation_level``
     (``"SERIALIZABLE"``, ``"REPEATABLE READ"``, ...) applies to every transaction the
     unit runs; SQLite transactions are always serializable and ignore it.
+
+    With read replicas, a read-only unit runs on a replica unless this task wrote
+    recently (docs/scaling.md); ``route="primary"`` keeps it on the primary and
+    ``route="replica"`` sends it to a replica even right after a write. A unit that may
+    write always runs on the primary.
     """
 
     def __init__(
@@ -93,18 +121,25 @@ class AsyncUnitOfWork:
         correlation_id: object = None,
         read_only: bool = False,
         isolation_level: str | None = None,
+        route: Route = "auto",
         **extra: Any,
     ) -> None:
+        check_route(route)
+        if route == "replica" and not read_only:
+            msg = (
+                "Only a read-only unit of work can run on a replica. Pass read_only=True "
+                "with route='replica', or drop route= for a unit that writes."
+            )
+            raise ConfigurationError(msg)
         if isolation_level is not None and isolation_level.upper() not in ISOLATION_LEVELS:
             allowed = ", ".join(sorted(ISOLATION_LEVELS))
             msg = f"isolation_level must be one of {allowed} (got {isolation_level!r})."
-            raise ValidationError(msg)
+            raise ConfigurationError(msg)
         if db is None:
-            from ._helpers import get_db_manager
-
             db = get_db_manager()
         self.db = db
         self.read_only = read_only
+        self.route: Route = route
         self.isolation_level = isolation_level.upper() if isolation_level else None
         self.audit = AuditContext.of(user_id, session_id, correlation_id, extra)
         self.state = UnitState.NEW
@@ -171,11 +206,12 @@ class AsyncUnitOfWork:
                 "block for more work."
             )
             raise TransactionError(msg)
-        if owning_task() is not self._owner:
+        if not acts_for(self._owner):
             msg = (
                 "This unit of work belongs to another task. A session cannot be shared "
                 "between concurrent tasks: open a unit per task (`async with "
-                "AsyncUnitOfWork(db)` inside the task)."
+                "AsyncUnitOfWork(db)` inside the task). To bound a call's time inside "
+                "the unit, `asyncio.wait_for` and `asyncio.timeout` both work."
             )
             raise TransactionError(msg)
 
@@ -195,14 +231,19 @@ class AsyncUnitOfWork:
         if outer is not None:
             await self._join(outer)
         else:
-            self._begin()
+            read_only = self.read_only and self.route != "primary"
+            if read_only and self.isolation_level is None and self.db.router is not None:
+                self._begin(await self.db.read_session(self.route))
+            else:
+                self._begin()
         self.state = UnitState.ACTIVE
         self._unit_token = set_current_unit(self)
         self._audit_token = set_audit_context(self.effective_audit())
         return self
 
-    def _begin(self) -> None:
-        session = self.db.session(read_only=self.read_only)
+    def _begin(self, session: AsyncSession | None = None) -> None:
+        if session is None:
+            session = self.db.session(read_only=self.read_only)
         if self.isolation_level is not None and self.db.backend != "sqlite":
             # On the bind, not on one connection: every transaction of the unit (also
             # after an explicit commit) gets the level, and the pool resets it on checkin.
@@ -216,7 +257,9 @@ class AsyncUnitOfWork:
                 )
                 raise TransactionError(msg)
             session.sync_session.bind = _isolated_bind(self.db, bind, self.isolation_level)
-        session.info[UNIT_KEY] = self
+        session_state(session.sync_session).unit = self
+        if not self.read_only and self.db.router is not None:
+            prepare_write_marks()  # the COMMIT runs in a helper task (read-your-writes)
         self._session = session
         self._scopes = [[]]
         self._depth = 0
@@ -238,14 +281,13 @@ class AsyncUnitOfWork:
             )
             raise TransactionError(msg)
         session = outer.session
-        with translate_errors():
-            self._savepoint = await session.begin_nested()
+        self._savepoint = await session.begin_nested()
         self._parent = outer
         self._root = root
         self._session = session
         root._scopes.append([])
         self._depth = len(root._scopes) - 1
-        session.info[UNIT_KEY] = self
+        session_state(session.sync_session).unit = self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
@@ -274,55 +316,53 @@ class AsyncUnitOfWork:
         assert self._session is not None
         root = self._root
         scope = root._scopes.pop()
-        self._session.info[UNIT_KEY] = self._parent
+        session_state(self._session.sync_session).unit = self._parent
         if exc is None:
-            with translate_errors():
-                cancelled = await _complete(self._savepoint.commit())
+            cancelled = await _complete(self._savepoint.commit())
             root._scopes[-1].extend(scope)
             return cancelled
         return await _complete(_quietly(self._savepoint.rollback(), "roll back a savepoint"))
 
     async def _exit_root(self, exc: BaseException | None) -> tuple[list[Callback], bool]:
+        """COMMIT (or ROLLBACK) and close, in one shielded task: a cancel cannot
+        interrupt either half-way. True in the result if a cancel arrived meanwhile.
+
+        The flush runs in this task like any statement of the block (so the pool and
+        the slow-query log see the caller's stack). A read-only unit has nothing to
+        commit and rolls back, which also undoes a raw SQL write that SQLite (it has no
+        READ ONLY transactions) would have let through.
+        """
         session = self._session
         assert session is not None
         outcome = "rollback"
         cancelled = False
+        closed = False
         try:
             if exc is None:
-                cancelled = await self._commit(session)
+                if not self.read_only:
+                    await session.flush()
+                cancelled = await _complete(_end_then_close(session, commit=not self.read_only))
                 outcome = "commit"
             else:
-                cancelled = await _complete(
-                    _quietly(session.rollback(), f"roll back after {type(exc).__name__}")
-                )
+                what = f"roll back after {type(exc).__name__}"
+                cancelled = await _complete(_end_then_close(session, commit=False, quiet=what))
+            closed = True
         finally:
             callbacks = self._take_callbacks() if outcome == "commit" else []
             self._scopes = []
             self._end(outcome)
-            closed = await _complete(_quietly(session.close(), "close the session"))
-            cancelled = cancelled or closed
+            if not closed:
+                # The flush or the COMMIT failed before or while closing: close now.
+                closed_late = await _complete(_quietly(session.close(), "close the session"))
+                cancelled = cancelled or closed_late
         return callbacks, cancelled
 
     async def _commit(self, session: AsyncSession) -> bool:
-        """Flush, then COMMIT without letting a cancel interrupt it; True if one arrived.
-
-        The flush runs in this task like any statement of the block (so the pool and
-        the slow-query log see the caller's stack); only COMMIT itself is shielded. A
-        read-only unit has nothing to commit and rolls back, which also undoes a raw SQL
-        write that SQLite (it has no READ ONLY transactions) would have let through.
-        """
+        """``uow.commit()``: flush, then COMMIT shielded from a cancel (True if one came)."""
         if self.read_only:
-            return await _complete(self._end_transaction(session, commit=False))
+            return await _complete(session.rollback())
         await session.flush()
-        return await _complete(self._end_transaction(session, commit=True))
-
-    @staticmethod
-    async def _end_transaction(session: AsyncSession, *, commit: bool) -> None:
-        with translate_errors():
-            if commit:
-                await session.commit()
-            else:
-                await session.rollback()
+        return await _complete(_commit_or_report(session))
 
     def _transaction_began(self) -> None:
         self._started = time.perf_counter()
@@ -393,13 +433,12 @@ class AsyncUnitOfWork:
         session = self._session
         assert session is not None
         if self.is_nested:
-            with translate_errors():
-                cancelled = await _complete(self._restart_savepoint(session))
+            cancelled = await _complete(self._restart_savepoint(session))
             self._root._scopes[-1].clear()
             if cancelled:
                 raise asyncio.CancelledError
             return
-        cancelled = await _complete(self._end_transaction(session, commit=False))
+        cancelled = await _complete(session.rollback())
         self._end("rollback")
         self._scopes = [[]]
         self._transaction_began()
@@ -423,8 +462,7 @@ class AsyncUnitOfWork:
         """
         session = self.session
         root = self._root
-        with translate_errors():
-            nested = await session.begin_nested()
+        nested = await session.begin_nested()
         root._scopes.append([])
         try:
             yield self
@@ -435,8 +473,7 @@ class AsyncUnitOfWork:
                 raise asyncio.CancelledError from exc
             raise
         scope = root._scopes.pop()
-        with translate_errors():
-            cancelled = await _complete(nested.commit())
+        cancelled = await _complete(nested.commit())
         root._scopes[-1].extend(scope)
         if cancelled:
             raise asyncio.CancelledError
@@ -455,10 +492,10 @@ class AsyncUnitOfWork:
 
     def get_repository(self, model: type[M], **options: Any) -> Repository[M]:
         """A repository bound to this unit: it shares the session and the audit context."""
-        from ._repository import Repository
-
         self._check_usable()
-        return Repository(model, unit=self, **options)
+        assert _repository_factory is not None, "asyncdb._repository registers it on import"
+        repository: Repository[M] = _repository_factory(model, unit=self, **options)
+        return repository
 
     def __repr__(self) -> str:
         kind = "nested" if self.is_nested else "root"
@@ -478,23 +515,52 @@ def _innermost_for(db: AsyncDatabaseManager) -> AsyncUnitOfWork | None:
 def active_unit_for(db: AsyncDatabaseManager) -> AsyncUnitOfWork | None:
     """The unit for ``db`` active in this task, or None (a parent task's does not count)."""
     unit = _innermost_for(db)
-    return unit if unit is not None and unit.owner_task is owning_task() else None
+    return unit if unit is not None and acts_for(unit.owner_task) else None
 
 
 def inherited_unit_for(db: AsyncDatabaseManager) -> AsyncUnitOfWork | None:
     """An active unit for ``db`` that this task inherited from the task that created it."""
     unit = _innermost_for(db)
-    return unit if unit is not None and unit.owner_task is not owning_task() else None
+    return unit if unit is not None and not acts_for(unit.owner_task) else None
 
 
 def _isolated_bind(db: AsyncDatabaseManager, bind: Engine, level: str) -> Engine:
     """``bind`` (the default or read-only engine) with ``isolation_level``, cached per
     manager: an option engine shares the pool but is not free to build."""
-    cache: dict[tuple[int, str], Engine] = db.extensions.setdefault(_ISOLATED_BIND, {})
+    cache = _ISOLATED_BINDS.setdefault(db, {})
     key = (id(bind), level)
     if key not in cache:
         cache[key] = bind.execution_options(isolation_level=level)
     return cache[key]
+
+
+async def _end_then_close(session: AsyncSession, *, commit: bool, quiet: str | None = None) -> None:
+    """COMMIT or ROLLBACK, then close the session (also when that raised).
+
+    ``quiet`` names a rollback whose failure is logged rather than raised (the unit is
+    already leaving with an exception). The session translates its own errors.
+    """
+    try:
+        if quiet is not None:
+            await _quietly(session.rollback(), quiet)
+        elif commit:
+            await _commit_or_report(session)
+        else:
+            await session.rollback()
+    finally:
+        await _quietly(session.close(), "close the session")
+
+
+async def _commit_or_report(session: AsyncSession) -> None:
+    """COMMIT; a connection lost meanwhile is :class:`CommitOutcomeUnknownError`.
+
+    The flush ran before, so COMMIT was sent: the server may have committed, and the
+    unit must say so rather than let ``run_tx`` run the work a second time.
+    """
+    try:
+        await session.commit()
+    except DatabaseUnavailableError as exc:
+        raise commit_outcome_unknown(exc) from exc
 
 
 async def _complete(awaitable: Coroutine[Any, Any, None]) -> bool:

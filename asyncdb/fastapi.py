@@ -51,9 +51,12 @@ from ._errors import (
     AsyncDBError,
     CommitOutcomeUnknownError,
     ConflictError,
+    ConnectionLostError,
     DatabaseUnavailableError,
+    DataError,
     NotFoundError,
     PoolTimeoutError,
+    RetryableError,
     ValidationError,
 )
 from ._helpers import get_db_manager
@@ -362,11 +365,17 @@ def health_endpoint(
 ERROR_STATUS: tuple[tuple[type[AsyncDBError], int], ...] = (
     (NotFoundError, 404),
     (ConflictError, 409),
+    # A value the database rejected (too long, out of range): the client's to fix.
+    (DataError, 422),
     (ValidationError, 422),
     (PoolTimeoutError, 503),
+    # The connection broke mid-request (before any COMMIT): the work did not happen.
+    (ConnectionLostError, 503),
     # Not 503: a retry could apply the work twice; the message says to check first.
     (CommitOutcomeUnknownError, 500),
     (DatabaseUnavailableError, 503),
+    # Contention (deadlock, serialization failure, SQLite busy) after run_tx gave up.
+    (RetryableError, 503),
     (AsyncDBError, 500),
 )
 #: Seconds a client should wait before retrying a 503.
@@ -395,9 +404,11 @@ def install_error_handlers(app: FastAPI) -> None:
         install_error_handlers(app)
 
     ``NotFoundError`` → 404, ``ConflictError`` → 409 (with ``"fields"``),
-    ``ValidationError`` and its subclasses → 422, ``PoolTimeoutError`` and
-    ``DatabaseUnavailableError`` → 503 with ``Retry-After``, a commit whose outcome is
-    unknown (``CommitOutcomeUnknownError``) → 500 saying so, any other asyncdb error → 500.
+    ``ValidationError`` and its subclasses (``DataError``: a value the database rejected)
+    → 422, ``PoolTimeoutError``, ``ConnectionLostError``, ``DatabaseUnavailableError`` and
+    ``RetryableError`` (contention, after ``run_tx`` gave up) → 503 with ``Retry-After``,
+    a commit whose outcome is unknown (``CommitOutcomeUnknownError``) → 500 saying so,
+    any other asyncdb error → 500.
     The request's unit of work has already rolled back when a handler runs. The handlers
     run inside ``AuditMiddleware``, so the response keeps its ``X-Request-ID``.
     Register your own handler for a class afterwards to override one mapping.

@@ -59,6 +59,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     )
     raise ImportError(msg) from exc
 
+from ._errors import ConfigurationError
 from ._manager import AsyncDatabaseManager
 from ._metrics import LatencyHistogram, Metrics
 
@@ -154,7 +155,7 @@ class AsyncDBCollector:
                 f"Another source already exports database={label!r}. "
                 "Pass a distinct label with add(source, database='...')."
             )
-            raise ValueError(msg)
+            raise ConfigurationError(msg)
         self._sources[label] = metrics
 
     def remove(self, source: AsyncDatabaseManager | Metrics) -> None:

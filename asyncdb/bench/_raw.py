@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy.engine import make_url
 
-from ._stacks import _BUSY_TIMEOUT_MS, POOL_SIZE, Stack, Target
+from ._base import _BUSY_TIMEOUT_MS, POOL_SIZE, Stack, Target
 
 __all__ = ["RawAiosqliteStack", "RawAsyncpgStack", "raw_stack"]
 

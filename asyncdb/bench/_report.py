@@ -9,8 +9,9 @@ from typing import Any
 
 import sqlalchemy
 
+from ._base import POOL_SIZE
 from ._runner import BenchResult
-from ._stacks import POOL_SIZE, STACKS
+from ._stacks import STACKS
 from ._workloads import WORKLOADS, Sample
 
 __all__ = [

@@ -23,9 +23,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from .._errors import ConfigurationError
 from .._settings import DatabaseSettings, mask_url
+from ._base import Target
 from ._progress import Progress
 from ._schema import BenchSchema, foreign_tables, is_scratch_sqlite, make_schema
-from ._stacks import STACKS, Target, cache_class
+from ._stacks import STACKS, cache_class
 from ._workloads import WORKLOADS, Data, Sample, Scale, Workload
 
 __all__ = ["BenchFailedError", "BenchResult", "plan", "run_bench"]

@@ -11,7 +11,6 @@ the libraries and not a durability setting.
 
 from __future__ import annotations
 
-import abc
 import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -22,7 +21,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from .._context import audit_context
 from .._manager import AsyncDatabaseManager
 from .._repository import Repository
-from ._schema import BenchSchema
+from ._base import _BUSY_TIMEOUT_MS, POOL_SIZE, Stack, Target
+from ._raw import raw_stack
 
 __all__ = [
     "POOL_SIZE",
@@ -32,68 +32,6 @@ __all__ = [
     "Target",
     "cache_class",
 ]
-
-#: Connections in every stack's pool (no overflow): the concurrent workload's "pool of 10".
-POOL_SIZE = 10
-#: SQLite busy timeout of the plain stacks, as asyncdb's default.
-_BUSY_TIMEOUT_MS = 5000
-
-
-@dataclasses.dataclass(frozen=True)
-class Target:
-    """Where the stacks connect and what they work on."""
-
-    url: str
-    backend: str
-    schema: BenchSchema
-    cache_entries: int = 10_000
-
-
-class Stack(abc.ABC):
-    """One way of talking to the database. ``Any`` results: the bench only counts them."""
-
-    def __init__(self, target: Target) -> None:
-        self.target = target
-        self.read_table = target.schema.read_model.__table__
-        self.write_table = target.schema.write_model.__table__
-
-    @abc.abstractmethod
-    async def open(self) -> None:
-        """Create the pool (connections open lazily)."""
-
-    @abc.abstractmethod
-    async def close(self) -> None:
-        """Close every connection; safe to call after a failed :meth:`open`."""
-
-    async def warm(self, ids: Sequence[int]) -> None:  # noqa: B027 - an optional hook
-        """Bring the stack to its steady state for reads of ``ids`` (a cache fills up)."""
-
-    @abc.abstractmethod
-    async def create(self, values: dict[str, Any]) -> Any:
-        """Insert one row into the insert table; return its id."""
-
-    @abc.abstractmethod
-    async def get_by_id(self, ident: int) -> Any:
-        """Read one row of the read table by primary key."""
-
-    @abc.abstractmethod
-    async def update(self, ident: int, values: dict[str, Any]) -> Any:
-        """Change one row of the read table and return it."""
-
-    @abc.abstractmethod
-    async def paginate(self, page: int, page_size: int) -> Any:
-        """One offset page by id with the total count, as ``(total, rows)``."""
-
-    @abc.abstractmethod
-    async def bulk_create(self, rows: list[dict[str, Any]]) -> Any:
-        """Insert ``rows`` into the insert table in one transaction."""
-
-    @abc.abstractmethod
-    async def keyset_page(self, after: Any, limit: int) -> tuple[int, Any]:
-        """The page after the cursor ``after`` (None: the first); ``(rows, next or None)``."""
-
-
-# -- SQLAlchemy, without asyncdb ---------------------------------------------------------
 
 
 def plain_engine(target: Target, *, pre_ping: bool = False) -> AsyncEngine:
@@ -349,16 +287,10 @@ class StackSpec:
     backends: tuple[str, ...] = ()
 
 
-def _raw(target: Target) -> Stack:
-    from ._raw import raw_stack
-
-    return raw_stack(target)
-
-
 STACKS: dict[str, StackSpec] = {
     spec.name: spec
     for spec in (
-        StackSpec("raw", "raw {driver}", _raw),
+        StackSpec("raw", "raw {driver}", raw_stack),
         StackSpec("core", "SQLAlchemy Core", CoreStack),
         StackSpec("orm", "SQLAlchemy ORM (baseline)", OrmStack),
         StackSpec(

@@ -16,8 +16,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from ._base import Stack
 from ._schema import seed_values
-from ._stacks import Stack
 
 __all__ = ["FULL", "QUICK", "WORKLOADS", "Data", "Sample", "Scale", "Workload"]
 

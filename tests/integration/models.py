@@ -70,3 +70,14 @@ class Order(Base, Audited):
     color: Mapped[Color | None] = mapped_column(default=None)
     blob: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
     due: Mapped[dt.date | None] = mapped_column(default=None)
+
+
+class Profile(Base):
+    """Declares its own allow-list of filterable fields (``__filterable__``)."""
+
+    __tablename__ = "t_profile"
+    __filterable__ = frozenset({"handle", "score"})
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    handle: Mapped[str] = mapped_column(String(50))
+    score: Mapped[int] = mapped_column(Integer, default=0)
+    bio: Mapped[str | None] = mapped_column(String(200), default=None)

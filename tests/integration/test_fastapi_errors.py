@@ -9,15 +9,17 @@ from typing import Annotated, Any
 import httpx
 import pytest
 from fastapi import Depends, FastAPI, Header
-from sqlalchemy import text
+from sqlalchemy import insert, text
 
 from asyncdb import (
     AsyncDatabaseManager,
     AsyncUnitOfWork,
     CommitOutcomeUnknownError,
+    ConnectionLostError,
     DatabaseUnavailableError,
     PoolTimeoutError,
     Repository,
+    RetryableError,
     ValidationError,
     get_audit_logs,
 )
@@ -39,6 +41,7 @@ def build_app(db: AsyncDatabaseManager) -> FastAPI:
     Accounts = Annotated[Repository[Account], Depends(deps.repository(Account))]
     ReadItems = Annotated[Repository[Item], Depends(deps.repository(Item, read_only=True))]
     ReadUnit = Annotated[AsyncUnitOfWork, Depends(deps.read_only_unit)]
+    Unit = Annotated[AsyncUnitOfWork, Depends(deps.unit_of_work)]
     User = Annotated[str, Depends(current_user)]
 
     app = FastAPI()
@@ -74,6 +77,20 @@ def build_app(db: AsyncDatabaseManager) -> FastAPI:
     @app.get("/unavailable")
     async def unavailable() -> None:
         raise DatabaseUnavailableError("The database is down. Try again later.")
+
+    @app.get("/connection-lost")
+    async def connection_lost() -> None:
+        raise ConnectionLostError("The connection to the database was lost. Try again.")
+
+    @app.post("/items-rejected")
+    async def items_rejected(unit: Unit) -> None:
+        # Raw SQL, past the repository's own checks: a name too long for PostgreSQL's
+        # VARCHAR(100), an int SQLite's driver cannot send.
+        await unit.session.execute(insert(Item).values(name="x" * 200, qty=2**70))
+
+    @app.get("/contention")
+    async def contention() -> None:
+        raise RetryableError("The transaction kept meeting a deadlock. Try again later.")
 
     @app.get("/pool-timeout")
     async def pool_timeout() -> None:
@@ -130,12 +147,27 @@ async def test_validation_errors_are_422(client: httpx.AsyncClient) -> None:
         assert "x-request-id" in response.headers
 
 
+async def test_a_value_the_database_rejects_is_a_422_data_error_on_every_backend(
+    client: httpx.AsyncClient, db: AsyncDatabaseManager
+) -> None:
+    response = await client.post("/items-rejected")
+    assert response.status_code == 422, response.text
+    assert response.json()["error"] == "DataError"
+    assert "xxxxx" not in response.text and str(2**70) not in response.text
+    assert "retry-after" not in response.headers
+    assert "x-request-id" in response.headers
+    async with db.session() as session:
+        assert (await session.execute(text("SELECT count(*) FROM t_item"))).scalar() == 0
+
+
 async def test_unavailable_and_pool_timeout_are_503_with_retry_after(
     client: httpx.AsyncClient,
 ) -> None:
     for path, error in (
         ("/unavailable", "DatabaseUnavailableError"),
         ("/pool-timeout", "PoolTimeoutError"),
+        ("/connection-lost", "ConnectionLostError"),
+        ("/contention", "RetryableError"),
     ):
         response = await client.get(path)
         assert response.status_code == 503

@@ -108,7 +108,7 @@ async def test_sqlite_file_runs_in_wal_with_foreign_keys(tmp_path: Path) -> None
             fks = (await conn.exec_driver_sql("PRAGMA foreign_keys")).scalar()
         assert mode == "wal"
         assert fks == 1
-        assert db.extensions["asyncdb_journal_mode"] == "wal"
+        assert db.journal_mode == "wal"
 
 
 def _closed_port() -> int:

@@ -7,7 +7,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 
-from asyncdb import AsyncDatabaseManager, Metrics, QueryError
+from asyncdb import AsyncDatabaseManager, ConfigurationError, Metrics, QueryError
 from asyncdb.prometheus import DURATION_BUCKETS, AsyncDBCollector, render
 from tests.integration.conftest import manager_for
 
@@ -102,7 +102,7 @@ async def test_collector_exports_several_managers_in_one_registry(
         values = samples(generate_latest(registry).decode())
         assert values[("asyncdb_queries_total", (("database", "replica"),))] >= 1
         assert ("asyncdb_queries_total", (("database", db.metrics.database),)) in values
-        with pytest.raises(ValueError, match="already exports"):
+        with pytest.raises(ConfigurationError, match="already exports"):
             collector.add(Metrics(database="replica"))
         collector.remove(other)
         values = samples(generate_latest(registry).decode())

@@ -13,6 +13,7 @@ from sqlalchemy import event, select
 from asyncdb import (
     AsyncDatabaseManager,
     AsyncUnitOfWork,
+    ConfigurationError,
     ConflictError,
     NotFoundError,
     Repository,
@@ -100,7 +101,7 @@ async def test_get_by_id_and_get(items: Repository[Item]) -> None:
     assert await items.get_by_id(item.id + 100) is None
     with pytest.raises(NotFoundError, match="No Item with id"):
         await items.get(item.id + 100)
-    with pytest.raises(ValidationError, match="integers"):
+    with pytest.raises(ValidationError, match="id must be an integer"):
         await items.get_by_id("1; drop table t_item")
 
 
@@ -482,10 +483,12 @@ async def test_repository_joins_the_active_unit(db: AsyncDatabaseManager) -> Non
 
 
 async def test_repository_needs_exactly_one_binding(db: AsyncDatabaseManager) -> None:
-    with pytest.raises(ValidationError):
+    with pytest.raises(ConfigurationError, match="exactly one of"):
         Repository(Item)
-    with pytest.raises(ValidationError):
+    with pytest.raises(ConfigurationError, match="mapped model class"):
         Repository(int, db)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="route must be one of"):
+        Repository(Item, db, route="elsewhere")  # type: ignore[arg-type]
 
 
 async def test_values_and_types_round_trip(db: AsyncDatabaseManager) -> None:

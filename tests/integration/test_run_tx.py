@@ -11,6 +11,7 @@ from sqlalchemy import func, select, text, update
 from asyncdb import (
     AsyncDatabaseManager,
     AsyncUnitOfWork,
+    ConfigurationError,
     ConflictError,
     DatabaseUnavailableError,
     Repository,
@@ -113,12 +114,12 @@ async def test_run_tx_validates_its_arguments(db: AsyncDatabaseManager) -> None:
         raise AssertionError("not called")
 
     for bad in (-1, True, 1.5, "3"):
-        with pytest.raises(ValidationError, match="retries"):
+        with pytest.raises(ConfigurationError, match="retries"):
             await run_tx(fn, db=db, retries=bad)  # type: ignore[arg-type]
     for bad_backoff in (-0.1, True, "1"):
-        with pytest.raises(ValidationError, match="backoff"):
+        with pytest.raises(ConfigurationError, match="backoff"):
             await run_tx(fn, db=db, backoff=bad_backoff)  # type: ignore[arg-type]
-    with pytest.raises(ValidationError, match="isolation_level"):
+    with pytest.raises(ConfigurationError, match="isolation_level"):
         await run_tx(fn, db=db, isolation_level="sometimes")
 
 

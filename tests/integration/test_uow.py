@@ -11,10 +11,10 @@ from sqlalchemy import func, select
 from asyncdb import (
     AsyncDatabaseManager,
     AsyncUnitOfWork,
+    ConfigurationError,
     ConflictError,
     Repository,
     TransactionError,
-    ValidationError,
     audit_context,
     get_audit_context,
     get_audit_logs,
@@ -105,7 +105,7 @@ async def test_a_unit_can_be_entered_only_once(db: AsyncDatabaseManager) -> None
 
 
 async def test_bad_isolation_level_is_a_validation_error(db: AsyncDatabaseManager) -> None:
-    with pytest.raises(ValidationError, match="isolation_level"):
+    with pytest.raises(ConfigurationError, match="isolation_level"):
         AsyncUnitOfWork(db, isolation_level="CHAOS")
 
 

@@ -19,8 +19,8 @@ from asyncdb import (
     Repository,
     RepositoryCache,
 )
-from asyncdb._cache import _fresh, _Model
-from asyncdb._changes import Changes, record_changes
+from asyncdb._cache import _CACHES, _fresh, _Model, cache_stats
+from asyncdb._changes import _LISTENERS, Changes, changed_in_transaction, record_changes
 
 
 class Clock:
@@ -179,11 +179,12 @@ def test_one_cache_serves_one_manager() -> None:
     cache = RepositoryCache()
     Repository(Doc, first, cache=cache)
     Repository(Doc, first, cache=cache)  # attaching again is a no-op
-    assert first.extensions["asyncdb_commit_listeners"] == [cache._on_commit]
-    assert first.extensions["asyncdb_caches"] == [cache]
+    assert _LISTENERS[first] == [cache._on_commit]
+    assert _CACHES[first] == [cache]
     with pytest.raises(ConfigurationError, match="one cache per manager"):
         Repository(Doc, second, cache=cache)
-    stats = first.extensions["asyncdb_cache_stats"]()
+    assert second not in _CACHES
+    stats = cache_stats(first)
     assert stats["caches"] == 1
     assert stats["hit_rate"] is None
 
@@ -292,7 +293,7 @@ def test_unknown_rows_absorb_known_keys() -> None:
     session: Any = FakeSession()
     record_changes(session, Doc, [(1,)])
     record_changes(session, Doc, [(2,)])
-    assert session.info["asyncdb_changes"] == {Doc: {(1,), (2,)}}
+    assert changed_in_transaction(session) == {Doc: {(1,), (2,)}}
     record_changes(session, Doc, None)
     record_changes(session, Doc, [(3,)])
-    assert session.info["asyncdb_changes"] == {Doc: None}
+    assert changed_in_transaction(session) == {Doc: None}

@@ -25,7 +25,12 @@ def field_comments() -> dict[str, str]:
     """The ``#:`` comment above each DatabaseSettings field, as one line."""
     comments: dict[str, str] = {}
     pending: list[str] = []
-    for line in inspect.getsource(settings_module.DatabaseSettings).splitlines():
+    # From the module's file: DatabaseSettings reports __module__ "asyncdb".
+    source = inspect.getsource(settings_module)
+    body = source[source.index("class DatabaseSettings") :]
+    class_body = body.split("\n", 1)[1]
+    body = re.split(r"\n(?=\S)", class_body, maxsplit=1)[0]  # up to the next top-level line
+    for line in body.splitlines():
         stripped = line.strip()
         if stripped.startswith("#:"):
             pending.append(stripped[2:].strip())

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from sqlalchemy import exc as sa_exc
 
 from asyncdb import (
     AsyncDBError,
     ConflictError,
+    ConnectionLostError,
     DatabaseUnavailableError,
     PoolTimeoutError,
     QueryError,
@@ -53,7 +56,7 @@ def wrapped(
         ("40P01", sa_exc.DBAPIError, RetryableError),
         ("57014", sa_exc.OperationalError, QueryError),
         ("25006", sa_exc.InternalError, TransactionError),
-        ("08006", sa_exc.OperationalError, DatabaseUnavailableError),
+        ("08006", sa_exc.OperationalError, ConnectionLostError),
         ("42P01", sa_exc.ProgrammingError, QueryError),
     ],
 )
@@ -109,3 +112,62 @@ def test_values_are_scrubbed_from_driver_details() -> None:
 def test_sqlstate_of_walks_the_chain() -> None:
     assert sqlstate_of(wrapped(sa_exc.DBAPIError, "40001")) == "40001"
     assert sqlstate_of(ValueError()) is None
+
+
+def test_the_docstring_tree_names_every_exported_error() -> None:
+    import asyncdb
+    import asyncdb._errors
+
+    tree = asyncdb._errors.__doc__ or ""
+    for name in asyncdb.__all__:
+        obj = getattr(asyncdb, name)
+        if isinstance(obj, type) and issubclass(obj, asyncdb.AsyncDBError):
+            assert re.search(rf"^[\s│├└─]*{name}\b", tree, re.M), f"{name} not in the tree"
+
+
+def test_a_broken_connection_and_a_pool_timeout_are_distinct_classes() -> None:
+    from asyncdb import ConnectionLostError, DatabaseUnavailableError, PoolTimeoutError
+
+    dropped = sa_exc.DBAPIError("SELECT 1", {}, Exception("x"), connection_invalidated=True)
+    lost = translate(dropped)
+    assert type(lost) is ConnectionLostError
+    assert isinstance(lost, DatabaseUnavailableError)
+    pool = translate(sa_exc.TimeoutError("QueuePool limit"))
+    assert type(pool) is PoolTimeoutError
+    assert not isinstance(pool, ConnectionLostError)
+    # Could not be opened (timed out, DNS): unavailable, but not "lost".
+    assert type(translate(TimeoutError())) is DatabaseUnavailableError
+
+
+def test_classify_looks_through_a_hand_built_error_to_its_cause() -> None:
+    from asyncdb import ConnectionLostError, DatabaseUnavailableError
+    from asyncdb._errors import classify
+
+    wrapped = DatabaseUnavailableError("lost")
+    wrapped.__cause__ = ConnectionResetError()
+    assert classify(wrapped) is ConnectionLostError
+    assert classify(DatabaseUnavailableError("no cause")) is DatabaseUnavailableError
+    assert classify(ValueError("x")) is ValueError
+
+
+def test_bad_credentials_are_a_configuration_error() -> None:
+    from asyncdb import ConfigurationError
+
+    class Driver(Exception):
+        sqlstate = "28P01"
+
+    err = sa_exc.OperationalError("connect", {}, Driver("password authentication failed"))
+    mapped = translate(err)
+    assert type(mapped) is ConfigurationError
+    assert "password authentication failed" not in str(mapped)
+
+
+def test_the_chain_walker_follows_orig_and_cause_and_stops_on_cycles() -> None:
+    from asyncdb._errors import exception_chain
+
+    driver = ValueError("driver")
+    top = sa_exc.DBAPIError("SELECT 1", {}, driver)
+    assert list(exception_chain(top)) == [top, driver]
+    a, b = ValueError("a"), ValueError("b")
+    a.__cause__, b.__cause__ = b, a
+    assert list(exception_chain(a)) == [a, b]

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import types
+import typing
 
 import asyncdb
 
@@ -23,3 +24,14 @@ def test_error_tree_has_one_root() -> None:
         obj = getattr(asyncdb, name)
         if isinstance(obj, type) and issubclass(obj, Exception):
             assert issubclass(obj, asyncdb.AsyncDBError), name
+
+
+def test_exported_names_report_the_public_module() -> None:
+    for name in asyncdb.__all__:
+        obj = getattr(asyncdb, name)
+        if isinstance(obj, type) and "__annotations__" in vars(obj):
+            # Annotations resolve in the home module (SQLAlchemy mixins, dataclasses).
+            assert typing.get_type_hints(obj) is not None
+            continue
+        if isinstance(obj, (type, types.FunctionType)):
+            assert obj.__module__ == "asyncdb", f"{name}.__module__ is {obj.__module__!r}"

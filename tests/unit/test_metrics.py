@@ -9,7 +9,7 @@ import random
 
 import pytest
 
-from asyncdb import Metrics, audit_context
+from asyncdb import ConfigurationError, Metrics, audit_context
 from asyncdb._instrument import call_site
 from asyncdb._metrics import (
     BUCKET_BOUNDS,
@@ -204,7 +204,7 @@ def test_statement_table_bound_is_configurable() -> None:
     for i in range(100):
         metrics.record_query(f"SELECT c{i}", 0.001 * (i % 7))
     assert len(metrics.statements()) == 5
-    with pytest.raises(ValueError, match="at least 1"):
+    with pytest.raises(ConfigurationError, match="at least 1"):
         make_metrics(max_statements=0)
 
 

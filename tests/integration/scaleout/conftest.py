@@ -1,0 +1,77 @@
+"""Fixtures of the scale-out tests: a streaming standby of the main cluster, managers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+
+from asyncdb import AsyncDatabaseManager
+from tests.integration.conftest import manager_for, reset_schema
+from tests.integration.scaleout.servers import (
+    MAIN_PORT,
+    PgServer,
+    ensure_replication_hba,
+    standby_of,
+    unavailable,
+    wait_replayed,
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "scaleout" in item.nodeid:
+            item.add_marker(pytest.mark.scaleout)
+
+
+@pytest.fixture(scope="session")
+def standby(postgres_url: str) -> Iterator[PgServer]:
+    """A streaming standby of the main cluster on a free port, removed at the end."""
+    try:
+        ensure_replication_hba()
+        server = standby_of(MAIN_PORT)
+    except (RuntimeError, OSError) as exc:
+        unavailable(f"could not start a standby of the main cluster ({exc})")
+    try:
+        yield server
+    finally:
+        server.remove()
+
+
+@pytest.fixture
+def database(postgres_url: str) -> str:
+    return postgres_url.rpartition("/")[2]
+
+
+@pytest.fixture
+async def routed(
+    postgres_url: str, standby: PgServer, database: str
+) -> AsyncIterator[AsyncDatabaseManager]:
+    """A manager with the standby as its replica, on fresh tables replayed there."""
+    db = await make_routed(postgres_url, standby, database)
+    try:
+        yield db
+    finally:
+        await db.dispose()
+
+
+async def make_routed(
+    postgres_url: str, standby: PgServer, database: str, **overrides: Any
+) -> AsyncDatabaseManager:
+    options: dict[str, Any] = {
+        "replicas": [standby.url(database)],
+        "replica_check_interval": 0.05,
+        "connect_timeout": 3.0,
+        "max_replica_lag": None,
+    }
+    options.update(overrides)
+    db = manager_for(postgres_url, **options)
+    await db.connect()
+    try:
+        await reset_schema(db)
+        wait_replayed(MAIN_PORT, standby)
+    except BaseException:
+        await db.dispose()
+        raise
+    return db

@@ -1,0 +1,35 @@
+"""Every wait is bounded by the setting that names it (issue 14, item 6)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from sqlalchemy import select
+
+from asyncdb import PoolTimeoutError
+from tests.integration.conftest import manager_for, reset_schema
+from tests.integration.entry_points import ENTRIES, enter
+
+POOL_TIMEOUT = 0.5
+
+
+@pytest.mark.parametrize("entry", ENTRIES)
+async def test_exhausted_pool_fails_at_pool_timeout_through_every_entry(
+    db_url: str, entry: str
+) -> None:
+    db = manager_for(db_url, pool_size=1, max_overflow=0, pool_timeout=POOL_TIMEOUT)
+    await db.connect()
+    try:
+        await reset_schema(db)
+        async with db.session() as holder:
+            await holder.execute(select(1))  # the pool's only connection is now checked out
+            started = time.monotonic()
+            with pytest.raises(PoolTimeoutError, match="pool_timeout"):
+                await enter(db, entry)
+            elapsed = time.monotonic() - started
+        assert POOL_TIMEOUT - 0.1 <= elapsed <= POOL_TIMEOUT + 0.1, f"{entry}: {elapsed:.3f} s"
+        # Nothing is stuck afterwards: the same entry works once the pool has room.
+        await enter(db, entry)
+    finally:
+        await db.dispose()

@@ -1,0 +1,57 @@
+"""Static types users see; checked by ``mypy --strict`` in CI (never run).
+
+Each ``assert_type`` fails the type check if a wrapper erases SQLAlchemy's or the
+repository's declared types (e.g. to ``Any``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import Result, ScalarResult, select
+from sqlalchemy.engine import Row
+from sqlalchemy.orm import Mapped, mapped_column
+from typing_extensions import assert_type
+
+from asyncdb import AsyncDatabaseManager, AsyncUnitOfWork, Base, KeysetPage, Page, Repository
+
+
+class User(Base):
+    __tablename__ = "typing_users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str]
+
+
+async def session_calls(db: AsyncDatabaseManager) -> None:
+    async with db.session() as session:
+        assert_type(await session.execute(select(User)), Result[User])
+        assert_type(await session.scalars(select(User)), ScalarResult[User])
+        assert_type(await session.get(User, 1), User | None)
+        assert_type(await session.get_one(User, 1), User)
+        assert_type(await session.merge(User(name="a")), User)
+        rows = (await session.execute(select(User.id, User.name))).all()
+        assert_type(rows, Sequence[Row[int, str]])
+
+
+async def unit_calls(db: AsyncDatabaseManager) -> None:
+    async with AsyncUnitOfWork(db) as uow:
+        assert_type(await uow.session.execute(select(User)), Result[User])
+        assert_type(await uow.session.get(User, 1), User | None)
+        users = uow.get_repository(User)
+        assert_type(users, Repository[User])
+
+
+async def repository_calls(db: AsyncDatabaseManager) -> None:
+    users = Repository(User, db)
+    assert_type(await users.create(name="Ada"), User)
+    assert_type(await users.get_by_id(1), User | None)
+    assert_type(await users.get(1), User)
+    assert_type(await users.update(1, name="Bo"), User)
+    assert_type(await users.find_by(name="Ada"), list[User])
+    assert_type(await users.find_one_by(name="Ada"), User | None)
+    assert_type(await users.count(), int)
+    assert_type(await users.exists(name="Ada"), bool)
+    assert_type(await users.paginate(page=1), Page[User])
+    assert_type(await users.paginate_keyset(limit=10), KeysetPage[User])
+    assert_type(await users.upsert({"id": 1, "name": "Ada"}, conflict_on=["id"]), User)
