@@ -19,7 +19,7 @@ from typing import TextIO
 
 from ._audit_export import EXPORT_FORMATS, export_audit_logs
 from ._audit_verify import verify_audit_chain
-from ._cli_args import add_url_argument
+from ._cli_common import add_url_argument
 from ._manager import AsyncDatabaseManager
 
 __all__ = ["configure", "run"]

@@ -10,7 +10,7 @@ import argparse
 import json
 from typing import Any
 
-from ._cli_args import add_url_argument
+from ._cli_common import add_url_argument
 from ._manager import AsyncDatabaseManager
 
 __all__ = ["configure", "format_snapshot", "run"]

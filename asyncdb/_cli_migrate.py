@@ -5,7 +5,8 @@
     asyncdb migrate [--url URL] [--revision REV]   upgrade (default: head)
     asyncdb migrate --sql [--revision REV]         print the SQL; connect to nothing
     asyncdb migrate --status                       exit 0 when up to date, 1 when not
-    asyncdb migrate --downgrade REV                e.g. base, or -1
+    asyncdb migrate --downgrade REV [--yes]        e.g. base, or -1 (asks first)
+    asyncdb migrate --adopt                        stamp tables made by create_all
     asyncdb migrate --audit-append-only            then guard the audit log (PostgreSQL)
 
 A failure exits 2 with a message naming the revision and what to run next.
@@ -16,7 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ._cli_args import add_url_argument
+from ._cli_common import EXIT_ERROR, add_url_argument
 from ._migrate import downgrade, migrate, migration_status
 
 __all__ = ["configure", "run"]
@@ -37,7 +38,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="show the current and head revisions; exit 1 when migrations are pending",
     )
-    mode.add_argument("--downgrade", metavar="REV", help="downgrade to REV (base drops all)")
+    mode.add_argument(
+        "--downgrade",
+        metavar="REV",
+        help="downgrade to REV; base drops the toolkit's tables and their rows (asks first)",
+    )
+    mode.add_argument(
+        "--adopt",
+        action="store_true",
+        help="stamp toolkit tables made by create_all after checking they match the head",
+    )
+    parser.add_argument(
+        "--yes", action="store_true", help="downgrade without asking for confirmation"
+    )
     parser.add_argument(
         "--audit-append-only",
         action=argparse.BooleanOptionalAction,
@@ -55,6 +68,19 @@ async def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.adopt:
+        if args.revision is not None:
+            print("asyncdb migrate: --adopt records the head; drop --revision.", file=sys.stderr)
+            return EXIT_ERROR
+        result = await migrate(args.url, adopt=True, audit_append_only=args.audit_append_only)
+        if result.before == result.after:
+            print(f"{result.url} is already at {_heads(result.after)}; nothing to adopt.")
+        else:
+            print(
+                f"Adopted the toolkit's tables in {result.url}: they match the head, "
+                f"recorded {_heads(result.after)}."
+            )
+        return 0
     if args.status:
         status = await migration_status(args.url)
         print(status.url)
@@ -66,6 +92,8 @@ async def run(args: argparse.Namespace) -> int:
         print(f"  pending: {', '.join(status.pending)} (run `asyncdb migrate`)")
         return 1
     if args.downgrade is not None:
+        if not args.yes and not _confirm(args.downgrade):
+            return EXIT_ERROR
         result = await downgrade(args.url, args.downgrade)
         verb = "Downgraded"
     else:
@@ -87,6 +115,24 @@ async def run(args: argparse.Namespace) -> int:
     else:
         print(f"{result.url} is already at {_heads(result.after)}; nothing to do.")
     return 0
+
+
+def _confirm(target: str) -> bool:
+    warning = (
+        f"Downgrading to {target} drops the toolkit tables that revision does not have, "
+        "with their rows (base drops the audit log)."
+    )
+    if not sys.stdin.isatty():
+        print(
+            f"asyncdb migrate: {warning} Pass --yes to confirm; nothing was changed.",
+            file=sys.stderr,
+        )
+        return False
+    answer = input(f"{warning} Continue? [y/N] ").strip().lower()
+    if answer in {"y", "yes"}:
+        return True
+    print("asyncdb migrate: not confirmed; nothing was changed.", file=sys.stderr)
+    return False
 
 
 def _heads(heads: tuple[str, ...]) -> str:

@@ -139,10 +139,17 @@ class ConflictError(AsyncDBError):
     """A unique or foreign-key constraint rejected the change. Nothing was written."""
 
     def __init__(
-        self, message: str, *, sqlstate: str | None = None, constraint: str | None = None
+        self,
+        message: str,
+        *,
+        sqlstate: str | None = None,
+        constraint: str | None = None,
+        columns: tuple[str, ...] = (),
     ) -> None:
         super().__init__(message, sqlstate=sqlstate)
         self.constraint = constraint
+        #: The violated columns, bare names in the same form on every backend (may be empty).
+        self.columns = columns
 
 
 class TransactionError(AsyncDBError):
@@ -207,7 +214,27 @@ def _attr(exc: BaseException | None, name: str) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _integrity_error(exc: sa_exc.IntegrityError) -> AsyncDBError:
+_KEY_COLUMNS = re.compile(r"Key \(([^)]*)\)=")
+_MISSING_TABLE = re.compile(r'no such table: (\S+)|relation "([^"]+)" does not exist')
+
+
+def _constraint_columns(exc: BaseException) -> tuple[str, ...]:
+    """The columns a unique/foreign-key violation names, read before values are scrubbed.
+
+    PostgreSQL: the DETAIL ``Key (a, b)=(...)``; SQLite: ``UNIQUE constraint failed: t.a, t.b``.
+    """
+    driver = _driver_error(exc)
+    detail = _attr(driver, "detail") or ""
+    match = _KEY_COLUMNS.search(detail)
+    if match:
+        return tuple(name.strip().strip('"') for name in match.group(1).split(","))
+    match = _SQLITE_CONSTRAINT.search(str(driver) if driver is not None else "")
+    if match and match.group(1) == "UNIQUE" and match.group(2):
+        return tuple(part.strip().rpartition(".")[2] for part in match.group(2).split(","))
+    return ()
+
+
+def _integrity_error(exc: sa_exc.IntegrityError, columns: tuple[str, ...] = ()) -> AsyncDBError:
     driver = _driver_error(exc)
     state = sqlstate_of(exc)
     constraint = _attr(driver, "constraint_name")
@@ -233,13 +260,17 @@ def _integrity_error(exc: sa_exc.IntegrityError) -> AsyncDBError:
             f"A row with the same unique value already exists{where}{name}. "
             "Use a different value, or update the existing row (upsert) instead."
         )
-        return ConflictError(msg, sqlstate=state or "23505", constraint=target or None)
+        return ConflictError(
+            msg, sqlstate=state or "23505", constraint=target or None, columns=columns
+        )
     if kind == "FOREIGN KEY":
         msg = (
             f"A foreign-key constraint rejected the change{where}{name}. "
             "Create the referenced row first, or remove the rows that still refer to it."
         )
-        return ConflictError(msg, sqlstate=state or "23503", constraint=target or None)
+        return ConflictError(
+            msg, sqlstate=state or "23503", constraint=target or None, columns=columns
+        )
     if kind == "NOT NULL":
         msg = f"A required column was left empty{where}{name}. Give it a value."
         return ValidationError(msg, sqlstate=state or "23502")
@@ -382,6 +413,7 @@ def translate(exc: BaseException) -> BaseException:
     """
     if isinstance(exc, AsyncDBError):
         return exc
+    columns = _constraint_columns(exc) if isinstance(exc, sa_exc.IntegrityError) else ()
     if isinstance(exc, (OverflowError, UnicodeEncodeError)):
         # Raised by the driver while binding a value (SQLite: an int beyond 64 bits, a
         # lone surrogate). The messages quote the value: say what, not which.
@@ -396,7 +428,7 @@ def translate(exc: BaseException) -> BaseException:
         )
         return PoolTimeoutError(msg)
     if isinstance(exc, sa_exc.IntegrityError):
-        return _integrity_error(exc)
+        return _integrity_error(exc, columns)
     state = sqlstate_of(exc)
     if state is not None and (state.startswith(_AUTH_STATE_PREFIX) or state in _AUTH_STATES):
         msg = (
@@ -445,10 +477,27 @@ def translate(exc: BaseException) -> BaseException:
         return failure(msg, sqlstate=state)
     if isinstance(exc, sa_exc.DBAPIError):
         driver = _driver_error(exc)
+        missing = _MISSING_TABLE.search(str(driver) if driver is not None else "")
+        if missing:
+            return _missing_table(missing.group(1) or missing.group(2), state)
         kind = type(driver).__name__ if driver is not None else type(exc).__name__
         msg = f"The database rejected the statement ({kind}). Check the SQL and the schema."
         return QueryError(msg, sqlstate=state)
     return exc
+
+
+def _missing_table(table: str, state: str | None) -> QueryError:
+    if table.startswith("asyncdb_"):
+        msg = (
+            f"The toolkit table {table} does not exist in this database. Create the toolkit's "
+            "tables with `asyncdb migrate` or `await init_database(db)` at start-up."
+        )
+    else:
+        msg = (
+            f"The table {table} does not exist in this database. Create it (run your "
+            "migrations, or metadata.create_all) before using it."
+        )
+    return QueryError(msg, sqlstate=state)
 
 
 def classify(exc: BaseException) -> type[BaseException]:

@@ -189,6 +189,9 @@ def instrument_engine(engine: AsyncEngine, metrics: Metrics) -> Callable[[], Non
     for name, fn in listeners:
         event.listen(sync_engine, name, fn)
     wrap_pool(sync_engine.pool)
+    # Connections opened before instrumentation (connect()'s probe) are pooled already.
+    for _ in range(_count(sync_engine.pool, "checkedin")):
+        metrics.on_connect()
     metrics.bind_pool(lambda: _pool_status(sync_engine.pool))
     stop_watchdog = _start_watchdog(metrics) if track_leaks else _noop
 
@@ -219,7 +222,16 @@ def _pool_status(pool: Pool) -> dict[str, Any]:
         getter = getattr(pool, method, None)
         if callable(getter):
             status[key] = getter()
+    if "overflow" in status:
+        # QueuePool counts overflow from -size (unused capacity); report connections only.
+        status["overflow"] = max(0, status["overflow"])
     return status
+
+
+def _count(pool: Pool, method: str) -> int:
+    getter = getattr(pool, method, None)
+    value = getter() if callable(getter) else 0
+    return value if isinstance(value, int) else 0
 
 
 def _start_watchdog(metrics: Metrics) -> Callable[[], None]:

@@ -486,6 +486,8 @@ class AsyncDatabaseManager:
                 status[name if name != "checkedin" else "checked_in"] = getter()
         if "checkedout" in status:
             status["checked_out"] = status.pop("checkedout")
+        if "overflow" in status:  # QueuePool counts from -size; report connections only
+            status["overflow"] = max(0, status["overflow"])
         return status
 
     async def health_check(self, timeout: float = 5.0) -> HealthReport:

@@ -53,6 +53,7 @@ from ._audit_guard import append_only_sql, set_append_only
 from ._engine import READ_ONLY_OPTION
 from ._errors import MigrationError, exception_summary, sqlstate_of
 from ._manager import AsyncDatabaseManager
+from ._migrate_adopt import existing_toolkit_tables, schema_differences, stamp_heads
 from ._migrate_env import (
     _CONNECTION,
     _OFFLINE_URL,
@@ -60,6 +61,7 @@ from ._migrate_env import (
     ADVISORY_LOCK_KEY,
     BRANCH_LABEL,
     VERSION_TABLE,
+    _context_options,
     _Progress,
     alembic_render_item,
     configure_offline,
@@ -167,6 +169,7 @@ async def migrate(
     revision: str = "head",
     sql: bool = False,
     audit_append_only: bool | None = None,
+    adopt: bool = False,
 ) -> MigrationResult:
     """Upgrade the toolkit's tables to ``revision`` (default: the newest).
 
@@ -180,6 +183,11 @@ async def migrate(
 
     ``audit_append_only=True`` then makes the audit log reject UPDATE, DELETE and TRUNCATE
     (PostgreSQL; retention still works), ``False`` lifts that, ``None`` leaves it as is.
+
+    ``adopt=True`` takes over toolkit tables made by ``metadata.create_all``: it checks
+    that they match the head revision's schema and records the head without running a
+    revision (``result.applied`` is empty, ``result.after`` the head). Tables that differ
+    raise :class:`MigrationError` listing the differences; nothing is recorded.
     """
     if sql:
         result = await _offline(_settings_of(db), revision)
@@ -190,11 +198,49 @@ async def migrate(
             extra = "".join(f"{statement};\n\n" for statement in statements)
             result = dataclasses.replace(result, sql=(result.sql or "") + extra)
         return result
-    result = await _online("upgrade", db, revision)
+    result = await (_adopt(db) if adopt else _online("upgrade", db, revision))
     if audit_append_only is not None:
         async with _engine_for(db) as (engine, _), engine.begin() as conn:
             await conn.run_sync(set_append_only, audit_append_only)
     return result
+
+
+async def _adopt(db: AsyncDatabaseManager | str | None) -> MigrationResult:
+    script = ScriptDirectory.from_config(_alembic_config())
+    async with _process_lock(), _engine_for(db) as (engine, url), engine.begin() as conn:
+        return await conn.run_sync(_adopt_on, script, url)
+
+
+def _adopt_on(connection: Connection, script: ScriptDirectory, url: str) -> MigrationResult:
+    if connection.dialect.name == "postgresql":
+        connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({ADVISORY_LOCK_KEY})")
+    current = _read_heads(connection)
+    heads = tuple(sorted(script.get_heads()))
+    if current == heads:
+        return MigrationResult(url=url, before=current, after=current, applied=())
+    if current:
+        msg = (
+            f"The database at {url} already records toolkit revision {_describe(current)}: "
+            "there is nothing to adopt. Run `asyncdb migrate` to upgrade it."
+        )
+        raise MigrationError(msg)
+    if not existing_toolkit_tables(connection):
+        msg = (
+            f"The database at {url} has none of the toolkit's tables, so there is nothing to "
+            "adopt. Run `asyncdb migrate` to create them."
+        )
+        raise MigrationError(msg)
+    differences = schema_differences(connection, _context_options())
+    if differences:
+        msg = (
+            f"The toolkit's tables in {url} do not match head revision {_describe(heads)}, so "
+            f"they were not adopted: {'; '.join(differences)}. Bring them in line with the head "
+            "(or drop them and run `asyncdb migrate`), then run `asyncdb migrate --adopt`."
+        )
+        raise MigrationError(msg)
+    stamp_heads(connection, script, VERSION_TABLE)
+    logger.info("Adopted the toolkit's tables on %s at %s", url, _describe(heads))
+    return MigrationResult(url=url, before=(), after=heads, applied=())
 
 
 async def downgrade(db: AsyncDatabaseManager | str | None, revision: str) -> MigrationResult:
@@ -357,6 +403,16 @@ def _failed(
     if not summary.endswith("."):
         summary += "."
     at = _heads_after_failure(connection)
+    made_outside = _unrecorded_tables(connection) if direction == "upgrade" and at == () else []
+    if made_outside:
+        msg = (
+            f"{what} failed while upgrading {url}: the toolkit's tables "
+            f"({', '.join(made_outside)}) already exist, but no toolkit revision is recorded: "
+            "they were made outside the migrations (by metadata.create_all, say). Run "
+            "`asyncdb migrate --adopt` (or migrate(adopt=True)) to check them against the "
+            "head revision and record it."
+        )
+        return MigrationError(msg, sqlstate=sqlstate_of(exc))
     where = (
         f"The database is at revision {_describe(at)}."
         if at is not None
@@ -396,6 +452,15 @@ def _failing_revision(
     return candidates[0] if len(candidates) == 1 else None
 
 
+def _unrecorded_tables(connection: Connection) -> list[str]:
+    try:
+        tables = existing_toolkit_tables(connection)
+        connection.rollback()
+    except Exception:
+        return []
+    return tables
+
+
 def _read_heads(connection: Connection) -> tuple[str, ...]:
     context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
     return tuple(sorted(context.get_current_heads()))
@@ -414,5 +479,5 @@ def _heads_after_failure(connection: Connection) -> tuple[str, ...] | None:
 
 def _describe(heads: tuple[str, ...] | None) -> str:
     if not heads:
-        return "base (no toolkit tables)"
+        return "base (no toolkit revision recorded)"
     return ", ".join(heads)

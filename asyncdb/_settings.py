@@ -340,7 +340,8 @@ class DatabaseSettings:
         """Build settings from ``ASYNCDB_*`` variables, then apply ``overrides``.
 
         ``ASYNCDB_URL``, ``ASYNCDB_POOL_SIZE``, ``ASYNCDB_STATEMENT_TIMEOUT`` and so on:
-        one variable per field. ``none`` (or an empty value) sets an optional field to None.
+        one variable per field. ``none`` sets an optional field to None; an empty variable
+        counts as unset. An invalid value is a ``ConfigurationError`` naming the variable.
         Replicas come from ``ASYNCDB_REPLICA_URLS``, comma-separated.
         """
         env = os.environ if environ is None else environ
@@ -349,10 +350,23 @@ class DatabaseSettings:
             raw = env.get(ENV_PREFIX + field.name.upper())
             if field.name == "replicas":
                 raw = env.get(REPLICA_URLS_ENV, raw)
-            if raw is not None:
+            if raw is not None and raw.strip():
                 values[field.name] = _parse_env(field.name, str(field.type), raw)
+        from_env = set(values) - set(overrides)
         values.update(overrides)
-        return cls(**values)
+        try:
+            return cls(**values)
+        except ConfigurationError as exc:
+            # Name the variable the user set, not the field it feeds.
+            message = str(exc)
+            for name in from_env:
+                if message.startswith(f"{name} "):
+                    renamed = ENV_PREFIX + name.upper() + message[len(name) :]
+                    raise ConfigurationError(renamed) from exc
+            raise
+
+
+_ENV_KINDS = {"int": "an integer", "float": "a number", "bool": "true or false"}
 
 
 def _parse_env(name: str, type_name: str, raw: str) -> Any:
@@ -375,7 +389,7 @@ def _parse_env(name: str, type_name: str, raw: str) -> Any:
         if type_name.startswith("float"):
             return float(text)
     except ValueError as exc:
-        kind = type_name.split(" ")[0]
-        msg = f"{var} must be a {kind} (got {text!r})."
+        kind = _ENV_KINDS.get(type_name.split(" ")[0], type_name)
+        msg = f"{var} must be {kind} (got {text!r})."
         raise ConfigurationError(msg) from exc
     return text

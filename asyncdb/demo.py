@@ -25,7 +25,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from ._audit import get_audit_logs
 from ._audit_model import AUDIT_TABLE, AuditLog
-from ._cli_args import add_url_argument
+from ._cli_common import add_url_argument
 from ._context import audit_context
 from ._manager import AsyncDatabaseManager
 from ._models import Audited, Base, SoftDeleteMixin, TimestampMixin
@@ -261,7 +261,8 @@ async def _savepoint(tour: Tour) -> None:
 async def _soft_delete(tour: Tour) -> None:
     db, project, ident = tour.db, tour.project, tour.apollo_id
     projects = Repository(project, db)
-    tour.code(f"await projects.delete({ident})  # soft: sets deleted_at")
+    tour.code('with audit_context(user_id="grace"):')
+    tour.code(f"    await projects.delete({ident})  # soft: sets deleted_at")
     with audit_context(user_id="grace"):
         await projects.delete(ident)
     hidden = await projects.get_by_id(ident)
@@ -274,7 +275,8 @@ async def _soft_delete(tour: Tour) -> None:
         else "the soft-deleted row is hidden but kept",
     )
     tour.check(await projects.count() == 1, "count() skips it: 1 project (Gemini) remains")
-    tour.code(f"await projects.restore({ident})")
+    tour.code('with audit_context(user_id="grace"):')
+    tour.code(f"    await projects.restore({ident})")
     with audit_context(user_id="grace"):
         await projects.restore(ident)
     back = await projects.get_by_id(ident)
@@ -388,12 +390,20 @@ async def _metrics(tour: Tour) -> None:
         first = top[0]
         tour.say(
             f"Most time went to ({first.get('calls')} calls, "
-            f"{_ms(first.get('total_seconds'))}): {str(first.get('statement'))[:70]}"
+            f"{_ms(first.get('total_seconds'))}): {_clip(str(first.get('statement')), 70)}"
         )
     tour.check(
         queries.get("total", 0) > 0 and transactions.get("committed", 0) >= 3,
         "the metrics counted the tour's statements and its committed units of work",
     )
+
+
+def _clip(sql: str, width: int) -> str:
+    """``sql`` cut to ``width`` at a word boundary, never inside an identifier."""
+    if len(sql) <= width:
+        return sql
+    cut = sql[:width].rsplit(" ", 1)[0].rstrip(",(")
+    return f"{cut} …"
 
 
 async def _health(tour: Tour) -> None:

@@ -55,7 +55,7 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the environment
     msg = (
         "asyncdb.prometheus needs prometheus_client. "
-        "Install it with: pip install 'asyncdb[prometheus]'."
+        "Install it with: pip install 'asyncdb-toolkit[prometheus]'."
     )
     raise ImportError(msg) from exc
 

@@ -7,6 +7,7 @@ import contextlib
 import os
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -58,4 +59,21 @@ def postgres_url() -> Iterator[str]:
     Each pytest run gets its own database, so parallel runs never share tables.
     """
     with fresh_postgres_database("asyncdb_t") as url:
+        yield url
+
+
+@contextlib.contextmanager
+def pristine_database(kind: str, tmp_path: Path) -> Iterator[str]:
+    """A URL of an empty database: a new SQLite file (``sqlite-file``) or PostgreSQL database."""
+    if kind == "sqlite-file":
+        yield f"sqlite+aiosqlite:///{tmp_path / f'fresh_{uuid.uuid4().hex[:6]}.db'}"
+        return
+    with fresh_postgres_database("asyncdb_fresh") as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite-file", "postgres"])
+def fresh_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database of its own for one test, on a SQLite file and on PostgreSQL."""
+    with pristine_database(str(request.param), tmp_path) as url:
         yield url

@@ -7,9 +7,12 @@ import dataclasses
 import json
 import sys
 
-from .._cli_args import add_url_argument
+from sqlalchemy.exc import SQLAlchemyError
+
+from .._cli_common import EXIT_ERROR, EXIT_FAILED, EXIT_OK, add_url_argument
+from .._errors import AsyncDBError, translate
 from .._settings import mask_url
-from ._report import to_json, to_text
+from ._report import check_targets, to_json, to_text
 from ._runner import BenchFailedError, run_bench
 from ._workloads import FULL, QUICK, WORKLOADS
 
@@ -44,6 +47,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="run even though the database already holds tables of its own",
     )
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="exit 1 when a target that applies to this backend is missed (for CI)",
+    )
 
 
 def _positive_int(raw: str) -> int:
@@ -59,7 +67,7 @@ def _command(args: argparse.Namespace) -> str:
     if args.url:
         parts.append(f"--url {mask_url(args.url)}")
     parts.append(f"--rounds {args.rounds}")
-    for flag in ("quick", "json", "yes"):
+    for flag in ("quick", "json", "yes", "check"):
         if getattr(args, flag):
             parts.append(f"--{flag}")
     if args.duration is not None:
@@ -70,7 +78,14 @@ def _command(args: argparse.Namespace) -> str:
 
 
 async def run(args: argparse.Namespace) -> int:
-    """Run the bench; exit 0 when it ran (targets are reported, not enforced)."""
+    """Run the bench; exit 0 when it ran, 1 with ``--check`` when a target was missed."""
+    if args.check and args.quick:
+        print(
+            "asyncdb bench: --check judges the targets, which a --quick smoke run does not "
+            "measure. Drop --quick, or drop --check.",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
     scale = QUICK if args.quick else FULL
     if args.duration is not None:
         scale = dataclasses.replace(scale, duration=max(args.duration, 0.001))
@@ -81,10 +96,21 @@ async def run(args: argparse.Namespace) -> int:
         )
     except BenchFailedError as exc:
         print(f"asyncdb bench: {exc} (its tables were dropped)", file=sys.stderr)
-        return 1
+        return EXIT_FAILED
+    except (SQLAlchemyError, OSError) as exc:
+        mapped = translate(exc)
+        reason = str(mapped) if isinstance(mapped, AsyncDBError) else type(exc).__name__
+        print(f"asyncdb bench: {reason}", file=sys.stderr)
+        return EXIT_ERROR
     command = _command(args)
+    verdicts = not args.quick
     if args.json:
-        print(json.dumps(to_json(result, command), indent=2))
+        print(json.dumps(to_json(result, command, verdicts=verdicts), indent=2))
     else:
-        print(to_text(result, command))
-    return 0
+        print(to_text(result, command, verdicts=verdicts))
+    if args.check and result.backend == "postgresql":
+        missed = [t.name for t in check_targets(result) if t.met is False]
+        if missed:
+            print(f"asyncdb bench: target(s) missed: {'; '.join(missed)}", file=sys.stderr)
+            return EXIT_FAILED
+    return EXIT_OK

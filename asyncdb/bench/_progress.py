@@ -55,7 +55,8 @@ class Progress:
     def _line(self, detail: str) -> str:
         percent = 100 * self.done // self.total
         elapsed = time.perf_counter() - self._started
-        text = f"{self.label} {percent:3d}% ({self.done}/{self.total}, {elapsed:.0f} s)"
+        shown = f"{elapsed:.1f}" if elapsed < 10 else f"{elapsed:.0f}"
+        text = f"{self.label} {percent:3d}% ({self.done}/{self.total}, {shown} s)"
         return f"{text} {detail}".rstrip()
 
     def _draw(self, detail: str) -> None:

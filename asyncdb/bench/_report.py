@@ -187,8 +187,8 @@ def _describe(workload: str, result: BenchResult) -> str:
     return WORKLOADS[workload].description.format(pool_size=POOL_SIZE, **scale)
 
 
-def to_json(result: BenchResult, command: str) -> dict[str, Any]:
-    """The whole run as a JSON-serializable dict."""
+def to_json(result: BenchResult, command: str, *, verdicts: bool = True) -> dict[str, Any]:
+    """The whole run as a JSON-serializable dict (no targets when ``verdicts`` is off)."""
     m = medians(result)
     workloads = []
     for name, stacks in result.samples.items():
@@ -226,14 +226,14 @@ def to_json(result: BenchResult, command: str) -> dict[str, Any]:
         "baseline": BASELINE,
         "table": result.table,
         "workloads": workloads,
-        "targets": [dataclasses.asdict(t) for t in check_targets(result)],
-        "targets_apply": result.backend == "postgresql",
+        "targets": [dataclasses.asdict(t) for t in check_targets(result)] if verdicts else [],
+        "targets_apply": verdicts and result.backend == "postgresql",
         "skipped": result.skipped,
     }
 
 
-def to_text(result: BenchResult, command: str) -> str:
-    """The run as a human-readable table, then the targets."""
+def to_text(result: BenchResult, command: str, *, verdicts: bool = True) -> str:
+    """The run as a human-readable table, then the targets (unless ``verdicts`` is off)."""
     m = medians(result)
     lines = [
         f"asyncdb bench: {result.url} ({result.server}, {result.driver})",
@@ -254,6 +254,9 @@ def to_text(result: BenchResult, command: str) -> str:
                 f"{ratio:>7} {'±' + format(_spread(runs), '.0%'):>7}"
             )
     lines += ["", "spread: half the range of the rounds around the median.", ""]
+    if not verdicts:
+        lines.append("Targets: not judged on a --quick smoke run; run without --quick.")
+        return "\n".join([*lines, *(f"note: {line}" for line in result.skipped)])
     applies = result.backend == "postgresql"
     lines.append(
         "Targets (set for PostgreSQL)"

@@ -9,13 +9,14 @@ import asyncio
 import hashlib
 import uuid
 
-from sqlalchemy import String
+from sqlalchemy import String, delete
 from sqlalchemy.orm import Mapped, mapped_column
 
 from asyncdb import (
     AsyncDatabaseManager,
     AsyncUnitOfWork,
     Audited,
+    AuditLog,
     Base,
     Repository,
     audit_context,
@@ -45,6 +46,8 @@ async def main() -> None:
         async with db.engine.begin() as conn:
             await conn.run_sync(Base.metadata.drop_all)
             await conn.run_sync(Base.metadata.create_all)
+            # A clean slate: earlier runs' audit rows would reappear under the reused ids.
+            await conn.execute(delete(AuditLog).where(AuditLog.table_name == Member.__tablename__))
         members = Repository(Member, db)
         request_id = str(uuid.uuid4())
 

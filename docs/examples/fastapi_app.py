@@ -4,11 +4,14 @@
   disposes it at shutdown;
 * each request gets one unit of work: it commits when the handler returns, and rolls
   back when the handler raises or answers with an error status;
-* ``AuditMiddleware`` tags every audit row with the request's ``X-Request-ID`` and user;
+* read-only routes use a read-only unit (no write transaction, no write lock on SQLite);
+* ``install_error_handlers`` answers asyncdb's errors as JSON: 404, 409, 422, 503;
+* ``AuditMiddleware`` tags every audit row with the request's ``X-Request-ID``, and the
+  unit takes the acting user from the app's own ``current_user`` dependency;
 * ``/health`` answers 200, or 503 when the database does not.
 
-Run it with ``python docs/examples/fastapi_app.py`` (needs uvicorn) or
-``uvicorn fastapi_app:app`` from this folder; ``ASYNCDB_URL`` picks the database.
+Run it with ``python docs/examples/fastapi_app.py`` or ``uvicorn fastapi_app:app`` from
+this folder (uvicorn comes with the ``fastapi`` extra); ``ASYNCDB_URL`` picks the database.
 Its tests, ``test_fastapi_app.py`` beside it, use asyncdb's pytest plugin.
 """
 
@@ -18,17 +21,15 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, HTTPException, Response
+from fastapi import Depends, FastAPI, Header, HTTPException, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import String
 from sqlalchemy.orm import Mapped, mapped_column
-from starlette.requests import HTTPConnection
 
 from asyncdb import (
     AsyncUnitOfWork,
     Audited,
     Base,
-    NotFoundError,
     Repository,
     SoftDeleteMixin,
     TimestampMixin,
@@ -36,7 +37,13 @@ from asyncdb import (
     get_db_manager,
     init_database,
 )
-from asyncdb.fastapi import AuditMiddleware, Dependencies, health_endpoint, lifespan
+from asyncdb.fastapi import (
+    AuditMiddleware,
+    Dependencies,
+    health_endpoint,
+    install_error_handlers,
+    lifespan,
+)
 
 # -- model and schemas -------------------------------------------------------------------
 
@@ -63,35 +70,36 @@ class TodoOut(BaseModel):
 
 # -- wiring ----------------------------------------------------------------------------
 
-deps = Dependencies()  # the process-wide manager (ASYNCDB_* settings), looked up per request
+
+def current_user(x_user_id: Annotated[str | None, Header()] = None) -> str | None:
+    """Who is acting. A real app decodes its auth token here; this one trusts a header.
+
+    Routes that need the user depend on it too: FastAPI runs it once per request.
+    """
+    return x_user_id
+
+
+# the process-wide manager (ASYNCDB_* settings), looked up per request
+deps = Dependencies(user_id=current_user)
 UnitOfWork = Annotated[AsyncUnitOfWork, Depends(deps.unit_of_work)]
 Todos = Annotated[Repository[Todo], Depends(deps.repository(Todo))]
-
-
-def user_id_from_request(conn: HTTPConnection) -> str | None:
-    """Who is acting. A real app decodes its auth token here; this one trusts a header."""
-    return conn.headers.get("x-user-id")
+ReadTodos = Annotated[Repository[Todo], Depends(deps.repository(Todo, read_only=True))]
 
 
 @contextlib.asynccontextmanager
 async def app_lifespan(app: FastAPI) -> AsyncIterator[None]:
     async with lifespan()(app):  # connect (with retry) ... dispose
         db = get_db_manager()
-        await init_database(db)  # the toolkit's tables, by migration
+        await init_database(db)  # the toolkit's tables (the audit log), by migration
         async with db.engine.begin() as conn:  # the app's tables: use Alembic in real apps
             await conn.run_sync(Base.metadata.create_all)
         yield
 
 
 app = FastAPI(title="To-do", lifespan=app_lifespan)
-app.add_middleware(AuditMiddleware, user_id=user_id_from_request)
+app.add_middleware(AuditMiddleware)
+install_error_handlers(app)  # NotFoundError -> 404, ConflictError -> 409, ... as JSON
 app.add_api_route("/health", health_endpoint(timeout=2.0), methods=["GET"])
-
-
-@app.exception_handler(NotFoundError)
-async def not_found(request: Any, exc: NotFoundError) -> Response:
-    # An exception rolls the request's unit back; the handler only shapes the answer.
-    return Response(status_code=404)
 
 
 # -- routes ------------------------------------------------------------------------------
@@ -103,7 +111,7 @@ async def create_todo(todo: TodoIn, todos: Todos) -> TodoOut:
 
 
 @app.get("/todos")
-async def list_todos(todos: Todos, done: bool | None = None) -> list[TodoOut]:
+async def list_todos(todos: ReadTodos, done: bool | None = None) -> list[TodoOut]:
     filters = {} if done is None else {"done": done}
     return [TodoOut.model_validate(t) for t in await todos.find_by(order_by="id", **filters)]
 
@@ -123,6 +131,11 @@ async def import_todos(titles: list[str], uow: UnitOfWork, response: Response) -
             return {"imported": 0}
         await todos.create(title=title)
     return {"imported": len(titles)}
+
+
+@app.get("/todos/{todo_id}")
+async def get_todo(todo_id: int, todos: ReadTodos) -> TodoOut:
+    return TodoOut.model_validate(await todos.get(todo_id))  # NotFoundError -> 404
 
 
 @app.delete("/todos/{todo_id}", status_code=204)

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import asyncio
 
-from sqlalchemy import String
+from sqlalchemy import String, delete
 from sqlalchemy.orm import Mapped, mapped_column
 
 from asyncdb import (
     AsyncDatabaseManager,
     AsyncUnitOfWork,
     Audited,
+    AuditLog,
     Base,
     Repository,
     SoftDeleteMixin,
@@ -39,6 +40,8 @@ async def main() -> None:
         async with db.engine.begin() as conn:  # the app's tables (use Alembic in real apps)
             await conn.run_sync(Base.metadata.drop_all)
             await conn.run_sync(Base.metadata.create_all)
+            # A clean slate: earlier runs' audit rows would reappear under the reused ids.
+            await conn.execute(delete(AuditLog).where(AuditLog.table_name == Book.__tablename__))
 
         books = Repository(Book, db)
         # Each call on a plain repository is its own transaction.

@@ -61,6 +61,10 @@ async def test_error_status_rolls_the_whole_request_back(
 async def test_missing_todo_is_404(client: httpx.AsyncClient) -> None:
     assert (await client.post("/todos/999/done")).status_code == 404
     assert (await client.delete("/todos/999")).status_code == 404
+    missing = await client.get("/todos/999", headers={"X-Request-ID": "req-404"})
+    assert missing.status_code == 404
+    assert missing.json()["error"] == "NotFoundError"
+    assert missing.headers["x-request-id"] == "req-404"
 
 
 async def test_delete_is_soft(

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import Table, select, text
 
 from asyncdb import AsyncDatabaseManager, Base
-from tests.integration import models  # noqa: F401 - registers the test tables
+from asyncdb._schema import all_metadata
+from tests.integration import models  # registers the test tables
 
 BACKENDS = ["sqlite-file", "sqlite-memory", "postgres"]
 
@@ -29,21 +32,60 @@ def db_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
 
 
 def manager_for(url: str, **overrides: Any) -> AsyncDatabaseManager:
-    """A manager with test-friendly bounds (short waits, few retries)."""
-    options: dict[str, Any] = {"connect_retries": 1, "pool_timeout": 10.0}
+    """A manager with test-friendly bounds: few retries; pool and SQLite lock waits that
+    outlast a loaded CI machine's queue of 1,000 concurrent writers, yet still end a hang."""
+    options: dict[str, Any] = {"connect_retries": 1, "pool_timeout": 30.0, "busy_timeout": 30.0}
     options.update(overrides)
     return AsyncDatabaseManager(url, **options)
 
 
+def _tables() -> list[Table]:
+    return [table for metadata in all_metadata() for table in metadata.sorted_tables]
+
+
 async def reset_schema(db: AsyncDatabaseManager) -> None:
     """Drop and create every table of ``Base.metadata`` and the toolkit's metadata."""
-    from asyncdb._schema import all_metadata
-
     async with db.engine.begin() as conn:
         for metadata in all_metadata():
             await conn.run_sync(metadata.drop_all)
         for metadata in all_metadata():
             await conn.run_sync(metadata.create_all)
+
+
+async def empty_tables(db: AsyncDatabaseManager) -> None:
+    """Every table of the matrix, present and empty, as cheaply as the backend allows.
+
+    A new SQLite database gets ``create_all``; PostgreSQL, whose database lives for the
+    whole run, gets one ``TRUNCATE ... RESTART IDENTITY`` when the tables are all there
+    (a test that dropped or changed one gets them rebuilt).
+    """
+    tables = _tables()
+    if db.backend != "postgresql":
+        await reset_schema(db)
+        return
+    names = [table.name for table in tables]
+    async with db.engine.begin() as conn:
+        found = await conn.scalar(
+            text(
+                "SELECT count(*) FROM pg_tables WHERE schemaname = current_schema() "
+                "AND tablename = ANY(:names)"
+            ),
+            {"names": names},
+        )
+        extra_columns = await conn.scalar(
+            text(
+                "SELECT count(*) FROM information_schema.columns "
+                "WHERE table_schema = current_schema() AND table_name = ANY(:names)"
+            ),
+            {"names": names},
+        )
+    expected_columns = sum(len(table.columns) for table in tables)
+    if found != len(names) or extra_columns != expected_columns:
+        await reset_schema(db)
+        return
+    quoted = ", ".join(f'"{name}"' for name in names)
+    async with db.engine.begin() as conn:
+        await conn.execute(text(f"TRUNCATE {quoted} RESTART IDENTITY CASCADE"))
 
 
 @pytest.fixture
@@ -52,7 +94,7 @@ async def db(db_url: str) -> AsyncIterator[AsyncDatabaseManager]:
     manager = manager_for(db_url)
     await manager.connect()
     try:
-        await reset_schema(manager)
+        await empty_tables(manager)
         yield manager
         checked_out = manager.pool_status().get("checked_out", 0)
         assert checked_out == 0, f"{checked_out} connection(s) left checked out after the test"
@@ -60,9 +102,36 @@ async def db(db_url: str) -> AsyncIterator[AsyncDatabaseManager]:
         await manager.dispose()
 
 
+async def names(db: AsyncDatabaseManager) -> list[str]:
+    """The names of every ``Item`` row, sorted (read-only: no write lock on SQLite)."""
+    async with db.session(read_only=True) as session:
+        return sorted((await session.scalars(select(models.Item.name))).all())
+
+
+async def wait_until(
+    predicate: Any, what: str = "the condition holds", timeout: float = 10.0
+) -> None:
+    """Poll ``predicate`` (sync or async) until true; fail after ``timeout`` seconds.
+
+    For waiting on another task's progress; never a substitute for synchronisation that
+    the code under test offers.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        result = predicate()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        if loop.time() > deadline:
+            pytest.fail(f"timed out waiting until {what}")
+        await asyncio.sleep(0.02)
+
+
 @pytest.fixture
 def is_postgres(backend: str) -> bool:
     return backend == "postgres"
 
 
-__all__ = ["Base", "manager_for", "reset_schema"]
+__all__ = ["Base", "empty_tables", "manager_for", "names", "reset_schema", "wait_until"]

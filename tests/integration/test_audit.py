@@ -239,6 +239,7 @@ async def test_who_precedence(db: AsyncDatabaseManager) -> None:
     assert (rows["unit"].user_id, rows["unit"].correlation_id) == ("unit", "ctx-c")
 
 
+@pytest.mark.slow
 async def test_concurrent_contexts_never_mix(db: AsyncDatabaseManager, backend: str) -> None:
     items = Repository(Item, db)
     count = 500 if backend != "sqlite-memory" else 200

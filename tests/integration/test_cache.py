@@ -716,6 +716,7 @@ async def test_slow_reader_cannot_store_a_value_replaced_meanwhile(
     assert fresh is not None and fresh.name == "new"
 
 
+@pytest.mark.slow
 async def test_readers_never_see_a_value_older_than_the_last_commit(
     db: AsyncDatabaseManager, cache: RepositoryCache
 ) -> None:

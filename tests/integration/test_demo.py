@@ -45,17 +45,28 @@ def assert_passed(done: subprocess.CompletedProcess[str]) -> None:
     assert "FAILED" not in done.stdout
 
 
+@pytest.mark.slow
 def test_demo_twice_on_a_sqlite_file(tmp_path: Path) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path / 'demo.sqlite3'}"
     first = demo("--url", url)
     assert_passed(first)
     assert "Ran asyncdb's migrations" in first.stdout
     assert "bulk_create 100%" in first.stderr  # the progress indicator
+    progress = [line for line in first.stderr.splitlines() if "bulk_create" in line]
+    assert not all(line.endswith(" 0 s)") for line in progress), progress
+    # The code shown names the user that the trail later shows.
+    out = first.stdout
+    assert 'audit_context(user_id="grace")' in out
+    assert out.index('audit_context(user_id="grace")') < out.index("by grace")
+    (top,) = [line for line in out.splitlines() if "Most time went to" in line]
+    statement = top.split("): ", 1)[1]
+    assert statement.endswith(" …") or len(statement) <= 70, top
     second = demo("--url", url)
     assert_passed(second)
     assert "migrations are up to date" in second.stdout
 
 
+@pytest.mark.slow
 def test_demo_without_arguments_uses_the_embedded_default(tmp_path: Path) -> None:
     assert_passed(demo(cwd=tmp_path))
     assert (tmp_path / "asyncdb.sqlite3").exists()
@@ -83,6 +94,7 @@ def demo_pg_url(postgres_url: str) -> Iterator[str]:
         asyncio.run(_admin(postgres_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
+@pytest.mark.slow
 def test_demo_twice_on_postgres(demo_pg_url: str) -> None:
     assert_passed(demo("--url", demo_pg_url))
     assert_passed(demo("--url", demo_pg_url))

@@ -11,7 +11,6 @@ from typing import Annotated, Any
 import httpx
 import pytest
 from fastapi import Depends, FastAPI, HTTPException, Request, Response
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import HTTPConnection
 
@@ -33,7 +32,7 @@ from asyncdb.fastapi import (
     is_error_status,
     lifespan,
 )
-from tests.integration.conftest import manager_for
+from tests.integration.conftest import manager_for, names, wait_until
 from tests.integration.models import Item
 
 
@@ -124,20 +123,7 @@ async def client(db: AsyncDatabaseManager) -> AsyncIterator[httpx.AsyncClient]:
         yield http
 
 
-async def names(db: AsyncDatabaseManager) -> list[str]:
-    async with db.session() as session:
-        return sorted((await session.scalars(select(Item.name))).all())
-
-
-async def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Poll ``condition`` on every loop turn; fail after ``timeout`` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        assert loop.time() < deadline, "condition not met in time"
-        await asyncio.sleep(0)
-
-
+@pytest.mark.slow
 async def test_concurrent_requests_write_audit_rows_with_their_own_ids(
     db: AsyncDatabaseManager, client: httpx.AsyncClient
 ) -> None:

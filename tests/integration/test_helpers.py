@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -152,11 +151,6 @@ async def test_init_database_with_a_given_manager(db_url: str) -> None:
         await run_tx(lambda uow: asyncio.sleep(0), db=db)
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("asyncdb._migrate") is None,
-    reason="asyncdb._migrate (the migrations issue) has not landed; init_database(auto_migrate="
-    "True) needs it",
-)
 async def test_init_database_runs_the_migrations(no_default: str) -> None:
     db = await init_database()
     assert db.state is ManagerState.CONNECTED

@@ -42,7 +42,7 @@ def test_installed_wheel_runs_migrate_and_demo(tmp_path: Path) -> None:
     if importlib.util.find_spec("hatchling") is not None:
         build.append("--no-isolation")  # the backend is here already; skip a download
     run(*build, REPO, cwd=REPO)
-    (wheel,) = dist.glob("asyncdb-*.whl")
+    (wheel,) = dist.glob("asyncdb_toolkit-*.whl")
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
     assert {

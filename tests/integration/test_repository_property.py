@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import delete
@@ -119,6 +120,7 @@ async def check(repo: Repository[Item], model: dict[int, Row]) -> None:
     assert await repo.count(with_deleted=True) == len(model)
 
 
+@pytest.mark.slow
 @settings(
     max_examples=25,
     deadline=None,

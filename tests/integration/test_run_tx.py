@@ -20,13 +20,8 @@ from asyncdb import (
     get_audit_logs,
     run_tx,
 )
-from tests.integration.conftest import manager_for, reset_schema
+from tests.integration.conftest import manager_for, names, reset_schema
 from tests.integration.models import Counter, Item
-
-
-async def names(db: AsyncDatabaseManager) -> list[str]:
-    async with db.session(read_only=True) as session:
-        return sorted((await session.scalars(select(Item.name))).all())
 
 
 def serialization_failure() -> RetryableError:
@@ -199,6 +194,7 @@ async def pg(postgres_url: str) -> AsyncIterator[AsyncDatabaseManager]:
         assert manager.pool_status()["checked_out"] == 0
 
 
+@pytest.mark.slow
 @pytest.mark.postgres_only
 async def test_serializable_counter_under_contention(pg: AsyncDatabaseManager) -> None:
     """50 SERIALIZABLE read-modify-write increments of one row: no update is lost.
@@ -232,6 +228,7 @@ async def test_serializable_counter_under_contention(pg: AsyncDatabaseManager) -
     assert figures["rolled_back"] == len(attempts) - 50
 
 
+@pytest.mark.slow
 @pytest.mark.postgres_only
 async def test_deadlocks_are_retried(pg: AsyncDatabaseManager) -> None:
     """20 pairs lock two rows in opposite order; every one of the 40 tasks commits.

@@ -21,16 +21,12 @@ from asyncdb import (
 )
 from asyncdb._context import current_unit
 from asyncdb._uow import UnitState
+from tests.integration.conftest import names, wait_until
 from tests.integration.models import Item
 
 
 class Boom(Exception):
     """Raised by tests to abort a block."""
-
-
-async def names(db: AsyncDatabaseManager) -> list[str]:
-    async with db.session(read_only=True) as session:
-        return sorted((await session.scalars(select(Item.name))).all())
 
 
 async def item_count(db: AsyncDatabaseManager) -> int:
@@ -461,8 +457,6 @@ async def test_units_on_a_connection_bound_manager(
     db: AsyncDatabaseManager, is_postgres: bool
 ) -> None:
     """In SAVEPOINT mode (the testing plugin) units commit and roll back savepoints."""
-    if not hasattr(db, "bind_sessions_to"):
-        pytest.skip("AsyncDatabaseManager.bind_sessions_to has not landed")
     async with db.engine.connect() as conn:
         await conn.begin()
         with db.bind_sessions_to(conn):
@@ -634,21 +628,6 @@ async def test_unit_passed_to_another_task_is_refused(db: AsyncDatabaseManager) 
 
 
 # -- cancellation ----------------------------------------------------------------------
-
-
-async def wait_until(predicate: Any, what: str, timeout: float = 10.0) -> None:
-    """Poll ``predicate`` (sync or async) until true; fail after ``timeout`` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        result = predicate()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        if loop.time() > deadline:
-            pytest.fail(f"timed out waiting until {what}")
-        await asyncio.sleep(0.02)
 
 
 async def test_cancel_after_flush_rolls_back_and_returns_the_connection(

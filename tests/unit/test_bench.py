@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import re
 import tempfile
 from pathlib import Path
 
@@ -150,6 +151,8 @@ def test_progress_in_a_log_prints_a_line_per_tenth() -> None:
     lines = stream.getvalue().splitlines()
     assert len(lines) == 11  # the start, then every tenth
     assert lines[-1].startswith("work 100% (200/200")
+    assert lines[-1].endswith(" s) step")
+    assert re.search(r", \d+\.\d s\)", lines[-1])  # tenths under 10 s, never a flat "0 s"
 
 
 def test_progress_on_a_terminal_redraws_one_line() -> None:
@@ -162,3 +165,13 @@ def test_progress_on_a_terminal_redraws_one_line() -> None:
     assert "\n" not in out and out.count("\r") == 4 + 2
     assert "x            \r" in out  # a shorter line blanks what the longer one left
     assert out.endswith("\r")  # the line is cleared at the end
+
+
+def test_a_smoke_run_report_has_no_verdicts() -> None:
+    result = _result(SAMPLES)
+    text = to_text(result, "asyncdb bench --quick", verdicts=False)
+    assert "MISSED" not in text and "Targets (set for PostgreSQL)" not in text
+    assert "not judged on a --quick smoke run" in text
+    assert "note: asyncdb+cache: skipped: not yet" in text
+    data = to_json(result, "asyncdb bench --quick", verdicts=False)
+    assert data["targets"] == [] and data["targets_apply"] is False

@@ -24,7 +24,6 @@ LAYERS: list[set[str]] = [
         "_context",
         "_models",
         "_health",
-        "_cli_args",
         "_cache_backend",
         # the Redis backend builds on the memory backend (its local tier) only
         "_cache_redis",
@@ -44,12 +43,14 @@ LAYERS: list[set[str]] = [
         "_filters",
         "_pagination",
         "_values",
+        # the CLI's shared options, exit codes and settings resolution (reads _settings)
+        "_cli_common",
     },
     # engine / instrumentation / metrics / change log
     # and read routing (the manager's replica nodes and the policy that picks one)
     {"_engine", "_sqlite_gate", "_instrument", "_metrics", "_changes", "_routing"},
     # manager, with the default-manager registry and migrations
-    {"_manager", "_registry", "_migrate_env", "_migrate"},
+    {"_manager", "_registry", "_migrate_env", "_migrate_adopt", "_migrate"},
     # unit of work
     {"_completion", "_uow"},
     # audit / bulk / cache

@@ -120,3 +120,29 @@ def test_manager_repr_masks_password() -> None:
     db = AsyncDatabaseManager("postgresql+asyncpg://app:hunter2@db:5432/app")
     assert "hunter2" not in repr(db)
     assert "state=new" in repr(db)
+
+
+def test_from_env_names_the_variable_when_a_value_is_out_of_range() -> None:
+    with pytest.raises(ConfigurationError) as info:
+        DatabaseSettings.from_env({"ASYNCDB_POOL_SIZE": "-1"})
+    message = str(info.value)
+    assert message.startswith("ASYNCDB_POOL_SIZE must be an integer between 1 and")
+    assert message.endswith("(got -1).")
+
+
+def test_from_env_says_an_integer_not_a_int() -> None:
+    with pytest.raises(ConfigurationError, match=r"ASYNCDB_POOL_SIZE must be an integer \(got"):
+        DatabaseSettings.from_env({"ASYNCDB_POOL_SIZE": "many"})
+    with pytest.raises(ConfigurationError, match=r"ASYNCDB_POOL_TIMEOUT must be a number \(got"):
+        DatabaseSettings.from_env({"ASYNCDB_POOL_TIMEOUT": "soon"})
+
+
+def test_from_env_treats_an_empty_variable_as_unset() -> None:
+    default = DatabaseSettings()
+    settings = DatabaseSettings.from_env({"ASYNCDB_POOL_SIZE": "", "ASYNCDB_ECHO": "  "})
+    assert settings.pool_size == default.pool_size
+
+
+def test_an_override_keeps_its_field_name() -> None:
+    with pytest.raises(ConfigurationError, match=r"^pool_size must be"):
+        DatabaseSettings.from_env({"ASYNCDB_POOL_SIZE": "5"}, pool_size=-1)
