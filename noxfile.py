@@ -14,7 +14,8 @@ PYTHON = ["3.11"]
 
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
-    """The test suite on every backend (PostgreSQL from ASYNCDB_TEST_POSTGRES_URL)."""
+    """The test suite on every backend (PostgreSQL from ASYNCDB_TEST_POSTGRES_URL, MariaDB from
+    ASYNCDB_TEST_MYSQL_URL; SQLite and DuckDB files in a temporary directory)."""
     session.install("-e", ".[dev]")
     session.run("python", "-m", "pytest", *session.posargs)
 

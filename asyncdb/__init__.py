@@ -20,6 +20,7 @@ from ._errors import (
     QueryError,
     RetryableError,
     TransactionError,
+    UnsupportedFeatureError,
     ValidationError,
 )
 from ._health import HealthReport
@@ -78,6 +79,7 @@ __all__ = [
     "TimestampMixin",
     "TransactionError",
     "UTCDateTime",
+    "UnsupportedFeatureError",
     "ValidationError",
     "__version__",
     "alembic_render_item",

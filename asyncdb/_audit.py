@@ -309,13 +309,15 @@ async def cleanup_audit_logs(
     cutoff = utcnow() - dt.timedelta(days=retention_days)
     total = 0
     while True:
-        ids = (
+        batch = (
             select(AuditLog.id)
             .where(AuditLog.occurred_at < cutoff)
             .order_by(AuditLog.id)
             .limit(batch_size)
-            .scalar_subquery()
+            .subquery()
         )
+        # Selected from a derived table: MariaDB/MySQL refuse LIMIT directly inside IN (...).
+        ids = select(batch.c.id).scalar_subquery()
         async with db.session() as session:
             with translate_errors():
                 result = await session.execute(

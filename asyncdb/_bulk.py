@@ -13,11 +13,12 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import Column, Table, bindparam, delete, insert, select, tuple_, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ._audit import audit_row, entity_id_of, resolve_context, write_audit_rows
 from ._audit_model import AuditAction
+from ._capabilities import supports
 from ._errors import AsyncDBError, ConflictError, NotFoundError, ValidationError
 from ._models import utcnow
 
@@ -134,6 +135,13 @@ async def _execute_batch(
     session: AsyncSession, stmt: Any, params: list[dict[str, Any]], first_row: int
 ) -> Any:
     """Run one executemany batch in a SAVEPOINT; on failure, name the row that failed."""
+    if not supports(session.get_bind().dialect.name, "savepoint"):
+        # DuckDB: no savepoint to retry the rows one by one; the batch fails as a whole.
+        try:
+            return await session.execute(stmt, params)
+        except AsyncDBError as exc:
+            msg = f"Rows {first_row}-{first_row + len(params) - 1}: {exc}"
+            raise type(exc)(msg, sqlstate=exc.sqlstate) from exc
     try:
         async with session.begin_nested():
             return await session.execute(stmt, params)
@@ -386,15 +394,19 @@ async def delete_rows(
             values: dict[str, Any] = {"deleted_at": now}
             if "updated_at" in repo._columns:
                 values["updated_at"] = now
-            stmt: Any = (
-                update(table)
-                .where(_pk_in(repo, keys), table.c.deleted_at.is_(None))
-                .values(values)
-                .returning(*repo._pk_cols)
+            plain: Any = (
+                update(table).where(_pk_in(repo, keys), table.c.deleted_at.is_(None)).values(values)
             )
+            stmt: Any = plain.returning(*repo._pk_cols)
         else:
             stmt = delete(table).where(_pk_in(repo, keys)).returning(*repo._pk_cols)
-        done = [tuple(r) for r in (await session.execute(stmt)).all()]
+        if soft and not session.get_bind().dialect.update_returning:
+            # MariaDB/MySQL: no UPDATE ... RETURNING; read the keys the UPDATE will change.
+            live = select(*repo._pk_cols).where(_pk_in(repo, keys), table.c.deleted_at.is_(None))
+            done = [tuple(r) for r in (await session.execute(live.with_for_update())).all()]
+            await session.execute(plain)
+        else:
+            done = [tuple(r) for r in (await session.execute(stmt)).all()]
         if context is not None:
             audit = []
             for key in done:
@@ -468,8 +480,10 @@ def check_conflict_target(
 
 def _dialect_insert(session: AsyncSession, target: Any) -> Any:
     name = session.get_bind().dialect.name
-    if name == "postgresql":
+    if name in ("postgresql", "duckdb"):  # DuckDB speaks PostgreSQL's ON CONFLICT
         return postgresql.insert(target)
+    if name in ("mysql", "mariadb"):
+        return mysql.insert(target)
     return sqlite.insert(target)
 
 
@@ -478,15 +492,17 @@ def _set_clause(
 ) -> dict[str, Any]:
     columns = _attr_to_column(repo)
     skip = set(conflict) | set(repo._pk_names) | {"created_at"}
-    set_ = {columns[k].key: ins.excluded[columns[k].key] for k in keys if k not in skip}
+    # ON CONFLICT's EXCLUDED row; MySQL's ON DUPLICATE KEY UPDATE calls it "inserted".
+    excluded = ins.excluded if hasattr(ins, "excluded") else ins.inserted
+    set_ = {columns[k].key: excluded[columns[k].key] for k in keys if k not in skip}
     if "updated_at" in repo._columns:
-        set_[columns["updated_at"].key] = ins.excluded[columns["updated_at"].key]
+        set_[columns["updated_at"].key] = excluded[columns["updated_at"].key]
     if repo._soft and "deleted_at" not in set_:
         set_[columns["deleted_at"].key] = None  # an upsert brings a soft-deleted row back
     if not set_:
         # A no-op update, so that RETURNING still yields the existing row.
         first = columns[conflict[0]].key
-        set_[first] = ins.excluded[first]
+        set_[first] = excluded[first]
     return set_
 
 
@@ -504,13 +520,25 @@ async def upsert_one(
         if found is not None:
             old = _as_attrs(repo, found)
     ins = _dialect_insert(session, repo.model)
-    stmt = ins.values(**values).on_conflict_do_update(
-        index_elements=[getattr(repo.model, n) for n in conflict],
-        set_=_set_clause(repo, ins, values, conflict),
-    )
-    result = await session.scalars(
-        stmt.returning(repo.model), execution_options={"populate_existing": True}
-    )
+    if _duplicate_key_dialect(session):
+        # MariaDB/MySQL: ON DUPLICATE KEY UPDATE has no RETURNING; read the row back.
+        # The set clause reads ``inserted`` of the very statement it belongs to.
+        with_values = ins.values(**values)
+        await session.execute(
+            with_values.on_duplicate_key_update(_set_clause(repo, with_values, values, conflict))
+        )
+        where = [getattr(repo.model, n) == values[n] for n in conflict]
+        result = await session.scalars(
+            select(repo.model).where(*where), execution_options={"populate_existing": True}
+        )
+    else:
+        stmt = ins.values(**values).on_conflict_do_update(
+            index_elements=[getattr(repo.model, n) for n in conflict],
+            set_=_set_clause(repo, ins, values, conflict),
+        )
+        result = await session.scalars(
+            stmt.returning(repo.model), execution_options={"populate_existing": True}
+        )
     obj: T = result.one()
     key = repo._key_of(obj)
     if repo._audited:
@@ -569,6 +597,23 @@ async def upsert_rows(
                 old_rows[tuple(values[n] for n in conflict)] = values
         for group in _group_by_keys(prepared):
             ins = _dialect_insert(session, table)
+            if _duplicate_key_dialect(session):
+                keys = await _upsert_group_mysql(repo, session, ins, group, conflict)
+                if context is not None:
+                    audit = [
+                        _upsert_audit(
+                            repo,
+                            key,
+                            context,
+                            old_rows.get(tuple(values[n] for n in conflict)),
+                            {**values, **dict(zip(repo._pk_names, key, strict=False))},
+                        )
+                        for key, (_, values) in zip(keys, group, strict=False)
+                    ]
+                    await session.run_sync(write_audit_rows, audit)
+                _written(repo, session, keys)
+                total += len(group)
+                continue
             stmt = ins.on_conflict_do_update(
                 index_elements=[columns[n] for n in conflict],
                 set_=_set_clause(repo, ins, group[0][1], conflict),
@@ -591,3 +636,28 @@ async def upsert_rows(
             _written(repo, session, keys)
             total += len(group)
     return total
+
+
+def _duplicate_key_dialect(session: AsyncSession) -> bool:
+    return session.get_bind().dialect.name in ("mysql", "mariadb")
+
+
+async def _upsert_group_mysql(
+    repo: Repository[Any],
+    session: AsyncSession,
+    ins: Any,
+    group: list[tuple[int, dict[str, Any]]],
+    conflict: Sequence[str],
+) -> list[tuple[Any, ...]]:
+    """One executemany INSERT ... ON DUPLICATE KEY UPDATE, then the keys, in row order."""
+    columns = _attr_to_column(repo)
+    stmt = ins.on_duplicate_key_update(_set_clause(repo, ins, group[0][1], conflict))
+    params = [_to_columns(repo, values) for _, values in group]
+    await _execute_batch(session, stmt, params, group[0][0])
+    targets = [tuple(values[n] for n in conflict) for _, values in group]
+    cols = [columns[n] for n in conflict]
+    cond = cols[0].in_([t[0] for t in targets]) if len(cols) == 1 else tuple_(*cols).in_(targets)
+    found = await session.execute(select(*cols, *repo._pk_cols).where(cond))
+    width = len(cols)
+    by_target = {tuple(r[:width]): tuple(r[width:]) for r in found.all()}
+    return [by_target[t] for t in targets]

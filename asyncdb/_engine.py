@@ -12,6 +12,8 @@ for its backend:
 * SQLite ``:memory:``: one connection, which is the database. A pool of exactly one,
   never recycled, so concurrent tasks queue for it instead of interleaving two
   transactions on one connection (which SQLite cannot do).
+* MariaDB/MySQL and DuckDB: see :mod:`asyncdb._backend_mysql` and
+  :mod:`asyncdb._backend_duckdb`.
 * PostgreSQL: a queue pool with size, overflow, timeout and recycle; the
   ``application_name`` and a server-side ``statement_timeout`` sent at connect.
 
@@ -33,6 +35,8 @@ from sqlalchemy import event, exc, pool
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.util import await_only
 
+from ._backend_duckdb import duckdb_engine
+from ._backend_mysql import mysql_engine
 from ._settings import DatabaseSettings
 
 __all__ = ["AUTOCOMMIT_OPTION", "READ_ONLY_OPTION", "create_engine", "option_engines"]
@@ -52,6 +56,14 @@ def create_engine(settings: DatabaseSettings) -> AsyncEngine:
     common: dict[str, Any] = {"echo": settings.echo, "hide_parameters": True}
     if settings.backend == "sqlite":
         return _sqlite_engine(settings, common)
+    # MariaDB/MySQL and DuckDB: policies in their own modules (_backend_*.py).
+    if settings.backend == "mysql":
+        engine = mysql_engine(settings, common, _queue_pool(settings))
+        if settings.pre_ping:
+            install_liveness_check(engine, settings.ping_idle_after)
+        return engine
+    if settings.backend == "duckdb":
+        return duckdb_engine(settings, common, _queue_pool(settings, single=settings.is_memory))
     return _postgres_engine(settings, common)
 
 
@@ -59,6 +71,13 @@ def option_engines(engine: AsyncEngine, backend: str) -> dict[str, AsyncEngine]:
     """Engines sharing ``engine``'s pool: ``autocommit`` reads and ``read_only`` work."""
     if backend == "sqlite":
         autocommit = engine.execution_options(**{AUTOCOMMIT_OPTION: True})
+        read_only = engine.execution_options(**{READ_ONLY_OPTION: True})
+    elif backend == "duckdb":
+        # DuckDB has no per-connection autocommit switch; a short transaction serves.
+        autocommit = engine.execution_options(**{AUTOCOMMIT_OPTION: True})
+        read_only = engine.execution_options(**{READ_ONLY_OPTION: True})
+    elif backend == "mysql":
+        autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
         read_only = engine.execution_options(**{READ_ONLY_OPTION: True})
     else:
         autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")

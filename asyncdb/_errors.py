@@ -12,6 +12,7 @@ The tree::
     ├── TransactionError          misuse of a unit of work, or a failed transaction
     │   └── RetryableError        serialization failure or deadlock; run_tx retries these
     ├── QueryError                the database rejected a statement (syntax, missing table)
+    │   └── UnsupportedFeatureError  the backend lacks the feature (DuckDB: SAVEPOINT)
     └── MigrationError            an Alembic revision failed
 
 Every message is a sentence that says what to do next. None carries a password or a
@@ -27,6 +28,8 @@ from collections.abc import Iterator
 
 from sqlalchemy import exc as sa_exc
 
+from ._backend_errors import Failure, classify_backend_error, scrub_backend_values
+
 __all__ = [
     "AsyncDBError",
     "ConfigurationError",
@@ -38,6 +41,7 @@ __all__ = [
     "QueryError",
     "RetryableError",
     "TransactionError",
+    "UnsupportedFeatureError",
     "ValidationError",
     "sqlstate_of",
     "translate_errors",
@@ -97,6 +101,22 @@ class RetryableError(TransactionError):
 
 class QueryError(AsyncDBError):
     """The database rejected a statement (syntax error, missing table or column)."""
+
+
+class UnsupportedFeatureError(QueryError):
+    """The backend does not support a feature; the message names both (see docs/backends.md)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        sqlstate: str | None = None,
+        feature: str | None = None,
+        backend: str | None = None,
+    ) -> None:
+        super().__init__(message, sqlstate=sqlstate)
+        self.feature = feature
+        self.backend = backend
 
 
 class MigrationError(AsyncDBError):
@@ -231,6 +251,13 @@ def translate(exc: BaseException) -> BaseException:
     if isinstance(exc, AsyncDBError):
         return exc
     scrub_values(exc)
+    # MariaDB/MySQL (error numbers) and DuckDB (exception classes): _backend_errors.py.
+    scrub_backend_values(exc)
+    failure = classify_backend_error(exc)
+    if failure is not None:
+        mapped = _backend_error(failure)
+        if mapped is not None:
+            return mapped
     if isinstance(exc, sa_exc.TimeoutError):
         msg = (
             "No pooled connection became free within pool_timeout. Raise pool_size or "
@@ -274,6 +301,76 @@ def translate(exc: BaseException) -> BaseException:
         msg = f"The database rejected the statement ({kind}). Check the SQL and the schema."
         return QueryError(msg, sqlstate=state)
     return exc
+
+
+_BACKEND_NAMES = {"mysql": "MariaDB/MySQL", "duckdb": "DuckDB"}
+
+
+def _backend_error(failure: Failure) -> AsyncDBError | None:
+    """The asyncdb error for a classified MariaDB/MySQL or DuckDB failure."""
+    name = f" ({failure.constraint})" if failure.constraint else ""
+    backend = _BACKEND_NAMES.get(failure.backend, failure.backend)
+    kind = failure.kind
+    if kind == "unique":
+        msg = (
+            f"A row with the same unique value already exists{name}. "
+            "Use a different value, or update the existing row (upsert) instead."
+        )
+        return ConflictError(msg, sqlstate="23505", constraint=failure.constraint)
+    if kind == "foreign_key":
+        msg = (
+            f"A foreign-key constraint rejected the change{name}. "
+            "Create the referenced row first, or remove the rows that still refer to it."
+        )
+        return ConflictError(msg, sqlstate="23503", constraint=failure.constraint)
+    if kind == "not_null":
+        return ValidationError(
+            "A required column was left empty. Give it a value.", sqlstate="23502"
+        )
+    if kind == "check":
+        msg = f"A CHECK constraint rejected the value{name}. Change the value to satisfy it."
+        return ValidationError(msg, sqlstate="23514")
+    if kind == "retryable":
+        msg = (
+            f"The transaction was aborted by a {failure.detail} on {backend}. Run the whole "
+            "transaction again; asyncdb.run_tx does this for you."
+        )
+        return RetryableError(msg, sqlstate="40001")
+    if kind == "timeout":
+        msg = (
+            "The statement was cancelled because it ran past statement_timeout. Make the query "
+            "cheaper (an index, a smaller batch) or raise statement_timeout."
+        )
+        return QueryError(msg, sqlstate="57014")
+    if kind == "read_only":
+        msg = "A write was attempted in a read-only transaction. Use a read-write session or unit."
+        return TransactionError(msg, sqlstate="25006")
+    if kind == "data":
+        msg = (
+            f"{backend} rejected a value as data (out of range, too long or not convertible). "
+            "Check the value against the column's type."
+        )
+        return ValidationError(msg, sqlstate="22000")
+    if kind == "unavailable":
+        msg = (
+            "The connection to the database was lost or could not be opened. Check that the "
+            "server is running and reachable; the operation was not completed."
+        )
+        return DatabaseUnavailableError(msg, sqlstate="08006")
+    if kind == "too_many_connections":
+        msg = (
+            "The database server refused the connection: it has too many clients. Lower "
+            "pool_size/max_overflow across your processes."
+        )
+        return DatabaseUnavailableError(msg, sqlstate="53300")
+    if kind == "unsupported":
+        feature = failure.detail or "this feature"
+        msg = (
+            f"{backend} does not support {feature}. Restructure the work without it, or use "
+            "a backend that has it (see the capability table in docs/backends.md)."
+        )
+        return UnsupportedFeatureError(msg, feature=feature, backend=failure.backend)
+    return None
 
 
 @contextlib.contextmanager

@@ -52,6 +52,7 @@ from sqlalchemy.engine import Connection, Transaction
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from . import _audit_model  # noqa: F401 - registers the toolkit's tables on toolkit_metadata
+from ._capabilities import require
 from ._engine import READ_ONLY_OPTION
 from ._errors import MigrationError, exception_summary, sqlstate_of
 from ._manager import AsyncDatabaseManager
@@ -325,7 +326,10 @@ def run_online(context: EnvironmentContext, connection: Connection) -> None:
     """
     progress: _Progress = context.config.attributes.get(_PROGRESS) or _Progress()
     options = _context_options()
-    if connection.dialect.name == "postgresql":
+    require(connection.dialect.name, "migrations")  # DuckDB: a clear error naming it
+    # MariaDB/MySQL commit DDL implicitly (no savepoint survives it): PostgreSQL's path,
+    # one transaction per revision under a named lock.
+    if connection.dialect.name in ("postgresql", "mysql"):
         with _advisory_lock(connection):
             context.configure(
                 connection=connection,
@@ -410,12 +414,20 @@ class _Savepoints:
             self._current.rollback()
 
 
+def _lock_sql(connection: Connection, *, lock: bool) -> str:
+    if connection.dialect.name == "mysql":  # a named lock, held by the session
+        name = f"'asyncdb_migrate_{ADVISORY_LOCK_KEY}'"
+        return f"SELECT GET_LOCK({name}, -1)" if lock else f"SELECT RELEASE_LOCK({name})"
+    verb = "lock" if lock else "unlock"
+    return f"SELECT pg_advisory_{verb}({ADVISORY_LOCK_KEY})"
+
+
 @contextlib.contextmanager
 def _advisory_lock(connection: Connection) -> Iterator[None]:
     # Session-level, so it spans the per-revision transactions; the wait is bounded by
     # the connection's statement_timeout.
     try:
-        connection.exec_driver_sql(f"SELECT pg_advisory_lock({ADVISORY_LOCK_KEY})")
+        connection.exec_driver_sql(_lock_sql(connection, lock=True))
     except sa_exc.DBAPIError as exc:
         connection.rollback()
         if sqlstate_of(exc) in _LOCK_WAIT_STATES:
@@ -433,7 +445,7 @@ def _advisory_lock(connection: Connection) -> Iterator[None]:
         try:
             if connection.in_transaction():
                 connection.rollback()
-            connection.exec_driver_sql(f"SELECT pg_advisory_unlock({ADVISORY_LOCK_KEY})")
+            connection.exec_driver_sql(_lock_sql(connection, lock=False))
             connection.commit()
         except Exception:
             # The lock lives as long as the session: never return it to the pool locked.

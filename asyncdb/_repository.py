@@ -25,6 +25,7 @@ from sqlalchemy.orm import Mapper
 
 from . import _bulk
 from ._audit import is_audited, mark_instance
+from ._capabilities import supports
 from ._changes import record_changes, recorded_by_caller
 from ._context import AuditContext
 from ._errors import DatabaseUnavailableError, NotFoundError, TransactionError, ValidationError
@@ -195,7 +196,13 @@ class Repository(Generic[T]):
 
     @contextlib.asynccontextmanager
     async def _atomic(self, session: AsyncSession) -> AsyncIterator[None]:
-        """All or nothing inside an outer transaction: a SAVEPOINT around the call."""
+        """All or nothing inside an outer transaction: a SAVEPOINT around the call.
+
+        Without savepoints (DuckDB) a failed statement aborts the whole outer transaction.
+        """
+        if not supports(session.get_bind().dialect.name, "savepoint"):
+            yield
+            return
         async with session.begin_nested():
             yield
 
@@ -384,12 +391,25 @@ class Repository(Generic[T]):
             if current is None or self._is_deleted(current):
                 raise self._not_found(ident)
             return current
+        if not session.get_bind().dialect.update_returning:  # MariaDB/MySQL
+            return await self._update_then_read(session, stmt.values(**values), ident)
         stmt = (
             stmt.values(**values)
             .returning(self.model)
             .execution_options(populate_existing=True, synchronize_session=False)
         )
         obj: T | None = (await session.execute(stmt)).scalar_one_or_none()
+        if obj is None:
+            raise self._not_found(ident)
+        self._changed(session, [self._key_of(obj)])
+        return obj
+
+    async def _update_then_read(self, session: AsyncSession, stmt: Any, ident: Any) -> T:
+        """UPDATE, then read the row back: for backends without UPDATE ... RETURNING."""
+        result = await session.execute(stmt.execution_options(synchronize_session=False))
+        if getattr(result, "rowcount", 1) == 0:
+            raise self._not_found(ident)
+        obj = await session.get(self.model, ident, populate_existing=True)
         if obj is None:
             raise self._not_found(ident)
         self._changed(session, [self._key_of(obj)])

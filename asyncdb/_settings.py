@@ -39,8 +39,17 @@ DEFAULT_APPLICATION_NAME = "asyncdb"
 ENV_PREFIX = "ASYNCDB_"
 
 # Drivers asyncdb knows how to configure; a bare scheme is completed with its async driver.
-_DRIVERS = {"sqlite": "aiosqlite", "postgresql": "asyncpg"}
-_SCHEME_ALIASES = {"postgres": "postgresql"}
+_DRIVERS = {
+    "sqlite": "aiosqlite",
+    "postgresql": "asyncpg",
+    "mysql": "asyncmy",  # MariaDB and MySQL
+    "duckdb": "aioduckdb",  # asyncdb's own adapter: asyncdb/_aioduckdb.py
+}
+_SCHEME_ALIASES = {"postgres": "postgresql", "mariadb": "mysql"}
+#: Backends that run in-process on a file (or in memory): no host, no password.
+_EMBEDDED = frozenset({"sqlite", "duckdb"})
+#: Backends whose URL must name a host and a database.
+_SERVERS = frozenset({"postgresql", "mysql"})
 
 
 def mask_url(url: str | URL) -> str:
@@ -49,7 +58,7 @@ def mask_url(url: str | URL) -> str:
         parsed = make_url(url) if isinstance(url, str) else url
     except (ArgumentError, ValueError):
         return "<unparseable URL>"
-    if parsed.get_backend_name() == "sqlite":
+    if parsed.get_backend_name() in _EMBEDDED:
         return f"{parsed.drivername}:///{parsed.database or ''}"  # no password to hide
     return parsed.render_as_string(hide_password=True)
 
@@ -72,7 +81,8 @@ def _normalize_url(raw: str) -> URL:
     if backend not in _DRIVERS:
         msg = (
             f"url uses the unsupported backend {backend!r}. Supported: "
-            "'sqlite+aiosqlite' (embedded) and 'postgresql+asyncpg'."
+            "'sqlite+aiosqlite' and 'duckdb+aioduckdb' (embedded), 'postgresql+asyncpg' "
+            "and 'mysql+asyncmy' (MariaDB/MySQL)."
         )
         raise ConfigurationError(msg)
     expected = _DRIVERS[backend]
@@ -80,10 +90,11 @@ def _normalize_url(raw: str) -> URL:
         msg = f"url uses the driver {driver!r}, which is not async. Use '{backend}+{expected}'."
         raise ConfigurationError(msg)
     url = url.set(drivername=f"{backend}+{expected}")
-    if backend == "postgresql" and not url.host and not url.query.get("host"):
-        msg = "url has no host. Use 'postgresql+asyncpg://user@host:5432/dbname'."
+    example = f"{backend}+{expected}://user@host/dbname"
+    if backend in _SERVERS and not url.host and not url.query.get("host"):
+        msg = f"url has no host. Use '{example}'."
         raise ConfigurationError(msg)
-    if backend == "postgresql" and not url.database:
+    if backend in _SERVERS and not url.database:
         msg = "url names no database. Add it after the host: '...@host:5432/dbname'."
         raise ConfigurationError(msg)
     return url
@@ -198,7 +209,7 @@ class DatabaseSettings:
 
     @property
     def backend(self) -> str:
-        """``"sqlite"`` or ``"postgresql"``."""
+        """``"sqlite"``, ``"postgresql"``, ``"mysql"`` (MariaDB too) or ``"duckdb"``."""
         return self.parsed_url.get_backend_name()
 
     @property
@@ -206,6 +217,12 @@ class DatabaseSettings:
         """True for an in-memory SQLite database (one shared connection)."""
         url = self.parsed_url
         return url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
+
+    @property
+    def is_memory(self) -> bool:
+        """True for an in-memory SQLite or DuckDB database (one shared connection)."""
+        url = self.parsed_url
+        return url.get_backend_name() in _EMBEDDED and url.database in (None, "", ":memory:")
 
     @property
     def masked_url(self) -> str:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncSession, AsyncSessionTransaction
 
+from ._capabilities import require, supports
 from ._context import (
     AuditContext,
     current_unit,
@@ -203,7 +204,7 @@ class AsyncUnitOfWork:
 
     def _begin(self) -> None:
         session = self.db.session(read_only=self.read_only)
-        if self.isolation_level is not None and self.db.backend != "sqlite":
+        if self.isolation_level is not None and supports(self.db.backend, "isolation_levels"):
             # On the bind, not on one connection: every transaction of the unit (also
             # after an explicit commit) gets the level, and the pool resets it on checkin.
             bind = session.sync_session.bind
@@ -238,6 +239,7 @@ class AsyncUnitOfWork:
             )
             raise TransactionError(msg)
         session = outer.session
+        require(self.db.backend, "savepoint")  # DuckDB: a clear error, not a parser error
         with translate_errors():
             self._savepoint = await session.begin_nested()
         self._parent = outer
@@ -423,6 +425,7 @@ class AsyncUnitOfWork:
         """
         session = self.session
         root = self._root
+        require(self.db.backend, "savepoint")  # DuckDB: a clear error, not a parser error
         with translate_errors():
             nested = await session.begin_nested()
         root._scopes.append([])

@@ -445,6 +445,7 @@ async def test_rollback_leaves_the_cache_as_it_was(
     assert figures(cache) == (before[0] + 2, before[1])
 
 
+@pytest.mark.requires("savepoint")
 async def test_savepoint_rollback_then_commit_invalidates(
     db: AsyncDatabaseManager, cache: RepositoryCache, items: Repository[Item]
 ) -> None:

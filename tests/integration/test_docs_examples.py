@@ -67,6 +67,7 @@ def run(args: list[str], url: str | None, cwd: Path) -> subprocess.CompletedProc
     )
 
 
+@pytest.mark.requires("migrations")  # the examples call init_database()/migrate()
 @pytest.mark.parametrize("script", sorted(SCRIPTS))
 def test_example_script(script: str, example_url: str, tmp_path: Path) -> None:
     result = run([str(EXAMPLES / script)], example_url, tmp_path)
@@ -98,6 +99,7 @@ def test_fastapi_example_tests_pass(backend: str, example_url: str, tmp_path: Pa
 
 
 @pytest.mark.slow
+@pytest.mark.requires("migrations")
 def test_fastapi_example_app_starts_serves_and_stops(example_url: str, tmp_path: Path) -> None:
     driver = textwrap.dedent(
         """

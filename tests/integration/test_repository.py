@@ -363,6 +363,7 @@ async def test_bulk_create_streams_a_generator(items: Repository[Item]) -> None:
     assert first is not None and first.created_at is not None and first.updated_at is not None
 
 
+@pytest.mark.requires("savepoint")
 async def test_bulk_create_is_atomic_and_names_the_bad_row(items: Repository[Item]) -> None:
     await items.create(name="existing", sku="DUP")
     rows = [{"name": f"r{i}"} for i in range(1500)]
