@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import _admin
+from tests.conftest import _admin, fresh_mysql_database
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "docs" / "examples"
@@ -38,8 +38,12 @@ SCRIPTS = {
 
 @pytest.fixture
 def example_url(backend: str, db_url: str) -> Iterator[str]:
-    """``db_url``, but a PostgreSQL database of its own: the examples run the toolkit's
+    """``db_url``, but a PostgreSQL/MariaDB database of its own: the examples run the toolkit's
     migrations, which refuse tables that other tests created without them."""
+    if backend == "mariadb":
+        with fresh_mysql_database("asyncdb_ex") as url:
+            yield url
+        return
     if backend != "postgres":
         yield db_url
         return
