@@ -382,6 +382,7 @@ async def test_bulk_create_is_atomic_and_names_the_bad_row(items: Repository[Ite
     assert await items.count() == 1
 
 
+@pytest.mark.requires("savepoint")  # per-call atomicity inside a unit
 async def test_bulk_calls_inside_a_unit_are_atomic(db: AsyncDatabaseManager) -> None:
     async with AsyncUnitOfWork(db) as uow:
         repo = uow.get_repository(Item)
