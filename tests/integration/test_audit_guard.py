@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import delete, insert, text, update
+from sqlalchemy import bindparam, delete, insert, text, update
 
 from asyncdb import (
     AsyncDatabaseManager,
@@ -26,6 +26,7 @@ from asyncdb import (
 )
 from asyncdb._audit import audit_row, write_audit_rows
 from asyncdb._context import AuditContext
+from asyncdb._models import UTCDateTime
 from tests.conftest import fresh_postgres_database
 from tests.integration.models import Item
 
@@ -106,7 +107,7 @@ async def test_rows_from_before_the_chain_are_counted_as_unchained(fresh_any: st
                 text(
                     "INSERT INTO asyncdb_audit_log (table_name, entity_id, action, "
                     "occurred_at) VALUES ('t_item', '1', 'CREATE', :at)"
-                ),
+                ).bindparams(bindparam("at", type_=UTCDateTime())),
                 {"at": utcnow()},
             )
             await session.commit()
