@@ -6,10 +6,12 @@ import asyncio
 import contextlib
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.faults.proxy import FaultProxy
 
 POSTGRES_URL = os.environ.get(
     "ASYNCDB_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
@@ -77,3 +79,10 @@ def fresh_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """An empty database of its own for one test, on a SQLite file and on PostgreSQL."""
     with pristine_database(str(request.param), tmp_path) as url:
         yield url
+
+
+@pytest.fixture
+async def proxy(postgres_url: str) -> AsyncIterator[FaultProxy]:
+    """A started loopback fault proxy in front of the test PostgreSQL server."""
+    async with FaultProxy.in_front_of(postgres_url) as running:
+        yield running

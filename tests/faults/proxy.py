@@ -20,6 +20,8 @@ import asyncio
 import contextlib
 from dataclasses import dataclass, field
 
+from sqlalchemy.engine import make_url
+
 __all__ = ["FaultProxy"]
 
 _CHUNK = 65536
@@ -43,6 +45,17 @@ class FaultProxy:
         self._tasks: set[asyncio.Task[None]] = set()
         self.blackhole = False
         self.connections = 0
+
+    def url_for(self, url: str) -> str:
+        """``url`` with its host and port replaced by this proxy's."""
+        proxied = make_url(url).set(host="127.0.0.1", port=self.port)
+        return proxied.render_as_string(hide_password=False)
+
+    @classmethod
+    def in_front_of(cls, url: str) -> FaultProxy:
+        """A proxy (not yet started) forwarding to the server of ``url``."""
+        target = make_url(url)
+        return cls(target.host or "127.0.0.1", target.port or 5432)
 
     @property
     def port(self) -> int:

@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator
 
 import pytest
 from sqlalchemy import select
-from sqlalchemy.engine import make_url
 
 from asyncdb import (
     AsyncDatabaseManager,
@@ -26,18 +25,6 @@ from tests.faults.proxy import FaultProxy
 from tests.integration.conftest import manager_for, reset_schema
 from tests.integration.entry_points import ENTRIES, enter
 from tests.integration.models import Counter
-
-
-@pytest.fixture
-async def proxy(postgres_url: str) -> AsyncIterator[FaultProxy]:
-    url = make_url(postgres_url)
-    async with FaultProxy(url.host or "127.0.0.1", url.port or 5432) as running:
-        yield running
-
-
-def _through(postgres_url: str, proxy: FaultProxy) -> str:
-    url = make_url(postgres_url).set(host="127.0.0.1", port=proxy.port)
-    return url.render_as_string(hide_password=False)
 
 
 @pytest.fixture
@@ -56,7 +43,7 @@ async def direct(postgres_url: str) -> AsyncIterator[AsyncDatabaseManager]:
 @pytest.fixture
 async def proxied(postgres_url: str, proxy: FaultProxy) -> AsyncIterator[AsyncDatabaseManager]:
     """A connected manager whose every connection goes through the fault proxy."""
-    db = manager_for(_through(postgres_url, proxy), connect_retries=1, connect_timeout=2.0)
+    db = manager_for(proxy.url_for(postgres_url), connect_retries=1, connect_timeout=2.0)
     await db.connect()
     try:
         yield db
@@ -140,7 +127,7 @@ async def test_black_holed_server_fails_within_connect_timeout(
     postgres_url: str, proxy: FaultProxy, entry: str
 ) -> None:
     timeout = 1.0
-    db = manager_for(_through(postgres_url, proxy), connect_retries=1, connect_timeout=timeout)
+    db = manager_for(proxy.url_for(postgres_url), connect_retries=1, connect_timeout=timeout)
     try:
         if entry != "connect":
             await db.connect()

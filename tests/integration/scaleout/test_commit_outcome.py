@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator
 
 import pytest
 from sqlalchemy import select
-from sqlalchemy.engine import make_url
 
 from asyncdb import (
     AsyncDatabaseManager,
@@ -27,18 +26,6 @@ from tests.integration.scaleout.conftest import make_routed
 from tests.integration.scaleout.servers import PgServer
 
 pytestmark = pytest.mark.scaleout
-
-
-@pytest.fixture
-async def proxy(postgres_url: str) -> AsyncIterator[FaultProxy]:
-    url = make_url(postgres_url)
-    async with FaultProxy(url.host or "127.0.0.1", url.port or 5432) as running:
-        yield running
-
-
-def through(postgres_url: str, proxy: FaultProxy) -> str:
-    url = make_url(postgres_url).set(host="127.0.0.1", port=proxy.port)
-    return url.render_as_string(hide_password=False)
 
 
 @pytest.fixture
@@ -71,7 +58,7 @@ async def test_routed_run_tx_reports_an_unknown_commit_and_keeps_reads_on_the_pr
     proxy: FaultProxy,
     direct: AsyncDatabaseManager,
 ) -> None:
-    db = await make_routed(through(postgres_url, proxy), standby, database, connect_retries=1)
+    db = await make_routed(proxy.url_for(postgres_url), standby, database, connect_retries=1)
     try:
         # In a task of its own, so its write does not count as the request's.
         await asyncio.create_task(Repository(Counter, db).create(id=1, value=0))
@@ -102,7 +89,7 @@ async def test_standalone_write_behind_pgbouncer_reports_an_unknown_commit(
 ) -> None:
     # pgbouncer=True: no autocommit, so a single-statement write sends a real COMMIT
     # (plain PostgreSQL accepts what pgbouncer in transaction mode needs).
-    db = manager_for(through(postgres_url, proxy), pgbouncer=True, connect_retries=1)
+    db = manager_for(proxy.url_for(postgres_url), pgbouncer=True, connect_retries=1)
     await db.connect()
     try:
         await reset_schema(db)
