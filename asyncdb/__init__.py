@@ -28,6 +28,7 @@ from ._errors import (
     RetryableError,
     StateError,
     TransactionError,
+    UnsupportedFeatureError,
     ValidationError,
 )
 from ._health import HealthReport
@@ -93,6 +94,7 @@ __all__ = [
     "TimestampMixin",
     "TransactionError",
     "UTCDateTime",
+    "UnsupportedFeatureError",
     "ValidationError",
     "__version__",
     "alembic_render_item",

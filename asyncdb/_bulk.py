@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ._audit import audit_row, entity_id_of, write_audit_rows
 from ._audit_model import AuditAction
+from ._capabilities import supports
 from ._changes import record_changes
 from ._context import AuditContext
 from ._errors import (
@@ -129,6 +130,15 @@ async def execute_batch(
     session: AsyncSession, stmt: Any, params: list[dict[str, Any]], first_row: int
 ) -> Any:
     """Run one executemany batch in a SAVEPOINT; on failure, name the row that failed."""
+    if not supports(session.get_bind().dialect.name, "savepoint"):
+        # DuckDB: no savepoint to replay the rows in; the batch fails as a whole (and a
+        # failed statement aborts the transaction: nothing of the call is written).
+        try:
+            return await session.execute(stmt, params)
+        except (DatabaseUnavailableError, TransactionError):
+            raise
+        except AsyncDBError as exc:
+            raise _relabel(exc, f"Rows {first_row}-{first_row + len(params) - 1}") from exc
     try:
         async with session.begin_nested():
             return await session.execute(stmt, params)
@@ -374,15 +384,19 @@ async def delete_rows(
             values: dict[str, Any] = {"deleted_at": now}
             if info.has_updated_at:
                 values["updated_at"] = now
-            stmt: Any = (
-                update(table)
-                .where(_pk_in(info, keys), table.c.deleted_at.is_(None))
-                .values(values)
-                .returning(*info.pk_columns)
+            plain: Any = (
+                update(table).where(_pk_in(info, keys), table.c.deleted_at.is_(None)).values(values)
             )
+            stmt: Any = plain.returning(*info.pk_columns)
         else:
             stmt = delete(table).where(_pk_in(info, keys)).returning(*info.pk_columns)
-        done = [tuple(r) for r in (await session.execute(stmt)).all()]
+        if soft and not session.get_bind().dialect.update_returning:
+            # MariaDB/MySQL: no UPDATE ... RETURNING; lock and read the keys it will change.
+            live = select(*info.pk_columns).where(_pk_in(info, keys), table.c.deleted_at.is_(None))
+            done = [tuple(r) for r in (await session.execute(live.with_for_update())).all()]
+            await session.execute(plain)
+        else:
+            done = [tuple(r) for r in (await session.execute(stmt)).all()]
         if context is not None:
             audit = []
             for key in done:

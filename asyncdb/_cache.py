@@ -468,8 +468,12 @@ async def _reads_are_fresh(session: AsyncSession, mapper: Mapper[Any]) -> bool:
 def _fresh(options: Mapping[str, Any], dialect: Any) -> bool:
     if dialect.name == "sqlite":
         return bool(options.get(AUTOCOMMIT_OPTION)) or not options.get(READ_ONLY_OPTION)
+    if dialect.name == "duckdb":
+        # Snapshot isolation with optimistic writers: others commit under a transaction,
+        # so only a one-statement read is fresh.
+        return bool(options.get(AUTOCOMMIT_OPTION))
     level = options.get("isolation_level") or dialect.default_isolation_level
-    if dialect.name == "postgresql":
+    if dialect.name in ("postgresql", "mysql", "mariadb"):
         return str(level or "READ COMMITTED").upper() in _FRESH_LEVELS
     return str(level).upper() == "AUTOCOMMIT"
 

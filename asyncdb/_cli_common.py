@@ -52,7 +52,7 @@ def missing_sqlite_file(settings: DatabaseSettings) -> Path | None:
     Opening a missing SQLite file creates it; a probe must not.
     """
     url = make_url(settings.url)
-    if url.get_backend_name() != "sqlite" or settings.is_sqlite_memory:
+    if url.get_backend_name() != "sqlite" or settings.is_memory:
         return None
     database = url.database or ""
     if database.startswith("file:"):

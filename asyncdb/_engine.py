@@ -14,6 +14,8 @@ for its backend:
 * SQLite ``:memory:``: one connection, which is the database. A pool of exactly one,
   never recycled, so concurrent tasks queue for it instead of interleaving two
   transactions on one connection (which SQLite cannot do).
+* MariaDB/MySQL and DuckDB: see :mod:`asyncdb._backend_mysql` and
+  :mod:`asyncdb._backend_duckdb`.
 * PostgreSQL: a queue pool with size, overflow, timeout and recycle; the
   ``application_name`` and a server-side ``statement_timeout`` sent at connect.
 
@@ -36,6 +38,8 @@ from sqlalchemy import event, exc, pool
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.util import await_only
 
+from ._backend_duckdb import duckdb_engine
+from ._backend_mysql import mysql_engine
 from ._settings import DatabaseSettings
 from ._sqlite_gate import WriterGate
 
@@ -56,6 +60,13 @@ def create_engine(settings: DatabaseSettings) -> AsyncEngine:
     common: dict[str, Any] = {"echo": settings.echo, "hide_parameters": True}
     if settings.backend == "sqlite":
         return _sqlite_engine(settings, common)
+    if settings.backend == "mysql":
+        engine = mysql_engine(settings, common, _queue_pool(settings))
+        if settings.pre_ping:
+            install_liveness_check(engine, settings.ping_idle_after)
+        return engine
+    if settings.backend == "duckdb":
+        return duckdb_engine(settings, common, _queue_pool(settings, single=settings.is_memory))
     return _postgres_engine(settings, common)
 
 
@@ -71,8 +82,13 @@ def option_engines(
     if pgbouncer:
         read_only = engine.execution_options(**{READ_ONLY_OPTION: True}, postgresql_readonly=True)
         return {"autocommit": engine, "read_only": read_only}
-    if backend == "sqlite":
+    if backend in ("sqlite", "duckdb"):
+        # DuckDB has no per-connection autocommit switch; its one-statement transaction
+        # is as short.
         autocommit = engine.execution_options(**{AUTOCOMMIT_OPTION: True})
+        read_only = engine.execution_options(**{READ_ONLY_OPTION: True})
+    elif backend == "mysql":
+        autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
         read_only = engine.execution_options(**{READ_ONLY_OPTION: True})
     else:
         autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
@@ -100,11 +116,11 @@ def _sqlite_engine(settings: DatabaseSettings, common: dict[str, Any]) -> AsyncE
     engine = create_async_engine(
         settings.url,
         connect_args=connect_args,
-        **_queue_pool(settings, single=settings.is_sqlite_memory),
+        **_queue_pool(settings, single=settings.is_memory),
         **common,
     )
     busy_ms = int(settings.busy_timeout * 1000)
-    is_file = not settings.is_sqlite_memory
+    is_file = not settings.is_memory
     # One connection is the whole :memory: database: its pool already queues writers.
     gate = WriterGate(engine.sync_engine, settings.busy_timeout) if is_file else None
 

@@ -15,12 +15,14 @@ The tree::
     ├── TransactionError          misuse of a unit of work, or a failed transaction
     │   └── RetryableError        serialization failure or deadlock; run_tx retries these
     ├── QueryError                the database rejected a statement (syntax, missing table)
+    │   └── UnsupportedFeatureError  the backend lacks the feature (DuckDB: SAVEPOINT)
     ├── MigrationError            an Alembic revision failed
     └── StateError                the manager was used before connect() or after dispose()
 
 Classification lives here too: :func:`translate` maps any exception to the most
 specific class above, :func:`exception_chain` is the one walk down an exception's
-causes, and the retry decisions (connect, ``run_tx``, the repeat of a standalone read)
+causes (MariaDB/MySQL and DuckDB errors are read through :mod:`._driver_errors`, which
+says what SQLSTATE each stands for), and the retry decisions (connect, ``run_tx``, the repeat of a standalone read)
 are ``isinstance`` checks on what :func:`classify` returns.
 
 Every message is a sentence that says what to do next. None carries a password or a
@@ -38,6 +40,9 @@ from typing import Any
 
 from sqlalchemy import exc as sa_exc
 
+from ._driver_errors import VALUE_BEARING_TEXT, DriverFacts, driver_facts
+from ._models import Base
+
 __all__ = [
     "AsyncDBError",
     "CommitOutcomeUnknownError",
@@ -53,6 +58,7 @@ __all__ = [
     "RetryableError",
     "StateError",
     "TransactionError",
+    "UnsupportedFeatureError",
     "ValidationError",
     "classify",
     "exception_chain",
@@ -164,6 +170,25 @@ class QueryError(AsyncDBError):
     """The database rejected a statement (syntax error, missing table or column)."""
 
 
+class UnsupportedFeatureError(QueryError):
+    """The backend lacks a feature; the message names both (see docs/backends.md).
+
+    ``feature`` and ``backend`` carry them, as the capability table names them.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        sqlstate: str | None = None,
+        feature: str | None = None,
+        backend: str | None = None,
+    ) -> None:
+        super().__init__(message, sqlstate=sqlstate)
+        self.feature = feature
+        self.backend = backend
+
+
 class MigrationError(AsyncDBError):
     """An Alembic revision failed; the message names it and what to run next."""
 
@@ -192,13 +217,46 @@ def exception_chain(exc: BaseException) -> Iterator[BaseException]:
 
 
 def sqlstate_of(exc: BaseException) -> str | None:
-    """Return the SQLSTATE carried by ``exc`` or anything it wraps, if any."""
+    """Return the SQLSTATE carried by ``exc`` or anything it wraps, if any.
+
+    MariaDB/MySQL and DuckDB errors carry none: the one they stand for is read from
+    their error number or class (:func:`._driver_errors.driver_facts`).
+    """
     for current in exception_chain(exc):
+        # First: asyncmy also carries MySQL's own SQLSTATE, coarser (23000 for any
+        # integrity error, HY000 for a lock wait timeout).
+        facts = driver_facts(current)
+        if facts is not None and facts.sqlstate is not None:
+            return facts.sqlstate
         for attr in ("sqlstate", "pgcode"):
             code = getattr(current, attr, None)
             if isinstance(code, str) and len(code) == 5:
                 return code
     return None
+
+
+def _facts_of(exc: BaseException) -> DriverFacts | None:
+    """The :class:`DriverFacts` of the first MariaDB/MySQL or DuckDB error in the chain."""
+    for current in exception_chain(exc):
+        facts = driver_facts(current)
+        if facts is not None:
+            return facts
+    return None
+
+
+def _named_constraint_columns(name: str) -> tuple[str, ...]:
+    """The columns of the unique constraint or index ``name`` of the application's models.
+
+    MariaDB/MySQL name the violated key but not its columns.
+    """
+    for table in Base.metadata.tables.values():
+        for constraint in table.constraints:
+            if constraint.name == name:
+                return tuple(column.name for column in getattr(constraint, "columns", ()))
+        for index in table.indexes:
+            if index.name == name:
+                return tuple(column.name for column in index.columns)
+    return ()
 
 
 def _driver_error(exc: BaseException) -> BaseException | None:
@@ -215,7 +273,12 @@ def _attr(exc: BaseException | None, name: str) -> str | None:
 
 
 _KEY_COLUMNS = re.compile(r"Key \(([^)]*)\)=")
-_MISSING_TABLE = re.compile(r'no such table: (\S+)|relation "([^"]+)" does not exist')
+_MISSING_TABLE = re.compile(
+    r"no such table: (\S+)"
+    r'|relation "([^"]+)" does not exist'
+    r"|Table '(?:[^'.]*\.)?([^']+)' doesn't exist"  # MariaDB/MySQL 1146
+    r"|Table with name (\S+) does not exist"  # DuckDB
+)
 
 
 def _constraint_columns(exc: BaseException) -> tuple[str, ...]:
@@ -224,6 +287,11 @@ def _constraint_columns(exc: BaseException) -> tuple[str, ...]:
     PostgreSQL: the DETAIL ``Key (a, b)=(...)``; SQLite: ``UNIQUE constraint failed: t.a, t.b``.
     """
     driver = _driver_error(exc)
+    facts = _facts_of(exc)
+    if facts is not None:
+        if facts.columns:
+            return facts.columns
+        return _named_constraint_columns(facts.constraint) if facts.constraint else ()
     detail = _attr(driver, "detail") or ""
     match = _KEY_COLUMNS.search(detail)
     if match:
@@ -234,10 +302,11 @@ def _constraint_columns(exc: BaseException) -> tuple[str, ...]:
     return ()
 
 
-def _integrity_error(exc: sa_exc.IntegrityError, columns: tuple[str, ...] = ()) -> AsyncDBError:
+def _integrity_error(exc: BaseException, columns: tuple[str, ...] = ()) -> AsyncDBError:
     driver = _driver_error(exc)
     state = sqlstate_of(exc)
-    constraint = _attr(driver, "constraint_name")
+    facts = _facts_of(exc)
+    constraint = _attr(driver, "constraint_name") or (facts.constraint if facts else None)
     table = _attr(driver, "table_name")
     kind: str | None = None
     target = constraint or ""
@@ -285,6 +354,8 @@ def _integrity_error(exc: sa_exc.IntegrityError, columns: tuple[str, ...] = ()) 
 _LOST_STATES = frozenset({"57P01", "57P02"})
 #: SQLSTATEs of a server that cannot take the connection (starting up, too many clients).
 _UNAVAILABLE_STATES = frozenset({"57P03", "53300"})
+#: SQLSTATE 08001, "unable to establish connection": never opened, so not lost.
+_CANNOT_CONNECT_STATE = "08001"
 #: Bad credentials or an unknown database: they will not fix themselves.
 _AUTH_STATE_PREFIX = "28"
 _AUTH_STATES = frozenset({"3D000"})
@@ -293,6 +364,8 @@ _AUTH_STATES = frozenset({"3D000"})
 def _connection_failure(exc: BaseException, state: str | None) -> type[AsyncDBError] | None:
     """ConnectionLostError for a connection that broke, DatabaseUnavailableError for one
     that could not be opened, None when ``exc`` is not about the connection."""
+    if state == _CANNOT_CONNECT_STATE:
+        return DatabaseUnavailableError
     if state is not None and (state.startswith("08") or state in _LOST_STATES):
         return ConnectionLostError
     if state in _UNAVAILABLE_STATES:
@@ -379,6 +452,8 @@ _HIDDEN = "[row values hidden by asyncdb]"
 def _redact(text: str) -> str:
     for pattern in _VALUE_BEARING_TEXT:
         text = pattern.sub(lambda m: f"{m.group(1)}{_HIDDEN}", text)
+    for pattern, replacement in VALUE_BEARING_TEXT:
+        text = pattern.sub(replacement, text)
     return text
 
 
@@ -413,7 +488,11 @@ def translate(exc: BaseException) -> BaseException:
     """
     if isinstance(exc, AsyncDBError):
         return exc
-    columns = _constraint_columns(exc) if isinstance(exc, sa_exc.IntegrityError) else ()
+    # MySQL reports a NOT NULL column without a default (1364) as an OperationalError.
+    integrity = isinstance(exc, sa_exc.IntegrityError) or (
+        isinstance(exc, sa_exc.DBAPIError) and (sqlstate_of(exc) or "").startswith("23")
+    )
+    columns = _constraint_columns(exc) if integrity else ()
     if isinstance(exc, (OverflowError, UnicodeEncodeError)):
         # Raised by the driver while binding a value (SQLite: an int beyond 64 bits, a
         # lone surrogate). The messages quote the value: say what, not which.
@@ -427,7 +506,10 @@ def translate(exc: BaseException) -> BaseException:
             "max_overflow, shorten transactions, or look for connections held too long."
         )
         return PoolTimeoutError(msg)
-    if isinstance(exc, sa_exc.IntegrityError):
+    facts = _facts_of(exc)
+    if facts is not None and facts.unsupported is not None:
+        return _unsupported(facts.unsupported)
+    if integrity:
         return _integrity_error(exc, columns)
     state = sqlstate_of(exc)
     if state is not None and (state.startswith(_AUTH_STATE_PREFIX) or state in _AUTH_STATES):
@@ -438,6 +520,8 @@ def translate(exc: BaseException) -> BaseException:
         return ConfigurationError(msg, sqlstate=state)
     if state in RETRYABLE_SQLSTATES:
         what = "deadlock" if state == "40P01" else "serialization failure"
+        if facts is not None and facts.retry_reason is not None:
+            what = facts.retry_reason
         msg = (
             f"The transaction was aborted by a {what}. Run the whole transaction again; "
             "asyncdb.run_tx does this for you."
@@ -479,11 +563,20 @@ def translate(exc: BaseException) -> BaseException:
         driver = _driver_error(exc)
         missing = _MISSING_TABLE.search(str(driver) if driver is not None else "")
         if missing:
-            return _missing_table(missing.group(1) or missing.group(2), state)
+            table = next(group for group in missing.groups() if group is not None)
+            return _missing_table(table, state)
         kind = type(driver).__name__ if driver is not None else type(exc).__name__
         msg = f"The database rejected the statement ({kind}). Check the SQL and the schema."
         return QueryError(msg, sqlstate=state)
     return exc
+
+
+def _unsupported(feature: str) -> UnsupportedFeatureError:
+    msg = (
+        f"DuckDB does not support {feature}. Restructure the work without it, or use a "
+        "backend that has it (see the capability table in docs/backends.md)."
+    )
+    return UnsupportedFeatureError(msg, sqlstate="0A000", feature=feature, backend="duckdb")
 
 
 def _missing_table(table: str, state: str | None) -> QueryError:

@@ -155,13 +155,18 @@ def configure_offline(context: EnvironmentContext) -> None:
 def run_online(context: EnvironmentContext, connection: Connection) -> None:
     """Run the Alembic command on ``connection`` (inside ``run_sync``), one migrator at a time.
 
-    PostgreSQL: a session-level advisory lock, one transaction per revision. SQLite: one
-    ``BEGIN IMMEDIATE`` transaction with a SAVEPOINT per revision (see the module docstring).
+    PostgreSQL, MariaDB/MySQL: a session-level lock (advisory lock; ``GET_LOCK``), one
+    transaction per revision (MariaDB commits DDL implicitly, so no SAVEPOINT would
+    survive it). DuckDB: one transaction per revision; the database file admits one
+    process at a time, so no lock is needed. SQLite: one ``BEGIN IMMEDIATE`` transaction
+    with a SAVEPOINT per revision (see the module docstring).
     """
     progress: _Progress = context.config.attributes.get(_PROGRESS) or _Progress()
     options = _context_options()
-    if connection.dialect.name == "postgresql":
-        with _advisory_lock(connection):
+    name = connection.dialect.name
+    if name in ("postgresql", "mysql", "mariadb", "duckdb"):
+        lock = _advisory_lock(connection) if name != "duckdb" else contextlib.nullcontext()
+        with lock:
             context.configure(
                 connection=connection,
                 transaction_per_migration=True,
@@ -245,12 +250,26 @@ class _Savepoints:
             self._current.rollback()
 
 
+#: Seconds GET_LOCK waits for the MariaDB/MySQL migration lock (a day).
+_MYSQL_LOCK_WAIT = 86_400
+
+
+def _lock_sql(connection: Connection, *, lock: bool) -> str:
+    if connection.dialect.name in ("mysql", "mariadb"):  # a named lock, held by the session
+        name = f"'asyncdb_migrate_{ADVISORY_LOCK_KEY}'"
+        # MariaDB refuses an unbounded (-1) wait; statement_timeout bounds it anyway.
+        wait = f"GET_LOCK({name}, {_MYSQL_LOCK_WAIT})"
+        return f"SELECT {wait}" if lock else f"SELECT RELEASE_LOCK({name})"
+    verb = "lock" if lock else "unlock"
+    return f"SELECT pg_advisory_{verb}({ADVISORY_LOCK_KEY})"
+
+
 @contextlib.contextmanager
 def _advisory_lock(connection: Connection) -> Iterator[None]:
     # Session-level, so it spans the per-revision transactions; the wait is bounded by
     # the connection's statement_timeout.
     try:
-        connection.exec_driver_sql(f"SELECT pg_advisory_lock({ADVISORY_LOCK_KEY})")
+        connection.exec_driver_sql(_lock_sql(connection, lock=True))
     except sa_exc.DBAPIError as exc:
         connection.rollback()
         if sqlstate_of(exc) in _LOCK_WAIT_STATES:
@@ -268,7 +287,7 @@ def _advisory_lock(connection: Connection) -> Iterator[None]:
         try:
             if connection.in_transaction():
                 connection.rollback()
-            connection.exec_driver_sql(f"SELECT pg_advisory_unlock({ADVISORY_LOCK_KEY})")
+            connection.exec_driver_sql(_lock_sql(connection, lock=False))
             connection.commit()
         except Exception:
             # The lock lives as long as the session: never return it to the pool locked.

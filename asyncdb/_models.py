@@ -6,6 +6,7 @@ import datetime as dt
 from typing import Any, ClassVar
 
 from sqlalchemy import DateTime, MetaData, TypeDecorator
+from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -20,6 +21,10 @@ NAMING_CONVENTION = {
 }
 
 
+#: Dialects whose timestamps hold no time zone and need fsp=6 for microseconds.
+_NAIVE_MICROSECOND_DIALECTS = frozenset({"mysql", "mariadb"})
+
+
 def utcnow() -> dt.datetime:
     """The current time as an aware UTC datetime."""
     return dt.datetime.now(dt.timezone.utc)
@@ -29,11 +34,17 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
     """A timestamp stored in UTC and always read back as an aware UTC datetime.
 
     SQLite has no time zones: without this, an aware value written would come back
-    naive. A naive value given by the caller is taken to be UTC already.
+    naive. A naive value given by the caller is taken to be UTC already. MariaDB/MySQL
+    store ``DATETIME(6)`` (their ``DATETIME`` drops the microseconds) in UTC, naive.
     """
 
     impl = DateTime(timezone=True)
     cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> Any:
+        if dialect.name in _NAIVE_MICROSECOND_DIALECTS:
+            return dialect.type_descriptor(mysql.DATETIME(fsp=6))
+        return dialect.type_descriptor(self.impl)
 
     def process_bind_param(self, value: Any, dialect: Dialect) -> dt.datetime | None:
         if value is None:
@@ -44,7 +55,7 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
         if aware.tzinfo is None:
             aware = aware.replace(tzinfo=dt.timezone.utc)
         aware = aware.astimezone(dt.timezone.utc)
-        if dialect.name == "sqlite":
+        if dialect.name == "sqlite" or dialect.name in _NAIVE_MICROSECOND_DIALECTS:
             return aware.replace(tzinfo=None)
         return aware
 

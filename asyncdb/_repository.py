@@ -165,12 +165,25 @@ class Repository(RepositoryCore[T]):
             if current is None or self._is_deleted(current):
                 raise self._not_found(ident)
             return current
+        if not session.get_bind().dialect.update_returning:  # MariaDB/MySQL
+            return await self._update_then_read(session, stmt.values(**values), ident)
         stmt = (
             stmt.values(**values)
             .returning(self.model)
             .execution_options(populate_existing=True, synchronize_session=False)
         )
         obj: T | None = (await session.execute(stmt)).scalar_one_or_none()
+        if obj is None:
+            raise self._not_found(ident)
+        self._changed(session, [self._info.key_of(obj)])
+        return obj
+
+    async def _update_then_read(self, session: AsyncSession, stmt: Any, ident: Any) -> T:
+        """UPDATE, then read the row back: for backends without UPDATE ... RETURNING."""
+        result = await session.execute(stmt.execution_options(synchronize_session=False))
+        if result.rowcount == 0:
+            raise self._not_found(ident)
+        obj = await session.get(self.model, ident, populate_existing=True)
         if obj is None:
             raise self._not_found(ident)
         self._changed(session, [self._info.key_of(obj)])

@@ -16,6 +16,7 @@ from sqlalchemy import Select, Table, and_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ._audit import mark_instance, resolve_context
+from ._capabilities import supports
 from ._changes import record_changes, recorded_by_caller
 from ._context import AuditContext
 from ._errors import (
@@ -214,7 +215,14 @@ class RepositoryCore(Generic[T]):
 
     @contextlib.asynccontextmanager
     async def _atomic(self, session: AsyncSession) -> AsyncIterator[None]:
-        """All or nothing inside an outer transaction: a SAVEPOINT around the call."""
+        """All or nothing inside an outer transaction: a SAVEPOINT around the call.
+
+        Without savepoints (DuckDB) a failed statement aborts the whole outer transaction,
+        which is all or nothing too, at a larger scale.
+        """
+        if not supports(session.get_bind().dialect.name, "savepoint"):
+            yield
+            return
         async with session.begin_nested():
             yield
 

@@ -49,8 +49,17 @@ _SECRET_QUERY_WORDS = ("password", "passwd", "pwd", "secret", "token", "sslkey")
 _MASK = "***"
 
 # Drivers asyncdb knows how to configure; a bare scheme is completed with its async driver.
-_DRIVERS = {"sqlite": "aiosqlite", "postgresql": "asyncpg"}
-_SCHEME_ALIASES = {"postgres": "postgresql"}
+_DRIVERS = {
+    "sqlite": "aiosqlite",
+    "postgresql": "asyncpg",
+    "mysql": "asyncmy",  # MariaDB and MySQL
+    "duckdb": "aioduckdb",  # asyncdb's own adapter (asyncdb/_aioduckdb.py)
+}
+_SCHEME_ALIASES = {"postgres": "postgresql", "mariadb": "mysql"}
+#: Backends that run in-process on a file (or in memory): no host, no password.
+_EMBEDDED = frozenset({"sqlite", "duckdb"})
+#: Backends whose URL must name a host and a database.
+_SERVERS = frozenset({"postgresql", "mysql"})
 
 
 def _is_secret_key(key: str) -> bool:
@@ -68,7 +77,7 @@ def mask_url(url: str | URL) -> str:
         parsed = make_url(url) if isinstance(url, str) else url
     except (ArgumentError, ValueError):
         return "<unparseable URL>"
-    if parsed.get_backend_name() == "sqlite":
+    if parsed.get_backend_name() in _EMBEDDED:
         return f"{parsed.drivername}:///{parsed.database or ''}"  # no password to hide
     query = {
         key: ((_MASK,) * len(value) if isinstance(value, tuple) else _MASK)
@@ -124,7 +133,8 @@ def _normalize_url(raw: str) -> URL:
     if backend not in _DRIVERS:
         msg = (
             f"url uses the unsupported backend {backend!r}. Supported: "
-            "'sqlite+aiosqlite' (embedded) and 'postgresql+asyncpg'."
+            "'sqlite+aiosqlite' and 'duckdb+aioduckdb' (embedded), 'postgresql+asyncpg' "
+            "and 'mysql+asyncmy' (MariaDB/MySQL)."
         )
         raise ConfigurationError(msg)
     expected = _DRIVERS[backend]
@@ -132,10 +142,10 @@ def _normalize_url(raw: str) -> URL:
         msg = f"url uses the driver {driver!r}, which is not async. Use '{backend}+{expected}'."
         raise ConfigurationError(msg)
     url = url.set(drivername=f"{backend}+{expected}")
-    if backend == "postgresql" and not url.host and not url.query.get("host"):
-        msg = "url has no host. Use 'postgresql+asyncpg://user@host:5432/dbname'."
+    if backend in _SERVERS and not url.host and not url.query.get("host"):
+        msg = f"url has no host. Use '{backend}+{expected}://user@host/dbname'."
         raise ConfigurationError(msg)
-    if backend == "postgresql" and not url.database:
+    if backend in _SERVERS and not url.database:
         msg = "url names no database. Add it after the host: '...@host:5432/dbname'."
         raise ConfigurationError(msg)
     return url
@@ -293,7 +303,7 @@ class DatabaseSettings:
 
     @property
     def backend(self) -> str:
-        """``"sqlite"`` or ``"postgresql"``."""
+        """``"sqlite"``, ``"postgresql"``, ``"mysql"`` (MariaDB too) or ``"duckdb"``."""
         return self.parsed_url.get_backend_name()
 
     @property
@@ -301,6 +311,13 @@ class DatabaseSettings:
         """True for an in-memory SQLite database (one shared connection)."""
         url = self.parsed_url
         return url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
+
+    @property
+    def is_memory(self) -> bool:
+        """True for an in-memory database (SQLite or DuckDB): one connection is all of it."""
+        url = self.parsed_url
+        embedded = url.get_backend_name() in _EMBEDDED
+        return embedded and url.database in (None, "", ":memory:")
 
     @property
     def masked_url(self) -> str:

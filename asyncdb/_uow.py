@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncSession, AsyncSessionTransaction
 
+from ._capabilities import require, supports
 from ._completion import (
     Callback,
     commit_or_report,
@@ -248,7 +249,7 @@ class AsyncUnitOfWork:
     def _begin(self, session: AsyncSession | None = None) -> None:
         if session is None:
             session = self.db.session(read_only=self.read_only)
-        if self.isolation_level is not None and self.db.backend != "sqlite":
+        if self.isolation_level is not None and supports(self.db.backend, "isolation_levels"):
             # On the bind, not on one connection: every transaction of the unit (also
             # after an explicit commit) gets the level, and the pool resets it on checkin.
             bind = session.sync_session.bind
@@ -285,6 +286,7 @@ class AsyncUnitOfWork:
             )
             raise TransactionError(msg)
         session = outer.session
+        require(self.db.backend, "savepoint")  # DuckDB: an error naming it, before any SQL
         self._savepoint = await session.begin_nested()
         self._parent = outer
         self._root = root
@@ -466,6 +468,7 @@ class AsyncUnitOfWork:
         """
         session = self.session
         root = self._root
+        require(self.db.backend, "savepoint")  # DuckDB: an error naming it, before any SQL
         nested = await session.begin_nested()
         root._scopes.append([])
         try:

@@ -1,5 +1,8 @@
 """INSERT ... ON CONFLICT DO UPDATE: upsert of one row or many, with their audit rows.
 
+MariaDB/MySQL have ``INSERT ... ON DUPLICATE KEY UPDATE`` instead, without RETURNING:
+the rows are read back by their conflict columns in the same transaction.
+
 The conflict target must be the primary key or a unique constraint (checked before any
 SQL); each upserted row gets an UPSERT audit row with what it inserted or changed.
 """
@@ -10,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import select, tuple_
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ._audit import audit_row, entity_id_of, write_audit_rows
@@ -82,9 +85,18 @@ def check_conflict_target(
 
 def _dialect_insert(session: AsyncSession, target: Any) -> Any:
     name = session.get_bind().dialect.name
-    if name == "postgresql":
+    if name in ("postgresql", "duckdb"):  # DuckDB speaks PostgreSQL's ON CONFLICT
         return postgresql.insert(target)
+    if name in _DUPLICATE_KEY_DIALECTS:
+        return mysql.insert(target)
     return sqlite.insert(target)
+
+
+_DUPLICATE_KEY_DIALECTS = ("mysql", "mariadb")
+
+
+def _duplicate_key_dialect(session: AsyncSession) -> bool:
+    return session.get_bind().dialect.name in _DUPLICATE_KEY_DIALECTS
 
 
 def _set_clause(
@@ -92,15 +104,17 @@ def _set_clause(
 ) -> dict[str, Any]:
     columns = info.attr_to_column
     skip = set(conflict) | set(info.pk_names) | {"created_at"}
-    set_ = {columns[k].key: ins.excluded[columns[k].key] for k in keys if k not in skip}
+    # ON CONFLICT's EXCLUDED row; ON DUPLICATE KEY UPDATE calls it ``inserted``.
+    excluded = ins.excluded if hasattr(ins, "excluded") else ins.inserted
+    set_ = {columns[k].key: excluded[columns[k].key] for k in keys if k not in skip}
     if info.has_updated_at:
-        set_[columns["updated_at"].key] = ins.excluded[columns["updated_at"].key]
+        set_[columns["updated_at"].key] = excluded[columns["updated_at"].key]
     if info.soft_delete and "deleted_at" not in set_:
         set_[columns["deleted_at"].key] = None  # an upsert brings a soft-deleted row back
     if not set_:
         # A no-op update, so that RETURNING still yields the existing row.
         first = columns[conflict[0]].key
-        set_[first] = ins.excluded[first]
+        set_[first] = excluded[first]
     return set_
 
 
@@ -122,13 +136,25 @@ async def upsert_one(
         if found is not None:
             old = as_attrs(info, found)
     ins = _dialect_insert(session, info.model)
-    stmt = ins.values(**values).on_conflict_do_update(
-        index_elements=[getattr(info.model, n) for n in conflict],
-        set_=_set_clause(info, ins, values, conflict),
-    )
-    result = await session.scalars(
-        stmt.returning(info.model), execution_options={"populate_existing": True}
-    )
+    if _duplicate_key_dialect(session):
+        # No RETURNING here: read the row back. The set clause reads ``inserted`` of the
+        # very statement it belongs to.
+        with_values = ins.values(**values)
+        await session.execute(
+            with_values.on_duplicate_key_update(_set_clause(info, with_values, values, conflict))
+        )
+        where = [getattr(info.model, n) == values[n] for n in conflict]
+        result = await session.scalars(
+            select(info.model).where(*where), execution_options={"populate_existing": True}
+        )
+    else:
+        stmt = ins.values(**values).on_conflict_do_update(
+            index_elements=[getattr(info.model, n) for n in conflict],
+            set_=_set_clause(info, ins, values, conflict),
+        )
+        result = await session.scalars(
+            stmt.returning(info.model), execution_options={"populate_existing": True}
+        )
     obj = result.one()
     key = info.key_of(obj)
     if context is not None:
@@ -186,13 +212,16 @@ async def upsert_rows(
                 old_rows[tuple(values[n] for n in conflict)] = values
         for group in group_by_keys(prepared):
             ins = _dialect_insert(session, table)
-            stmt = ins.on_conflict_do_update(
-                index_elements=[columns[n] for n in conflict],
-                set_=_set_clause(info, ins, group[0][1], conflict),
-            ).returning(*info.pk_columns, sort_by_parameter_order=True)
             params = [to_columns(info, values) for _, values in group]
-            result = await execute_batch(session, stmt, params, group[0][0])
-            keys = [tuple(r) for r in result.all()]
+            if _duplicate_key_dialect(session):
+                keys = await _upsert_group_duplicate_key(info, session, ins, group, conflict)
+            else:
+                stmt = ins.on_conflict_do_update(
+                    index_elements=[columns[n] for n in conflict],
+                    set_=_set_clause(info, ins, group[0][1], conflict),
+                ).returning(*info.pk_columns, sort_by_parameter_order=True)
+                result = await execute_batch(session, stmt, params, group[0][0])
+                keys = [tuple(r) for r in result.all()]
             if context is not None:
                 audit = [
                     _upsert_audit(
@@ -208,3 +237,24 @@ async def upsert_rows(
             written(info, session, keys)
             total += len(group)
     return total
+
+
+async def _upsert_group_duplicate_key(
+    info: ModelInfo,
+    session: AsyncSession,
+    ins: Any,
+    group: list[tuple[int, dict[str, Any]]],
+    conflict: Sequence[str],
+) -> list[tuple[Any, ...]]:
+    """One executemany INSERT ... ON DUPLICATE KEY UPDATE, then the keys in row order."""
+    columns = info.attr_to_column
+    stmt = ins.on_duplicate_key_update(_set_clause(info, ins, group[0][1], conflict))
+    params = [to_columns(info, values) for _, values in group]
+    await execute_batch(session, stmt, params, group[0][0])
+    targets = [tuple(values[n] for n in conflict) for _, values in group]
+    cols = [columns[n] for n in conflict]
+    cond = cols[0].in_([t[0] for t in targets]) if len(cols) == 1 else tuple_(*cols).in_(targets)
+    found = await session.execute(select(*cols, *info.pk_columns).where(cond))
+    width = len(cols)
+    by_target = {tuple(r[:width]): tuple(r[width:]) for r in found.all()}
+    return [by_target[t] for t in targets]

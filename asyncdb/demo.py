@@ -25,6 +25,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from ._audit import get_audit_logs
 from ._audit_model import AUDIT_TABLE, AuditLog
+from ._capabilities import reason as capability_reason
+from ._capabilities import supports
 from ._cli_common import add_url_argument
 from ._context import audit_context
 from ._manager import AsyncDatabaseManager
@@ -148,6 +150,10 @@ async def _connect(tour: Tour) -> None:
             version = await conn.scalar(text("SELECT sqlite_version()"))
             mode = await conn.scalar(text("PRAGMA journal_mode"))
             server = f"SQLite {version}, journal mode {mode}"
+        elif db.backend == "mysql":
+            server = f"MariaDB/MySQL {await conn.scalar(text('SELECT VERSION()'))}"
+        elif db.backend == "duckdb":
+            server = f"DuckDB {await conn.scalar(text('SELECT version()'))}"
         else:
             server = f"PostgreSQL {await conn.scalar(text('SHOW server_version'))}"
     tour.code("async with AsyncDatabaseManager(url) as db: ...")
@@ -231,6 +237,9 @@ async def _unit_of_work(tour: Tour) -> None:
 
 async def _savepoint(tour: Tour) -> None:
     db, project = tour.db, tour.project
+    if not supports(db.backend, "savepoint"):
+        tour.say(f"Skipped on {db.backend}: {capability_reason(db.backend, 'savepoint')}")
+        return
     tour.code("async with AsyncUnitOfWork(db, user_id='ada') as uow:")
     tour.code('    await projects.create(name="Gemini")')
     tour.code("    async with uow.savepoint():")

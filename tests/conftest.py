@@ -16,6 +16,7 @@ from tests.faults.proxy import FaultProxy
 POSTGRES_URL = os.environ.get(
     "ASYNCDB_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 )
+MYSQL_URL = os.environ.get("ASYNCDB_TEST_MYSQL_URL", "mysql+asyncmy://root@127.0.0.1:3306/test")
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 
@@ -64,11 +65,65 @@ def postgres_url() -> Iterator[str]:
         yield url
 
 
+async def _mysql_admin(url: str, statement: str) -> None:
+    import asyncmy
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    conn = await asyncmy.connect(
+        host=parsed.host or "127.0.0.1",
+        port=parsed.port or 3306,
+        user=parsed.username or "root",
+        password=parsed.password or "",
+        connect_timeout=5,
+    )
+    try:
+        async with conn.cursor() as cursor:
+            await cursor.execute(statement)
+    finally:
+        conn.close()
+
+
+@contextlib.contextmanager
+def fresh_mysql_database(prefix: str) -> Iterator[str]:
+    """The URL of a new, empty MariaDB/MySQL database, dropped on exit.
+
+    Skips the test when no server answers, except under CI=true, where it fails.
+    """
+    name = f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    try:
+        asyncio.run(_mysql_admin(MYSQL_URL, f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
+    except Exception as exc:
+        reason = f"MariaDB/MySQL is not reachable at {MYSQL_URL} ({type(exc).__name__})"
+        if IN_CI:
+            pytest.fail(f"{reason}; under CI=true the MariaDB tests must run.")
+        pytest.skip(f"{reason}; set ASYNCDB_TEST_MYSQL_URL to run these tests.")
+    base, _, _ = MYSQL_URL.rpartition("/")
+    try:
+        yield f"{base}/{name}"
+    finally:
+        asyncio.run(_mysql_admin(MYSQL_URL, f"DROP DATABASE IF EXISTS `{name}`"))
+
+
+@pytest.fixture(scope="session")
+def mysql_url() -> Iterator[str]:
+    """A fresh MariaDB/MySQL database for this test session, dropped at the end."""
+    with fresh_mysql_database("asyncdb_t") as url:
+        yield url
+
+
 @contextlib.contextmanager
 def pristine_database(kind: str, tmp_path: Path) -> Iterator[str]:
-    """A URL of an empty database: a new SQLite file (``sqlite-file``) or PostgreSQL database."""
+    """A URL of an empty database: a new SQLite or DuckDB file, PostgreSQL or MariaDB database."""
     if kind == "sqlite-file":
         yield f"sqlite+aiosqlite:///{tmp_path / f'fresh_{uuid.uuid4().hex[:6]}.db'}"
+        return
+    if kind == "duckdb":
+        yield f"duckdb+aioduckdb:///{tmp_path / f'fresh_{uuid.uuid4().hex[:6]}.duckdb'}"
+        return
+    if kind == "mariadb":
+        with fresh_mysql_database("asyncdb_fresh") as url:
+            yield url
         return
     with fresh_postgres_database("asyncdb_fresh") as url:
         yield url

@@ -99,10 +99,10 @@ async def run_bench(
     :class:`BenchFailedError` when a measurement failed; its tables are dropped either way.
     """
     settings = DatabaseSettings.from_env() if url is None else DatabaseSettings(url=url)
-    if settings.is_sqlite_memory:
+    if settings.is_memory:
         msg = (
             "asyncdb bench needs a database every connection sees, and each connection to "
-            "an in-memory SQLite database gets its own. Use a file, e.g. "
+            "an in-memory database (SQLite, DuckDB) gets its own. Use a file, e.g. "
             "--url sqlite+aiosqlite:///./bench.sqlite3."
         )
         raise ConfigurationError(msg)
@@ -133,7 +133,7 @@ async def run_bench(
         url=mask_url(settings.url),
         backend=backend,
         server=server,
-        driver="asyncpg" if backend == "postgresql" else "aiosqlite",
+        driver=_DRIVER_NAMES.get(backend, backend),
         scale=scale,
         rounds=rounds,
         table=schema.name,
@@ -216,6 +216,14 @@ async def _drop(schema: BenchSchema, admin: AsyncEngine) -> None:
         raise BenchFailedError(msg) from exc
 
 
+_DRIVER_NAMES = {
+    "postgresql": "asyncpg",
+    "sqlite": "aiosqlite",
+    "mysql": "asyncmy",
+    "duckdb": "aioduckdb",
+}
+
+
 async def _prepare(admin: AsyncEngine, backend: str) -> str:
     """Check the server answers; return its version. SQLite files are switched to WAL
     first (the mode persists in the file), so every stack runs in the same mode."""
@@ -224,6 +232,10 @@ async def _prepare(admin: AsyncEngine, backend: str) -> str:
             await conn.exec_driver_sql("PRAGMA journal_mode=WAL")
             version = await conn.scalar(text("SELECT sqlite_version()"))
             return f"SQLite {version}"
+        if backend == "mysql":
+            return f"MariaDB/MySQL {await conn.scalar(text('SELECT VERSION()'))}"
+        if backend == "duckdb":
+            return f"DuckDB {await conn.scalar(text('SELECT version()'))}"
         version = await conn.scalar(text("SHOW server_version"))
         return f"PostgreSQL {version}"
 

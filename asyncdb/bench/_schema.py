@@ -20,7 +20,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Integer, String, Table, delete, func, insert, select, text
+from sqlalchemy import Integer, String, Table, delete, func, insert, inspect, select, text
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -177,10 +177,12 @@ def _table_names(conn: Connection) -> list[str]:
         )
         default = conn.dialect.default_schema_name
         return [name if schema == default else f"{schema}.{name}" for schema, name in rows]
-    rows = conn.execute(
-        text("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
-    )
-    return [name for (name,) in rows]
+    if conn.dialect.name == "sqlite":
+        rows = conn.execute(
+            text("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
+        )
+        return [name for (name,) in rows]
+    return list(inspect(conn).get_table_names())  # MariaDB/MySQL, DuckDB
 
 
 def _create_audit_table(conn: Connection) -> None:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
-from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects import mysql, postgresql
 
 # Revision identifiers, used by Alembic. New toolkit revisions are named
 # asyncdb_NNNN and extend the "asyncdb" branch: see docs/migrations.md.
@@ -24,6 +24,9 @@ depends_on: str | Sequence[str] | None = None
 # Frozen copies of the model's types: a migration must not change when the model does.
 _JSON = sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql")
 _ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+# MariaDB/MySQL's DATETIME drops microseconds, which the audit chain's hashes cover.
+# (Added with MariaDB support; no database of theirs ever ran this revision without it.)
+_TIMESTAMP = sa.DateTime(timezone=True).with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 
 
 def upgrade() -> None:
@@ -33,7 +36,7 @@ def upgrade() -> None:
         sa.Column("table_name", sa.String(length=128), nullable=False),
         sa.Column("entity_id", sa.String(length=255), nullable=True),
         sa.Column("action", sa.String(length=20), nullable=False),
-        sa.Column("occurred_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("occurred_at", _TIMESTAMP, nullable=False),
         sa.Column("user_id", sa.String(length=255), nullable=True),
         sa.Column("session_id", sa.String(length=255), nullable=True),
         sa.Column("correlation_id", sa.String(length=255), nullable=True),

@@ -1,8 +1,17 @@
-"""The backend matrix: every integration test runs on sqlite-file, sqlite-memory, postgres."""
+"""The backend matrix: every integration test runs on sqlite-file, sqlite-memory, postgres,
+mariadb and duckdb.
+
+A test that needs a feature some backend lacks says so with ``@pytest.mark.requires(...)``;
+the ``backend`` fixture skips it there with the reason the capability table
+(:mod:`asyncdb._capabilities`) gives, and nowhere else. ``ASYNCDB_TEST_BACKENDS``
+(comma-separated) narrows the matrix: CI runs MariaDB and DuckDB on its default Python
+only (``.ci/run``).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -11,15 +20,59 @@ import pytest
 from sqlalchemy import Table, select, text
 
 from asyncdb import AsyncDatabaseManager, Base
+from asyncdb._capabilities import reason as capability_reason
+from asyncdb._capabilities import supports
 from asyncdb._schema import all_metadata
 from tests.integration import models  # registers the test tables
 
-BACKENDS = ["sqlite-file", "sqlite-memory", "postgres"]
+ALL_BACKENDS = ["sqlite-file", "sqlite-memory", "postgres", "mariadb", "duckdb"]
+_CHOSEN = [name.strip() for name in os.environ.get("ASYNCDB_TEST_BACKENDS", "").split(",")]
+BACKENDS = [name for name in ALL_BACKENDS if name in _CHOSEN] if any(_CHOSEN) else ALL_BACKENDS
+
+#: The matrix's entries as ``DatabaseSettings.backend`` names them (the capability table's).
+BACKEND_KIND = {
+    "sqlite-file": "sqlite",
+    "sqlite-memory": "sqlite",
+    "postgres": "postgresql",
+    "mariadb": "mysql",
+    "duckdb": "duckdb",
+}
+
+
+def skip_unless_supported(request: pytest.FixtureRequest, name: str) -> None:
+    """Skip on ``name`` when the test ``requires`` a feature the table marks ✗ there."""
+    kind = BACKEND_KIND[name]
+    for marker in request.node.iter_markers("requires"):
+        for feature in marker.args:
+            if not supports(kind, feature):
+                pytest.skip(f"{name} lacks {feature}: {capability_reason(kind, feature)}")
+
+
+#: Fixtures that reach one backend directly, outside the ``backend`` parameter.
+_DIRECT_FIXTURES = {"mysql_url": "mariadb", "maria": "mariadb", "duck": "duckdb"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Deselect the tests that use a backend ``ASYNCDB_TEST_BACKENDS`` left out."""
+    keep, drop = [], []
+    for item in items:
+        names = getattr(item, "fixturenames", ())
+        left_out = any(
+            fixture in names and backend not in BACKENDS
+            for fixture, backend in _DIRECT_FIXTURES.items()
+        )
+        (drop if left_out else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
 
 
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
+    """The matrix entry; skipped only where the capability table marks a required ✗."""
+    name = str(request.param)
+    skip_unless_supported(request, name)
+    return name
 
 
 @pytest.fixture
@@ -28,6 +81,10 @@ def db_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
         return f"sqlite+aiosqlite:///{tmp_path / 'test.db'}"
     if backend == "sqlite-memory":
         return "sqlite+aiosqlite:///:memory:"
+    if backend == "duckdb":
+        return f"duckdb+aioduckdb:///{tmp_path / 'test.duckdb'}"
+    if backend == "mariadb":
+        return str(request.getfixturevalue("mysql_url"))
     return str(request.getfixturevalue("postgres_url"))
 
 
@@ -55,11 +112,14 @@ async def reset_schema(db: AsyncDatabaseManager) -> None:
 async def empty_tables(db: AsyncDatabaseManager) -> None:
     """Every table of the matrix, present and empty, as cheaply as the backend allows.
 
-    A new SQLite database gets ``create_all``; PostgreSQL, whose database lives for the
-    whole run, gets one ``TRUNCATE ... RESTART IDENTITY`` when the tables are all there
-    (a test that dropped or changed one gets them rebuilt).
+    A new SQLite or DuckDB database gets ``create_all``; PostgreSQL and MariaDB, whose
+    databases live for the whole run, get ``TRUNCATE`` when the tables are all there (a
+    test that dropped or changed one gets them rebuilt).
     """
     tables = _tables()
+    if db.backend == "mysql":
+        await _empty_mysql_tables(db, tables)
+        return
     if db.backend != "postgresql":
         await reset_schema(db)
         return
@@ -86,6 +146,38 @@ async def empty_tables(db: AsyncDatabaseManager) -> None:
     quoted = ", ".join(f'"{name}"' for name in names)
     async with db.engine.begin() as conn:
         await conn.execute(text(f"TRUNCATE {quoted} RESTART IDENTITY CASCADE"))
+
+
+async def _empty_mysql_tables(db: AsyncDatabaseManager, tables: list[Table]) -> None:
+    """MariaDB's database lives for the whole run too: TRUNCATE (which also resets
+    AUTO_INCREMENT) when every table is there as the models define it."""
+    names = [table.name for table in tables]
+    marks = ", ".join(f":n{i}" for i in range(len(names)))
+    params = {f"n{i}": name for i, name in enumerate(names)}
+    async with db.engine.connect() as conn:
+        found = await conn.scalar(
+            text(
+                "SELECT count(*) FROM information_schema.tables "
+                f"WHERE table_schema = DATABASE() AND table_name IN ({marks})"
+            ),
+            params,
+        )
+        columns = await conn.scalar(
+            text(
+                "SELECT count(*) FROM information_schema.columns "
+                f"WHERE table_schema = DATABASE() AND table_name IN ({marks})"
+            ),
+            params,
+        )
+    if found != len(names) or columns != sum(len(table.columns) for table in tables):
+        await reset_schema(db)
+        return
+    async with db.engine.connect() as conn:
+        await conn.execute(text("SET FOREIGN_KEY_CHECKS = 0"))
+        for name in names:
+            await conn.execute(text(f"TRUNCATE TABLE `{name}`"))
+        await conn.execute(text("SET FOREIGN_KEY_CHECKS = 1"))
+        await conn.commit()
 
 
 @pytest.fixture

@@ -131,6 +131,7 @@ async def test_bulk_paths_write_one_row_per_entity_in_batches(db: AsyncDatabaseM
     }
 
 
+@pytest.mark.requires("savepoint")
 async def test_rollback_leaves_no_audit_rows(db: AsyncDatabaseManager) -> None:
     items = Repository(Item, db)
     with pytest.raises(RuntimeError):

@@ -8,6 +8,7 @@ import datetime as dt
 import itertools
 from typing import Any
 
+import pytest
 from sqlalchemy import delete, insert, select, update
 
 from asyncdb import (
@@ -255,6 +256,7 @@ async def test_a_truncated_value_is_hashed_as_stored(db: AsyncDatabaseManager) -
     assert broken is not None and broken.row_id == rows[1].id
 
 
+@pytest.mark.requires("blocking_locks")  # concurrent standalone updates of one row
 async def test_concurrent_writers_of_one_entity_never_fork_its_chain(
     db: AsyncDatabaseManager,
 ) -> None:

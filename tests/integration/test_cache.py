@@ -143,6 +143,7 @@ async def test_hit_is_a_fresh_detached_instance_like_a_database_read(
     assert (b.name, c.name) == ("old", "old")
 
 
+@pytest.mark.requires("cache_in_transactions")
 async def test_each_unit_gets_its_own_instance(
     db: AsyncDatabaseManager, cache: RepositoryCache, items: Repository[Item]
 ) -> None:
@@ -445,6 +446,7 @@ async def test_rollback_leaves_the_cache_as_it_was(
     assert figures(cache) == (before[0] + 2, before[1])
 
 
+@pytest.mark.requires("savepoint")
 async def test_savepoint_rollback_then_commit_invalidates(
     db: AsyncDatabaseManager, cache: RepositoryCache, items: Repository[Item]
 ) -> None:
@@ -460,6 +462,7 @@ async def test_savepoint_rollback_then_commit_invalidates(
     assert seen is not None and seen.name == "old"
 
 
+@pytest.mark.requires("deferred_constraints")
 async def test_failed_commit_drops_what_the_transaction_wrote(
     db: AsyncDatabaseManager,
     cache: RepositoryCache,
@@ -536,12 +539,13 @@ async def test_unit_that_wrote_the_model_reads_its_own_writes(
 
 
 async def test_snapshot_transactions_bypass_the_cache(
-    db: AsyncDatabaseManager, cache: RepositoryCache, items: Repository[Item], is_postgres: bool
+    db: AsyncDatabaseManager, cache: RepositoryCache, items: Repository[Item], backend: str
 ) -> None:
     x = await seed(db)
     await items.get_by_id(x)
+    server = backend in ("postgres", "mariadb")
     options: dict[str, Any] = (
-        {"isolation_level": "REPEATABLE READ"} if is_postgres else {"read_only": True}
+        {"isolation_level": "REPEATABLE READ"} if server else {"read_only": True}
     )
     async with AsyncUnitOfWork(db, **options) as uow:
         repo = uow.get_repository(Item, cache=cache)
@@ -551,6 +555,7 @@ async def test_snapshot_transactions_bypass_the_cache(
     assert (stats["hits"], stats["misses"], stats["bypasses"]) == (0, 1, 2)
 
 
+@pytest.mark.requires("cache_in_transactions")
 async def test_write_unit_uses_the_cache(
     db: AsyncDatabaseManager, cache: RepositoryCache, items: Repository[Item]
 ) -> None:
@@ -569,6 +574,7 @@ async def test_write_unit_uses_the_cache(
 # -- soft delete, TTL, LRU ---------------------------------------------------------------
 
 
+@pytest.mark.requires("cache_in_transactions")
 async def test_soft_deleted_row_is_not_served_without_with_deleted(
     db: AsyncDatabaseManager, cache: RepositoryCache, items: Repository[Item]
 ) -> None:

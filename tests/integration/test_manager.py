@@ -72,6 +72,7 @@ async def test_health_check_reports_backend_and_masked_url(db: AsyncDatabaseMana
     assert "transactions" in data["metrics"]
 
 
+@pytest.mark.requires("savepoint")
 async def test_sqlite_rollback_undoes_released_savepoint(db: AsyncDatabaseManager) -> None:
     async with db.session() as session:
         await session.begin()
@@ -82,6 +83,7 @@ async def test_sqlite_rollback_undoes_released_savepoint(db: AsyncDatabaseManage
         assert (await session.scalars(select(Item))).all() == []
 
 
+@pytest.mark.requires("blocking_locks")
 async def test_concurrent_read_modify_write_loses_no_update(db: AsyncDatabaseManager) -> None:
     async with db.session() as session:
         session.add(Counter(id=1, value=0))

@@ -364,6 +364,7 @@ async def test_bulk_create_streams_a_generator(items: Repository[Item]) -> None:
     assert first is not None and first.created_at is not None and first.updated_at is not None
 
 
+@pytest.mark.requires("savepoint")
 async def test_bulk_create_is_atomic_and_names_the_bad_row(items: Repository[Item]) -> None:
     await items.create(name="existing", sku="DUP")
     rows = [{"name": f"r{i}"} for i in range(1500)]
@@ -382,6 +383,7 @@ async def test_bulk_create_is_atomic_and_names_the_bad_row(items: Repository[Ite
     assert await items.count() == 1
 
 
+@pytest.mark.requires("savepoint")
 async def test_bulk_calls_inside_a_unit_are_atomic(db: AsyncDatabaseManager) -> None:
     async with AsyncUnitOfWork(db) as uow:
         repo = uow.get_repository(Item)

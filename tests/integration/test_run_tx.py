@@ -123,6 +123,7 @@ async def test_run_tx_validates_its_arguments(db: AsyncDatabaseManager) -> None:
         await run_tx(fn, db=db, isolation_level="sometimes")
 
 
+@pytest.mark.requires("savepoint")
 async def test_run_tx_inside_a_unit_joins_it_and_runs_once(db: AsyncDatabaseManager) -> None:
     calls = 0
 

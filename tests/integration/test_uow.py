@@ -112,6 +112,7 @@ async def test_bad_isolation_level_is_a_validation_error(db: AsyncDatabaseManage
 # -- savepoints ------------------------------------------------------------------------
 
 
+@pytest.mark.requires("savepoint")
 async def test_savepoint_rollback_keeps_the_outer_work(db: AsyncDatabaseManager) -> None:
     async with AsyncUnitOfWork(db) as uow:
         items = uow.get_repository(Item)
@@ -126,6 +127,7 @@ async def test_savepoint_rollback_keeps_the_outer_work(db: AsyncDatabaseManager)
     assert await names(db) == ["inner-kept", "outer", "outer-again"]
 
 
+@pytest.mark.requires("savepoint")
 async def test_savepoint_survives_a_constraint_violation(db: AsyncDatabaseManager) -> None:
     async with AsyncUnitOfWork(db) as uow:
         items = uow.get_repository(Item)
@@ -138,6 +140,7 @@ async def test_savepoint_survives_a_constraint_violation(db: AsyncDatabaseManage
     assert await names(db) == ["one", "three"]
 
 
+@pytest.mark.requires("savepoint")
 async def test_nested_savepoints(db: AsyncDatabaseManager) -> None:
     async with AsyncUnitOfWork(db) as uow:
         items = uow.get_repository(Item)
@@ -156,6 +159,7 @@ async def test_nested_savepoints(db: AsyncDatabaseManager) -> None:
     assert await names(db) == ["level1"]
 
 
+@pytest.mark.requires("savepoint")
 async def test_nested_unit_is_a_savepoint(db: AsyncDatabaseManager) -> None:
     async with AsyncUnitOfWork(db, user_id="outer") as outer:
         await outer.get_repository(Item).create(name="outer")
@@ -187,6 +191,7 @@ async def test_nested_unit_commits_only_with_the_outer_one(db: AsyncDatabaseMana
     assert await names(db) == []
 
 
+@pytest.mark.requires("savepoint")
 async def test_nested_unit_explicit_rollback_undoes_only_its_savepoint(
     db: AsyncDatabaseManager,
 ) -> None:
@@ -233,6 +238,7 @@ async def test_unit_for_another_manager_is_not_joined(
 # -- on_commit -------------------------------------------------------------------------
 
 
+@pytest.mark.requires("savepoint")
 async def test_on_commit_runs_once_after_success(db: AsyncDatabaseManager) -> None:
     calls: list[str] = []
 
@@ -251,6 +257,7 @@ async def test_on_commit_runs_once_after_success(db: AsyncDatabaseManager) -> No
     assert calls == ["sync", "async", "nested", "savepoint"]
 
 
+@pytest.mark.requires("savepoint")
 async def test_on_commit_never_runs_after_rollback(db: AsyncDatabaseManager) -> None:
     calls: list[str] = []
     with pytest.raises(Boom):
@@ -439,6 +446,7 @@ async def test_isolation_level_applies_to_every_transaction_of_the_unit(
     assert await names(db) == ["x"]
 
 
+@pytest.mark.requires("savepoint")
 async def test_nested_unit_cannot_change_the_isolation_level(db: AsyncDatabaseManager) -> None:
     async with AsyncUnitOfWork(db) as outer:
         with pytest.raises(TransactionError, match="isolation"):
@@ -525,6 +533,7 @@ async def test_use_before_enter_is_a_transaction_error(db: AsyncDatabaseManager)
         uow.session  # noqa: B018
 
 
+@pytest.mark.requires("savepoint")
 async def test_commit_or_rollback_inside_a_savepoint_is_refused(db: AsyncDatabaseManager) -> None:
     async with AsyncUnitOfWork(db) as uow:
         await uow.get_repository(Item).create(name="kept")
@@ -537,6 +546,7 @@ async def test_commit_or_rollback_inside_a_savepoint_is_refused(db: AsyncDatabas
     assert await names(db) == ["inner", "kept"]
 
 
+@pytest.mark.requires("savepoint")
 async def test_commit_inside_a_nested_unit_is_refused(db: AsyncDatabaseManager) -> None:
     async with AsyncUnitOfWork(db) as outer, AsyncUnitOfWork(db) as inner:
         await inner.get_repository(Item).create(name="inner")
@@ -729,6 +739,7 @@ async def test_cancel_during_commit_lets_the_commit_finish(db: AsyncDatabaseMana
     assert calls == ["after-commit"]  # the commit succeeded, so its callbacks ran
 
 
+@pytest.mark.requires("savepoint")
 async def test_cancel_inside_a_savepoint_rolls_back_the_unit(db: AsyncDatabaseManager) -> None:
     inside = asyncio.Event()
 
@@ -750,6 +761,7 @@ async def test_cancel_inside_a_savepoint_rolls_back_the_unit(db: AsyncDatabaseMa
     assert current_unit() is None
 
 
+@pytest.mark.requires("blocking_locks")
 async def test_cancel_mid_flush_on_a_locked_database(
     db: AsyncDatabaseManager, db_url: str, backend: str
 ) -> None:
@@ -778,6 +790,12 @@ async def test_cancel_mid_flush_on_a_locked_database(
 
     async def insert_waits_on_lock() -> bool:
         async with other.autocommit_session() as s:
+            if backend == "mariadb":
+                innodb = (
+                    "SELECT count(*) FROM information_schema.innodb_trx "
+                    "WHERE trx_state = 'LOCK WAIT'"
+                )
+                return bool(await s.scalar(text(innodb)))
             query = text(
                 "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
                 "AND wait_event_type = 'Lock' AND query LIKE 'INSERT INTO t_item%'"
@@ -791,7 +809,7 @@ async def test_cancel_mid_flush_on_a_locked_database(
             locker.add(Item(name="locker", sku="contested"))
             await locker.flush()  # holds the lock until the rollback below
             task = asyncio.create_task(work())
-            if backend == "postgres":
+            if backend in ("postgres", "mariadb"):
                 await wait_until(insert_waits_on_lock, "the flush's INSERT waits on the lock")
             else:
                 await flushing.wait()

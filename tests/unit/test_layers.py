@@ -29,6 +29,10 @@ LAYERS: list[set[str]] = [
         "_cache_redis",
         "_histogram",
         "bench._progress",
+        # what MariaDB/MySQL and DuckDB errors stand for (read by _errors)
+        "_driver_errors",
+        # DuckDB's async adapter: a worker thread per connection (imports only duckdb)
+        "_aioduckdb",
     },
     # settings / filters / pagination / model info
     {
@@ -43,12 +47,25 @@ LAYERS: list[set[str]] = [
         "_filters",
         "_pagination",
         "_values",
+        # the one capability table: which backend supports which feature
+        "_capabilities",
         # the CLI's shared options, exit codes and settings resolution (reads _settings)
         "_cli_common",
     },
     # engine / instrumentation / metrics / change log
     # and read routing (the manager's replica nodes and the policy that picks one)
-    {"_engine", "_sqlite_gate", "_instrument", "_metrics", "_changes", "_routing"},
+    # and the per-backend engine policies and DuckDB's SQLAlchemy dialect
+    {
+        "_engine",
+        "_sqlite_gate",
+        "_instrument",
+        "_metrics",
+        "_changes",
+        "_routing",
+        "_backend_mysql",
+        "_backend_duckdb",
+        "_dialect_duckdb",
+    },
     # manager, with the default-manager registry and migrations
     {"_manager", "_registry", "_migrate_env", "_migrate_adopt", "_migrate"},
     # unit of work
