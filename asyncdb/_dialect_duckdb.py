@@ -200,6 +200,8 @@ class DuckDBDialect_aioduckdb(duckdb_driver.Dialect):
         conn = await_(_aioduckdb.connect(database, config=config, **cparams))
         if extra:
             await_(conn.run(apply_config, self, conn.raw, extra))
+        # A long query would otherwise draw a progress bar on the application's stdout.
+        await_(conn.run(conn.raw.execute, "SET enable_progress_bar = false"))
         return _Connection(self.loaded_dbapi, conn)  # type: ignore[arg-type]
 
     def do_begin(self, dbapi_connection: Any) -> None:

@@ -136,6 +136,8 @@ def _duckdb_facts(exc: BaseException) -> DriverFacts | None:
         return DriverFacts("22003")
     if "ConversionException" in names:
         return DriverFacts("22P02")
+    if "InvalidInputException" in names and "conversion failure" in message:
+        return DriverFacts("22021")  # a string DuckDB cannot store (a lone surrogate)
     if "InterruptException" in names:
         return DriverFacts("57014")
     if "ConnectionException" in names:
@@ -172,4 +174,7 @@ VALUE_BEARING_TEXT: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"(Could not convert string) '.*?' (to)", re.S), r"\1 \2"),
     (re.compile(r"(Conversion Error:[^\n]*?)'[^\n]*'"), r"\1[value hidden by asyncdb]"),
     (re.compile(r"(value) -?[\d.e+]+ (is out of range)"), r"\1 \2"),
+    (re.compile(r"(surrogate) '[^']*'"), r"\1"),
+    # DuckDB, inside one transaction: ... constraint violation: duplicate key "ada@..."
+    (re.compile(r'(duplicate key) "[^\n]*"', re.I), r"\1 [row values hidden by asyncdb]"),
 )

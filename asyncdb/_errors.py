@@ -22,8 +22,8 @@ The tree::
 Classification lives here too: :func:`translate` maps any exception to the most
 specific class above, :func:`exception_chain` is the one walk down an exception's
 causes (MariaDB/MySQL and DuckDB errors are read through :mod:`._driver_errors`, which
-says what SQLSTATE each stands for), and the retry decisions (connect, ``run_tx``, the repeat of a standalone read)
-are ``isinstance`` checks on what :func:`classify` returns.
+says what SQLSTATE each stands for), and the retry decisions (connect, ``run_tx``, the
+repeat of a standalone read) are ``isinstance`` checks on what :func:`classify` returns.
 
 Every message is a sentence that says what to do next. None carries a password or a
 bound parameter value: engines are built with ``hide_parameters=True`` and messages are

@@ -238,6 +238,8 @@ async def _unit_of_work(tour: Tour) -> None:
 async def _savepoint(tour: Tour) -> None:
     db, project = tour.db, tour.project
     if not supports(db.backend, "savepoint"):
+        async with AsyncUnitOfWork(db, user_id="ada") as uow:
+            await uow.get_repository(project).create(name="Gemini")  # the next steps use it
         tour.say(f"Skipped on {db.backend}: {capability_reason(db.backend, 'savepoint')}")
         return
     tour.code("async with AsyncUnitOfWork(db, user_id='ada') as uow:")

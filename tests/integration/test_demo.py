@@ -1,4 +1,5 @@
-"""``asyncdb demo``: the narrated tour passes, twice in a row, on SQLite and PostgreSQL."""
+"""``asyncdb demo``: the narrated tour passes, twice in a row, on SQLite and PostgreSQL, and
+on MariaDB and DuckDB."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import fresh_mysql_database
 
 KEY_LINES = [
     "1. Connect",
@@ -38,9 +41,9 @@ def demo(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str
     )
 
 
-def assert_passed(done: subprocess.CompletedProcess[str]) -> None:
+def assert_passed(done: subprocess.CompletedProcess[str], key_lines: list[str] = KEY_LINES) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
-    for line in KEY_LINES:
+    for line in key_lines:
         assert line in done.stdout, f"missing {line!r} in:\n{done.stdout}"
     assert "FAILED" not in done.stdout
 
@@ -98,3 +101,18 @@ def demo_pg_url(postgres_url: str) -> Iterator[str]:
 def test_demo_twice_on_postgres(demo_pg_url: str) -> None:
     assert_passed(demo("--url", demo_pg_url))
     assert_passed(demo("--url", demo_pg_url))
+
+
+@pytest.mark.slow
+def test_demo_on_mariadb(tmp_path: Path) -> None:
+    with fresh_mysql_database("asyncdb_demo") as url:
+        assert_passed(demo("--url", url))
+
+
+@pytest.mark.slow
+def test_demo_on_a_duckdb_file_skips_the_savepoint_with_the_tables_reason(tmp_path: Path) -> None:
+    result = demo("--url", f"duckdb+aioduckdb:///{tmp_path / 'demo.duckdb'}")
+    # The savepoint step's three checks are skipped, with the capability table's reason.
+    lines = [line for line in KEY_LINES if "Mercury" not in line and "18 checks" not in line]
+    assert_passed(result, [*lines, "Demo finished: all 15 checks passed"])
+    assert "Skipped on duckdb: DuckDB has no SAVEPOINT" in result.stdout

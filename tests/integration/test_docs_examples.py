@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import fresh_postgres_database
+from tests.conftest import fresh_mysql_database, fresh_postgres_database
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "docs" / "examples"
@@ -37,8 +37,12 @@ SCRIPTS = {
 
 @pytest.fixture
 def example_url(backend: str, db_url: str) -> Iterator[str]:
-    """``db_url``, but a PostgreSQL database of its own: the examples run the toolkit's
+    """``db_url``, but a PostgreSQL/MariaDB database of its own: the examples run the toolkit's
     migrations, which refuse tables that other tests created without them."""
+    if backend == "mariadb":
+        with fresh_mysql_database("asyncdb_ex") as url:
+            yield url
+        return
     if backend != "postgres":
         yield db_url
         return

@@ -158,6 +158,20 @@ async def test_slow_query_lands_in_the_log_with_correlation_id_and_without_param
     async with db.engine.connect() as conn:
         if backend == "postgres":
             statement = text("SELECT pg_sleep(:seconds), CAST(:marker AS TEXT)")
+        elif backend == "mariadb":
+            statement = text("SELECT SLEEP(:seconds), :marker")
+        elif backend == "duckdb":
+            driver = (await conn.get_raw_connection()).driver_connection
+            assert driver is not None
+
+            def sleep(seconds: float) -> int:
+                time.sleep(seconds)
+                return 0
+
+            await driver.run(
+                driver.raw.create_function, "asyncdb_test_sleep", sleep, ["DOUBLE"], "INTEGER"
+            )
+            statement = text("SELECT asyncdb_test_sleep(:seconds), CAST(:marker AS VARCHAR)")
         else:
             driver = (await conn.get_raw_connection()).driver_connection
             assert driver is not None
@@ -171,7 +185,7 @@ async def test_slow_query_lands_in_the_log_with_correlation_id_and_without_param
     snap = db.metrics.snapshot()
     assert snap["slow_queries"]["count"] == 1
     (entry,) = snap["slow_queries"]["recent"]
-    assert "sleep" in entry["sql"]
+    assert "sleep" in entry["sql"].lower()
     assert entry["duration"] >= 0.1
     assert entry["correlation_id"] == "corr-slow-42"
     assert entry["time"].endswith("+00:00")

@@ -51,6 +51,7 @@ async def test_manager_fixture_is_connected_with_tables(
     assert await Repository(Item, asyncdb_manager).count() == 0
 
 
+@pytest.mark.requires("savepoint")  # the fixtures roll back through a SAVEPOINT
 async def test_code_under_test_commits_inside_the_outer_transaction(
     asyncdb_manager: AsyncDatabaseManager,
     asyncdb_transaction: AsyncConnection,
@@ -74,6 +75,7 @@ async def test_code_under_test_commits_inside_the_outer_transaction(
     assert await committed_items(asyncdb_url) in (0, None)
 
 
+@pytest.mark.requires("savepoint")  # the fixtures roll back through a SAVEPOINT
 async def test_session_fixture(
     asyncdb_session: AsyncSession, asyncdb_manager: AsyncDatabaseManager, asyncdb_url: str
 ) -> None:
@@ -84,6 +86,7 @@ async def test_session_fixture(
     assert await committed_items(asyncdb_url) in (0, None)
 
 
+@pytest.mark.requires("savepoint")  # the fixtures roll back through a SAVEPOINT
 async def test_uow_fixture(
     asyncdb_uow: AsyncUnitOfWork, asyncdb_manager: AsyncDatabaseManager
 ) -> None:
@@ -94,6 +97,7 @@ async def test_uow_fixture(
     assert await Repository(Item, asyncdb_manager).count() == 2
 
 
+@pytest.mark.requires("savepoint")  # the fixtures roll back through a SAVEPOINT
 async def test_bind_sessions_to_restores_the_factories(
     asyncdb_manager: AsyncDatabaseManager,
 ) -> None:

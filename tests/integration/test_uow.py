@@ -181,6 +181,7 @@ async def test_nested_unit_is_a_savepoint(db: AsyncDatabaseManager) -> None:
     assert by_name == {"outer": "outer", "inner2": "inner"}
 
 
+@pytest.mark.requires("savepoint")
 async def test_nested_unit_commits_only_with_the_outer_one(db: AsyncDatabaseManager) -> None:
     with pytest.raises(Boom):
         async with AsyncUnitOfWork(db) as outer:
@@ -338,6 +339,7 @@ async def test_on_commit_callback_after_explicit_commit_runs_outside_the_unit(
 # -- metrics ---------------------------------------------------------------------------
 
 
+@pytest.mark.requires("savepoint")
 async def test_transaction_figures_reach_the_metrics(db: AsyncDatabaseManager) -> None:
     db.metrics.reset()
     before = transactions(db)
@@ -461,6 +463,7 @@ async def test_nested_unit_cannot_change_the_isolation_level(db: AsyncDatabaseMa
     assert await names(db) == ["still-usable"]
 
 
+@pytest.mark.requires("savepoint")
 async def test_units_on_a_connection_bound_manager(
     db: AsyncDatabaseManager, is_postgres: bool
 ) -> None:
