@@ -180,8 +180,8 @@ class Repository(RepositoryCore[T]):
 
     async def _update_then_read(self, session: AsyncSession, stmt: Any, ident: Any) -> T:
         """UPDATE, then read the row back: for backends without UPDATE ... RETURNING."""
-        result = await session.execute(stmt.execution_options(synchronize_session=False))
-        if result.rowcount == 0:
+        result: Any = await session.execute(stmt.execution_options(synchronize_session=False))
+        if result.rowcount == 0:  # a CursorResult (FOUND_ROWS: matched, not changed, rows)
             raise self._not_found(ident)
         obj = await session.get(self.model, ident, populate_existing=True)
         if obj is None:

@@ -37,7 +37,10 @@ def test_bad_values_name_the_field(field: str, value: object) -> None:
 @pytest.mark.parametrize(
     "url",
     [
-        "mysql://root@localhost/test",
+        "mysql+pymysql://root@localhost/test",
+        "mysql+asyncmy://root@localhost",
+        "mariadb+asyncmy://localhost",
+        "duckdb+duckdb_engine:///x.duckdb",
         "oracle+cx_oracle://u:p@h/x",
         "not a url",
         "://nothing",
@@ -54,7 +57,7 @@ def test_bad_urls_are_configuration_errors(url: str) -> None:
 
 def test_bad_url_message_never_echoes_the_password() -> None:
     with pytest.raises(ConfigurationError) as info:
-        DatabaseSettings(url="mysql://root:s3cr3t@localhost/test")
+        DatabaseSettings(url="mysql+pymysql://root:s3cr3t@localhost/test")
     assert "s3cr3t" not in str(info.value)
 
 
@@ -62,6 +65,14 @@ def test_bare_schemes_get_their_async_driver() -> None:
     assert DatabaseSettings(url="postgresql://u@h/db").url.startswith("postgresql+asyncpg://")
     assert DatabaseSettings(url="postgres://u@h/db").url.startswith("postgresql+asyncpg://")
     assert DatabaseSettings(url="sqlite:///x.db").url.startswith("sqlite+aiosqlite://")
+    assert DatabaseSettings(url="mysql://u@h/db").url.startswith("mysql+asyncmy://")
+    assert DatabaseSettings(url="mariadb://u@h/db").url.startswith("mysql+asyncmy://")
+    assert DatabaseSettings(url="duckdb:///x.duckdb").url.startswith("duckdb+aioduckdb://")
+    assert DatabaseSettings(url="duckdb:///:memory:").is_memory
+    assert not DatabaseSettings(url="duckdb:///x.duckdb").is_memory
+    assert (
+        DatabaseSettings(url="mysql+asyncmy://u:pw@h/db").masked_url == "mysql+asyncmy://u:***@h/db"
+    )
     assert DatabaseSettings(url="sqlite+aiosqlite:///:memory:").is_sqlite_memory
 
 
