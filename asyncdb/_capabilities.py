@@ -111,7 +111,10 @@ FEATURES: dict[str, tuple[str, dict[str, Capability]]] = {
                 "failed revision may leave part of its DDL behind.",
             ),
             "duckdb": Capability(
-                True, "A transaction per revision; the file admits one process, so no lock."
+                True,
+                "Upgrades: a transaction per revision (the file admits one process, so no "
+                "lock). Downgrading asyncdb_0002 fails: DuckDB cannot drop the columns of a "
+                "table that has an index.",
             ),
         },
     ),

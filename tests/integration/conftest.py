@@ -61,6 +61,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             fixture in names and backend not in BACKENDS
             for fixture, backend in _DIRECT_FIXTURES.items()
         )
+        callspec = getattr(item, "callspec", None)
+        kind = callspec.params.get("empty_url") if callspec is not None else None
+        left_out = left_out or (kind in ALL_BACKENDS and kind not in BACKENDS)
         (drop if left_out else keep).append(item)
     if drop:
         config.hook.pytest_deselected(items=drop)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import traceback
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -19,8 +19,10 @@ from asyncdb import (
     Repository,
     RetryableError,
     UnsupportedFeatureError,
+    migrate,
     run_tx,
 )
+from tests.conftest import pristine_database
 from tests.integration.conftest import manager_for, reset_schema
 from tests.integration.models import Account, Counter, Item
 
@@ -154,3 +156,23 @@ async def test_bulk_create_100k_rows_mariadb(maria: AsyncDatabaseManager) -> Non
 @pytest.mark.slow
 async def test_bulk_create_100k_rows_duckdb(duck: AsyncDatabaseManager) -> None:
     await _bulk_100k(duck)
+
+
+@pytest.fixture(params=["mariadb", "duckdb"])
+def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A new, empty MariaDB database or DuckDB file."""
+    with pristine_database(str(request.param), tmp_path) as url:
+        yield url
+
+
+async def test_migrations_create_the_toolkit_tables_once(empty_url: str) -> None:
+    """MariaDB: a transaction per revision under GET_LOCK; DuckDB: a transaction per revision."""
+    async with manager_for(empty_url) as manager:
+        first = await migrate(manager)
+        assert first.applied == ("asyncdb_0001", "asyncdb_0002")
+        again = await migrate(manager)
+        assert again.applied == ()
+        assert again.after == ("asyncdb_0002",)
+        async with manager.session() as session:
+            count = await session.scalar(text("SELECT count(*) FROM asyncdb_audit_log"))
+        assert count == 0
