@@ -62,6 +62,7 @@ LAYERS: list[set[str]] = [
         "_metrics",
         "_changes",
         "_routing",
+        "_probe",
         "_backend_mysql",
         "_backend_duckdb",
         "_dialect_duckdb",
