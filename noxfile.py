@@ -19,7 +19,8 @@ MATRIX = ["3.10", "3.11", "3.13"]
 
 @nox.session(python=MATRIX)
 def tests(session: nox.Session) -> None:
-    """The test suite on every backend (PostgreSQL from ASYNCDB_TEST_POSTGRES_URL)."""
+    """The test suite on every backend (PostgreSQL from ASYNCDB_TEST_POSTGRES_URL, MariaDB
+    from ASYNCDB_TEST_MYSQL_URL; SQLite and DuckDB files in a temporary directory)."""
     if session.python == "3.10":
         session.install("-e", ".[dev]", "--constraint", ".ci/constraints-sqlalchemy-2.0.txt")
     else:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from asyncdb import AsyncDatabaseManager, Base
 from asyncdb._capabilities import reason as capability_reason
 from asyncdb._capabilities import supports
 from asyncdb._schema import all_metadata
+from tests.conftest import pristine_database
 from tests.integration import models  # registers the test tables
 
 ALL_BACKENDS = ["sqlite-file", "sqlite-memory", "postgres", "mariadb", "duckdb"]
@@ -181,6 +182,13 @@ async def _empty_mysql_tables(db: AsyncDatabaseManager, tables: list[Table]) -> 
             await conn.execute(text(f"TRUNCATE TABLE `{name}`"))
         await conn.execute(text("SET FOREIGN_KEY_CHECKS = 1"))
         await conn.commit()
+
+
+@pytest.fixture(params=["mariadb", "duckdb"])
+def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A new, empty MariaDB database or DuckDB file (for the new backends' own tests)."""
+    with pristine_database(str(request.param), tmp_path) as url:
+        yield url
 
 
 @pytest.fixture
