@@ -102,7 +102,7 @@ async def run_bench(
     if settings.is_memory:
         msg = (
             "asyncdb bench needs a database every connection sees, and each connection to "
-            "an in-memory database (SQLite, DuckDB) gets its own. Use a file, e.g. "
+            "an in-memory SQLite (or DuckDB) database gets its own. Use a file, e.g. "
             "--url sqlite+aiosqlite:///./bench.sqlite3."
         )
         raise ConfigurationError(msg)

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import fresh_mysql_database, fresh_postgres_database
+from tests.integration.conftest import skip_unless_supported
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "docs" / "examples"
@@ -33,6 +34,10 @@ SCRIPTS = {
     "audit_trail.py": ["rows of the request: 2"],
     "metrics_health.py": ["after reset: 0"],
 }
+
+
+#: Features of the capability table an example shows (it is skipped where they are ✗).
+SCRIPT_NEEDS = {"unit_of_work.py": ("savepoint",)}
 
 
 @pytest.fixture
@@ -75,7 +80,12 @@ def run(args: list[str], url: str | None, cwd: Path) -> subprocess.CompletedProc
 
 @pytest.mark.slow
 @pytest.mark.parametrize("script", sorted(SCRIPTS))
-def test_example_script(script: str, example_url: str, tmp_path: Path) -> None:
+def test_example_script(
+    script: str, backend: str, example_url: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    for feature in SCRIPT_NEEDS.get(script, ()):
+        request.applymarker(pytest.mark.requires(feature))
+    skip_unless_supported(request, backend)
     result = run([str(EXAMPLES / script)], example_url, tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     # -W error fails the run on a warning; one raised during garbage collection (a
