@@ -255,8 +255,10 @@ _MYSQL_LOCK_WAIT = 86_400
 
 
 def _lock_sql(connection: Connection, *, lock: bool) -> str:
-    if connection.dialect.name in ("mysql", "mariadb"):  # a named lock, held by the session
-        name = f"'asyncdb_migrate_{ADVISORY_LOCK_KEY}'"
+    if connection.dialect.name in ("mysql", "mariadb"):
+        # A named lock, held by the session. Names are server-wide: one per database, as
+        # PostgreSQL's advisory locks are.
+        name = "CONCAT('asyncdb_migrate:', DATABASE())"
         # MariaDB refuses an unbounded (-1) wait; statement_timeout bounds it anyway.
         wait = f"GET_LOCK({name}, {_MYSQL_LOCK_WAIT})"
         return f"SELECT {wait}" if lock else f"SELECT RELEASE_LOCK({name})"

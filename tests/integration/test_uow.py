@@ -794,9 +794,10 @@ async def test_cancel_mid_flush_on_a_locked_database(
     async def insert_waits_on_lock() -> bool:
         async with other.autocommit_session() as s:
             if backend == "mariadb":
-                innodb = (
-                    "SELECT count(*) FROM information_schema.innodb_trx "
-                    "WHERE trx_state = 'LOCK WAIT'"
+                innodb = (  # this database's lock waits only: other workers run beside
+                    "SELECT count(*) FROM information_schema.innodb_trx t "
+                    "JOIN information_schema.processlist p ON p.id = t.trx_mysql_thread_id "
+                    "WHERE t.trx_state = 'LOCK WAIT' AND p.db = DATABASE()"
                 )
                 return bool(await s.scalar(text(innodb)))
             query = text(
