@@ -14,6 +14,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+import sqlalchemy
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -55,6 +56,8 @@ _DRIVERS = {
     "mysql": "asyncmy",  # MariaDB and MySQL
     "duckdb": "aioduckdb",  # asyncdb's own adapter (asyncdb/_aioduckdb.py)
 }
+#: DuckDB's dialect builds on the asyncio adapters of SQLAlchemy 2.1.
+_SQLALCHEMY_2_1 = tuple(int(part) for part in sqlalchemy.__version__.split(".")[:2]) >= (2, 1)
 _SCHEME_ALIASES = {"postgres": "postgresql", "mariadb": "mysql"}
 #: Backends that run in-process on a file (or in memory): no host, no password.
 _EMBEDDED = frozenset({"sqlite", "duckdb"})
@@ -140,6 +143,12 @@ def _normalize_url(raw: str) -> URL:
     expected = _DRIVERS[backend]
     if driver is not None and driver != expected:
         msg = f"url uses the driver {driver!r}, which is not async. Use '{backend}+{expected}'."
+        raise ConfigurationError(msg)
+    if backend == "duckdb" and not _SQLALCHEMY_2_1:
+        msg = (
+            f"url uses DuckDB, whose async adapter needs SQLAlchemy 2.1 or newer (installed: "
+            f"{sqlalchemy.__version__}). Upgrade it: pip install 'sqlalchemy>=2.1'."
+        )
         raise ConfigurationError(msg)
     url = url.set(drivername=f"{backend}+{expected}")
     if backend in _SERVERS and not url.host and not url.query.get("host"):

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+import sqlalchemy
 
 from asyncdb import AsyncDatabaseManager, ConfigurationError, DatabaseSettings, mask_url
 
@@ -67,9 +68,13 @@ def test_bare_schemes_get_their_async_driver() -> None:
     assert DatabaseSettings(url="sqlite:///x.db").url.startswith("sqlite+aiosqlite://")
     assert DatabaseSettings(url="mysql://u@h/db").url.startswith("mysql+asyncmy://")
     assert DatabaseSettings(url="mariadb://u@h/db").url.startswith("mysql+asyncmy://")
-    assert DatabaseSettings(url="duckdb:///x.duckdb").url.startswith("duckdb+aioduckdb://")
-    assert DatabaseSettings(url="duckdb:///:memory:").is_memory
-    assert not DatabaseSettings(url="duckdb:///x.duckdb").is_memory
+    if sqlalchemy.__version__.startswith("2.0."):
+        with pytest.raises(ConfigurationError, match=r"DuckDB.*SQLAlchemy 2\.1"):
+            DatabaseSettings(url="duckdb:///x.duckdb")
+    else:
+        assert DatabaseSettings(url="duckdb:///x.duckdb").url.startswith("duckdb+aioduckdb://")
+        assert DatabaseSettings(url="duckdb:///:memory:").is_memory
+        assert not DatabaseSettings(url="duckdb:///x.duckdb").is_memory
     assert (
         DatabaseSettings(url="mysql+asyncmy://u:pw@h/db").masked_url == "mysql+asyncmy://u:***@h/db"
     )
