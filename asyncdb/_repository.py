@@ -27,6 +27,7 @@ from ._filters import (
     check_int,
     parse_order_with_key,
 )
+from ._loading import LoadArg, loader_options
 from ._models import utcnow
 from ._pagination import (
     KeysetPage,
@@ -78,10 +79,17 @@ class Repository(RepositoryCore[T]):
         self._context_var.set(AuditContext.of(user_id, session_id, correlation_id))
         return self
 
-    async def get_by_id(self, id: Any, *, with_deleted: bool = False) -> T | None:
-        """The row with primary key ``id``, or None (also for a soft-deleted row)."""
+    async def get_by_id(
+        self, id: Any, *, with_deleted: bool = False, load: LoadArg = None
+    ) -> T | None:
+        """The row with primary key ``id``, or None (also for a soft-deleted row).
+
+        ``load`` names relationships to load with it (see :meth:`find_by`).
+        """
         check_flag("with_deleted", with_deleted)
         ident = self._coerce_id(id)
+        if load is not None:
+            return await self._get_loaded(ident, with_deleted, load)
         if self.cache is not None and self._bound_session() is None:
             # A hit outside a unit of work needs no session and no connection.
             hit: T | None = await self.cache.get_detached(self, ident)
@@ -96,9 +104,25 @@ class Repository(RepositoryCore[T]):
 
         return await self._read(op, fills_cache=self.cache is not None)
 
-    async def get(self, id: Any, *, with_deleted: bool = False) -> T:
+    async def _get_loaded(self, ident: Any, with_deleted: bool, load: LoadArg) -> T | None:
+        # The cache holds column values only: a read with relationships goes to the
+        # database, and refreshes what the session already holds (populate_existing).
+        stmt = (
+            select(self.model)
+            .where(*self._where({}, with_deleted), self._pk_where(ident))
+            .options(*loader_options(self.model, load, with_deleted))
+            .execution_options(populate_existing=True)
+        )
+
+        async def op(session: AsyncSession) -> T | None:
+            obj: T | None = (await session.scalars(stmt)).unique().one_or_none()
+            return obj
+
+        return await self._read(op)
+
+    async def get(self, id: Any, *, with_deleted: bool = False, load: LoadArg = None) -> T:
         """The row with primary key ``id``; :class:`NotFoundError` when there is none."""
-        obj = await self.get_by_id(id, with_deleted=with_deleted)
+        obj = await self.get_by_id(id, with_deleted=with_deleted, load=load)
         if obj is None:
             raise self._not_found(id)
         return obj
@@ -243,10 +267,11 @@ class Repository(RepositoryCore[T]):
         limit: int | None = None,
         offset: int | None = None,
         with_deleted: bool = False,
+        load: LoadArg = None,
     ) -> list[T]:
         """Every row (ordered by ``order_by``, then primary key), optionally a slice."""
         return await self.find_by(
-            order_by=order_by, limit=limit, offset=offset, with_deleted=with_deleted
+            order_by=order_by, limit=limit, offset=offset, with_deleted=with_deleted, load=load
         )
 
     async def find_by(
@@ -256,9 +281,14 @@ class Repository(RepositoryCore[T]):
         limit: int | None = None,
         offset: int | None = None,
         with_deleted: bool = False,
+        load: LoadArg = None,
         **filters: Any,
     ) -> list[T]:
-        """Rows matching every filter: ``name="x"``, ``qty__gte=3``, ``id__in=[1, 2]``."""
+        """Rows matching every filter: ``name="x"``, ``qty__gte=3``, ``id__in=[1, 2]``.
+
+        ``load`` eager-loads relationships: names, dotted for nesting
+        (``load=["author", "comments.author"]``), or SQLAlchemy loader options.
+        """
         if limit is not None:
             check_int("limit", limit, 0)
         if offset is not None:
@@ -266,13 +296,14 @@ class Repository(RepositoryCore[T]):
         stmt = self._ordered(
             select(self.model).where(*self._where(filters, with_deleted)), order_by
         )
+        stmt = self._with_load(stmt, load, with_deleted)
         if limit is not None:
             stmt = stmt.limit(limit)
         if offset:
             stmt = stmt.offset(offset)
 
         async def op(session: AsyncSession) -> list[T]:
-            return list((await session.scalars(stmt)).all())
+            return list((await session.scalars(stmt)).unique().all())
 
         return await self._read(op)
 
@@ -281,10 +312,13 @@ class Repository(RepositoryCore[T]):
         *,
         order_by: str | Sequence[str] | None = None,
         with_deleted: bool = False,
+        load: LoadArg = None,
         **filters: Any,
     ) -> T | None:
         """The first row matching the filters (by ``order_by``, then key), or None."""
-        rows = await self.find_by(order_by=order_by, limit=1, with_deleted=with_deleted, **filters)
+        rows = await self.find_by(
+            order_by=order_by, limit=1, with_deleted=with_deleted, load=load, **filters
+        )
         return rows[0] if rows else None
 
     async def count(self, *, with_deleted: bool = False, **filters: Any) -> int:
@@ -315,6 +349,7 @@ class Repository(RepositoryCore[T]):
         *,
         order_by: str | Sequence[str] | None = None,
         with_deleted: bool = False,
+        load: LoadArg = None,
         **filters: Any,
     ) -> Page[T]:
         """Page ``page`` (from 1) of ``page_size`` rows, with the total count."""
@@ -327,10 +362,11 @@ class Repository(RepositoryCore[T]):
         count_stmt = select(func.count()).select_from(self.model).where(*where)
         stmt = self._ordered(select(self.model).where(*where), order_by)
         stmt = stmt.limit(page_size).offset((page - 1) * page_size)
+        stmt = self._with_load(stmt, load, with_deleted)
 
         async def op(session: AsyncSession) -> Page[T]:
             total = int((await session.execute(count_stmt)).scalar_one())
-            items = list((await session.scalars(stmt)).all()) if total else []
+            items = list((await session.scalars(stmt)).unique().all()) if total else []
             return Page(items=items, total=total, page=page, page_size=page_size)
 
         return await self._read(op)
@@ -342,6 +378,7 @@ class Repository(RepositoryCore[T]):
         *,
         order_by: str | Sequence[str] | None = None,
         with_deleted: bool = False,
+        load: LoadArg = None,
         **filters: Any,
     ) -> KeysetPage[T]:
         """The ``limit`` rows after the cursor ``after`` (from the start when None).
@@ -363,9 +400,10 @@ class Repository(RepositoryCore[T]):
             .order_by(*build_order(self.model, order))
             .limit(limit + 1)
         )
+        stmt = self._with_load(stmt, load, with_deleted)
 
         async def op(session: AsyncSession) -> KeysetPage[T]:
-            rows = list((await session.scalars(stmt)).all())
+            rows = list((await session.scalars(stmt)).unique().all())
             has_more = len(rows) > limit
             rows = rows[:limit]
             cursor = None

@@ -37,6 +37,7 @@ from ._filters import (
     filterable_fields,
     parse_order_with_key,
 )
+from ._loading import LoadArg, loader_options
 from ._model_info import model_info
 from ._pagination import (
     CursorCodec,
@@ -314,6 +315,15 @@ class RepositoryCore(Generic[T]):
         if self._soft and not with_deleted:
             conditions.append(self.model.deleted_at.is_(None))  # type: ignore[attr-defined]
         return conditions
+
+    def _with_load(self, stmt: Select[Any], load: LoadArg, with_deleted: bool) -> Select[Any]:
+        """``stmt`` with the eager-load options of ``load`` (see :mod:`._loading`)."""
+        if load is None:
+            return stmt
+        options = loader_options(self.model, load, with_deleted)
+        # Refresh what the session already holds: a collection loaded before a related
+        # row was soft-deleted must not keep it.
+        return stmt.options(*options).execution_options(populate_existing=True)
 
     def _ordered(self, stmt: Select[Any], order_by: str | Sequence[str] | None) -> Select[Any]:
         order = parse_order_with_key(self.model, order_by, self._info.pk_names, self.filterable)

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import Result, ScalarResult, select
+from sqlalchemy import ForeignKey, Result, ScalarResult, select
 from sqlalchemy.engine import Row
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column, relationship, selectinload
 from typing_extensions import assert_type
 
 from asyncdb import AsyncDatabaseManager, AsyncUnitOfWork, Base, KeysetPage, Page, Repository
@@ -55,3 +55,33 @@ async def repository_calls(db: AsyncDatabaseManager) -> None:
     assert_type(await users.paginate(page=1), Page[User])
     assert_type(await users.paginate_keyset(limit=10), KeysetPage[User])
     assert_type(await users.upsert({"id": 1, "name": "Ada"}, conflict_on=["id"]), User)
+
+
+class Author(Base):
+    __tablename__ = "typing_authors"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str]
+    books: Mapped[list[Book]] = relationship(back_populates="author")
+
+
+class Book(Base):
+    __tablename__ = "typing_books"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    title: Mapped[str]
+    author_id: Mapped[int] = mapped_column(ForeignKey("typing_authors.id"))
+    author: Mapped[Author] = relationship(back_populates="books")
+
+
+async def relationship_calls(db: AsyncDatabaseManager) -> None:
+    books = Repository(Book, db)
+    assert_type(await books.get(1, load="author"), Book)
+    assert_type(await books.get_by_id(1, load=["author"]), Book | None)
+    assert_type(await books.find_by(load=["author", selectinload(Book.author)]), list[Book])
+    assert_type(await books.find_one_by(load=("author",), title="x"), Book | None)
+    assert_type(await books.get_all(load=["author"]), list[Book])
+    assert_type(await books.paginate(load=["author"]), Page[Book])
+    assert_type(await books.paginate_keyset(load=["author"]), KeysetPage[Book])
+    authors = Repository(Author, db)
+    assert_type(await authors.find_by(load="books.author"), list[Author])

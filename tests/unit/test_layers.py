@@ -41,6 +41,8 @@ LAYERS: list[set[str]] = [
         "_retry",
         "_model_info",
         "_filters",
+        # eager loading (load=) and filters through relationships
+        "_loading",
         "_pagination",
         "_values",
         # the CLI's shared options, exit codes and settings resolution (reads _settings)
