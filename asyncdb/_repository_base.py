@@ -29,7 +29,6 @@ from ._errors import (
     commit_outcome_unknown,
 )
 from ._filters import (
-    build_filters,
     build_order,
     check_columns,
     check_flag,
@@ -43,6 +42,7 @@ from ._pagination import (
     CursorCodec,
     codec_for_secrets,
 )
+from ._relation_filters import build_conditions, has_relation_filters
 from ._routing import Route, check_route
 from ._settings import DEFAULT_MAX_PAGE_SIZE, cursor_secret_from_env
 from ._uow import (
@@ -311,7 +311,7 @@ class RepositoryCore(Generic[T]):
 
     def _where(self, filters: Mapping[str, Any], with_deleted: bool) -> list[Any]:
         check_flag("with_deleted", with_deleted)
-        conditions = build_filters(self.model, filters, self.filterable)
+        conditions = build_conditions(self.model, filters, self.filterable)
         if self._soft and not with_deleted:
             conditions.append(self.model.deleted_at.is_(None))  # type: ignore[attr-defined]
         return conditions
@@ -337,7 +337,9 @@ class RepositoryCore(Generic[T]):
         op: Callable[[AsyncSession], Awaitable[R]],
     ) -> R:
         cache = self.cache
-        if cache is None:
+        if cache is None or has_relation_filters(self.model, filters):
+            # A count through a relationship depends on other tables, whose commits do
+            # not invalidate this model's counts: never cached.
             return await self._read(op)
         if self._bound_session() is None:
             found, value = await cache.peek_query(self, kind, filters, with_deleted)

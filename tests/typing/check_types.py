@@ -85,3 +85,6 @@ async def relationship_calls(db: AsyncDatabaseManager) -> None:
     assert_type(await books.paginate_keyset(load=["author"]), KeysetPage[Book])
     authors = Repository(Author, db)
     assert_type(await authors.find_by(load="books.author"), list[Author])
+    assert_type(await books.find_by(author__name="Ada", author__id__in=[1, 2]), list[Book])
+    assert_type(await books.count(author__name__like="A%"), int)
+    assert_type(await authors.exists(books__title="x"), bool)

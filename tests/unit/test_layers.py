@@ -43,6 +43,7 @@ LAYERS: list[set[str]] = [
         "_filters",
         # eager loading (load=) and filters through relationships
         "_loading",
+        "_relation_filters",
         "_pagination",
         "_values",
         # the CLI's shared options, exit codes and settings resolution (reads _settings)
