@@ -35,11 +35,12 @@ from ._pagination import (
     check_cursor_values,
     keyset_after,
 )
-from ._repository_base import DEFAULT_BATCH_SIZE, DEFAULT_PAGE_SIZE, RepositoryCore
+from ._repository_base import DEFAULT_BATCH_SIZE, DEFAULT_PAGE_SIZE
 from ._uow import (
     register_repository_factory,
 )
 from ._values import MAX_INT64
+from ._writes_by_filter import FilterWrites
 
 __all__ = ["Repository"]
 
@@ -47,7 +48,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-class Repository(RepositoryCore[T]):
+class Repository(FilterWrites[T]):
     """Data access for one model, as async methods that each run one operation.
 
     Three ways to bind it:

@@ -88,3 +88,6 @@ async def relationship_calls(db: AsyncDatabaseManager) -> None:
     assert_type(await books.find_by(author__name="Ada", author__id__in=[1, 2]), list[Book])
     assert_type(await books.count(author__name__like="A%"), int)
     assert_type(await authors.exists(books__title="x"), bool)
+    assert_type(await books.update_by({"title": "y"}, author__name="Ada"), int)
+    assert_type(await books.delete_by(title__like="draft%"), int)
+    assert_type(await books.delete_by(soft=False, with_deleted=True, allow_all=True), int)
