@@ -21,6 +21,7 @@ from ._context import AuditContext
 from ._errors import (
     ValidationError,
 )
+from ._expressions import Where
 from ._filters import (
     build_order,
     check_flag,
@@ -283,19 +284,22 @@ class Repository(FilterWrites[T]):
         offset: int | None = None,
         with_deleted: bool = False,
         load: LoadArg = None,
+        where: Where = None,
         **filters: Any,
     ) -> list[T]:
         """Rows matching every filter: ``name="x"``, ``qty__gte=3``, ``id__in=[1, 2]``.
 
         ``load`` eager-loads relationships: names, dotted for nesting
         (``load=["author", "comments.author"]``), or SQLAlchemy loader options.
+        ``where`` adds SQLAlchemy conditions on the model (``Post.score > 3``) or a
+        base ``select(Post)``; keyword filters and soft-delete filtering still apply.
         """
         if limit is not None:
             check_int("limit", limit, 0)
         if offset is not None:
             check_int("offset", offset, 0)
         stmt = self._ordered(
-            select(self.model).where(*self._where(filters, with_deleted)), order_by
+            select(self.model).where(*self._where(filters, with_deleted, where)), order_by
         )
         stmt = self._with_load(stmt, load, with_deleted)
         if limit is not None:
@@ -314,34 +318,46 @@ class Repository(FilterWrites[T]):
         order_by: str | Sequence[str] | None = None,
         with_deleted: bool = False,
         load: LoadArg = None,
+        where: Where = None,
         **filters: Any,
     ) -> T | None:
         """The first row matching the filters (by ``order_by``, then key), or None."""
         rows = await self.find_by(
-            order_by=order_by, limit=1, with_deleted=with_deleted, load=load, **filters
+            order_by=order_by,
+            limit=1,
+            with_deleted=with_deleted,
+            load=load,
+            where=where,
+            **filters,
         )
         return rows[0] if rows else None
 
-    async def count(self, *, with_deleted: bool = False, **filters: Any) -> int:
-        """How many rows match the filters."""
+    async def count(
+        self, *, with_deleted: bool = False, where: Where = None, **filters: Any
+    ) -> int:
+        """How many rows match the filters (and the ``where`` conditions)."""
         stmt = (
-            select(func.count()).select_from(self.model).where(*self._where(filters, with_deleted))
+            select(func.count())
+            .select_from(self.model)
+            .where(*self._where(filters, with_deleted, where))
         )
 
         async def op(session: AsyncSession) -> int:
             return int((await session.execute(stmt)).scalar_one())
 
-        return await self._cached_query("count", filters, with_deleted, op)
+        return await self._cached_query("count", filters, with_deleted, op, keyable=where is None)
 
-    async def exists(self, *, with_deleted: bool = False, **filters: Any) -> bool:
+    async def exists(
+        self, *, with_deleted: bool = False, where: Where = None, **filters: Any
+    ) -> bool:
         """True when at least one row matches (an EXISTS query, not a COUNT)."""
-        conditions = self._where(filters, with_deleted) or [true()]
+        conditions = self._where(filters, with_deleted, where) or [true()]
         stmt = select(exists().where(*conditions).select_from(self.table))
 
         async def op(session: AsyncSession) -> bool:
             return bool((await session.execute(stmt)).scalar())
 
-        return await self._cached_query("exists", filters, with_deleted, op)
+        return await self._cached_query("exists", filters, with_deleted, op, keyable=where is None)
 
     async def paginate(
         self,
@@ -351,6 +367,7 @@ class Repository(FilterWrites[T]):
         order_by: str | Sequence[str] | None = None,
         with_deleted: bool = False,
         load: LoadArg = None,
+        where: Where = None,
         **filters: Any,
     ) -> Page[T]:
         """Page ``page`` (from 1) of ``page_size`` rows, with the total count."""
@@ -359,9 +376,9 @@ class Repository(FilterWrites[T]):
         if (page - 1) * page_size > MAX_INT64:
             msg = f"page {page} is beyond any table: the offset would exceed {MAX_INT64}."
             raise ValidationError(msg)
-        where = self._where(filters, with_deleted)
-        count_stmt = select(func.count()).select_from(self.model).where(*where)
-        stmt = self._ordered(select(self.model).where(*where), order_by)
+        conditions = self._where(filters, with_deleted, where)
+        count_stmt = select(func.count()).select_from(self.model).where(*conditions)
+        stmt = self._ordered(select(self.model).where(*conditions), order_by)
         stmt = stmt.limit(page_size).offset((page - 1) * page_size)
         stmt = self._with_load(stmt, load, with_deleted)
 
@@ -380,6 +397,7 @@ class Repository(FilterWrites[T]):
         order_by: str | Sequence[str] | None = None,
         with_deleted: bool = False,
         load: LoadArg = None,
+        where: Where = None,
         **filters: Any,
     ) -> KeysetPage[T]:
         """The ``limit`` rows after the cursor ``after`` (from the start when None).
@@ -391,13 +409,13 @@ class Repository(FilterWrites[T]):
         order = parse_order_with_key(self.model, order_by, self._info.pk_names, self.filterable)
         scope = f"{self.table.name}|" + ",".join(("-" if d else "") + f for f, d in order)
         codec = self._cursor_codec()
-        where = self._where(filters, with_deleted)
+        conditions = self._where(filters, with_deleted, where)
         if after is not None:
             values = check_cursor_values(self.model, order, codec.decode(scope, after, len(order)))
-            where.append(keyset_after(self.model, order, values))
+            conditions.append(keyset_after(self.model, order, values))
         stmt = (
             select(self.model)
-            .where(*where)
+            .where(*conditions)
             .order_by(*build_order(self.model, order))
             .limit(limit + 1)
         )

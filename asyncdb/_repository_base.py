@@ -28,6 +28,7 @@ from ._errors import (
     ValidationError,
     commit_outcome_unknown,
 )
+from ._expressions import Where, where_conditions
 from ._filters import (
     build_order,
     check_columns,
@@ -309,9 +310,12 @@ class RepositoryCore(Generic[T]):
             raise ValidationError(msg)
         return bool(soft)
 
-    def _where(self, filters: Mapping[str, Any], with_deleted: bool) -> list[Any]:
+    def _where(
+        self, filters: Mapping[str, Any], with_deleted: bool, where: Where = None
+    ) -> list[Any]:
         check_flag("with_deleted", with_deleted)
-        conditions = build_conditions(self.model, filters, self.filterable)
+        conditions = where_conditions(self.model, where)
+        conditions += build_conditions(self.model, filters, self.filterable)
         if self._soft and not with_deleted:
             conditions.append(self.model.deleted_at.is_(None))  # type: ignore[attr-defined]
         return conditions
@@ -335,11 +339,14 @@ class RepositoryCore(Generic[T]):
         filters: Mapping[str, Any],
         with_deleted: bool,
         op: Callable[[AsyncSession], Awaitable[R]],
+        *,
+        keyable: bool = True,
     ) -> R:
         cache = self.cache
-        if cache is None or has_relation_filters(self.model, filters):
+        if cache is None or not keyable or has_relation_filters(self.model, filters):
             # A count through a relationship depends on other tables, whose commits do
-            # not invalidate this model's counts: never cached.
+            # not invalidate this model's counts; an expression has no trustworthy key:
+            # neither is cached.
             return await self._read(op)
         if self._bound_session() is None:
             found, value = await cache.peek_query(self, kind, filters, with_deleted)

@@ -25,6 +25,7 @@ from ._audit_model import AuditAction
 from ._bulk import as_attrs, chunks, written
 from ._context import AuditContext
 from ._errors import ValidationError
+from ._expressions import Where
 from ._filters import check_flag
 from ._model_info import ModelInfo
 from ._models import utcnow
@@ -48,6 +49,7 @@ class FilterWrites(RepositoryCore[T]):
         /,
         *,
         allow_all: bool = False,
+        where: Where = None,
         **filters: Any,
     ) -> int:
         """Set ``values`` on every live row matching ``filters``; returns how many.
@@ -63,10 +65,10 @@ class FilterWrites(RepositoryCore[T]):
         if not checked:
             msg = "update_by() needs at least one value to set."
             raise ValidationError(msg)
-        where = self._filter_where("update_by", allow_all, filters, with_deleted=False)
+        conditions = self._filter_where("update_by", allow_all, filters, False, where)
         if self._info.has_updated_at and "updated_at" not in checked:
             checked["updated_at"] = utcnow()
-        return await self._change_where(where, checked, stamped="updated_at" in values)
+        return await self._change_where(conditions, checked, stamped="updated_at" in values)
 
     async def delete_by(
         self,
@@ -74,6 +76,7 @@ class FilterWrites(RepositoryCore[T]):
         soft: bool | None = None,
         with_deleted: bool = False,
         allow_all: bool = False,
+        where: Where = None,
         **filters: Any,
     ) -> int:
         """Delete every row matching ``filters`` (soft by default when the model can).
@@ -84,28 +87,34 @@ class FilterWrites(RepositoryCore[T]):
         ``allow_all=True``.
         """
         soft_delete = self._resolve_soft(soft)
-        where = self._filter_where("delete_by", allow_all, filters, with_deleted)
+        conditions = self._filter_where("delete_by", allow_all, filters, with_deleted, where)
         if soft_delete:
             now = utcnow()
             values: dict[str, Any] = {"deleted_at": now}
             if self._info.has_updated_at:
                 values["updated_at"] = now
-            where.append(self.model.deleted_at.is_(None))  # type: ignore[attr-defined]
-            return await self._change_where(where, values, stamped=False, soft_delete=True)
-        return await self._change_where(where, None, stamped=False)
+            conditions.append(self.model.deleted_at.is_(None))  # type: ignore[attr-defined]
+            return await self._change_where(conditions, values, stamped=False, soft_delete=True)
+        return await self._change_where(conditions, None, stamped=False)
 
     def _filter_where(
-        self, what: str, allow_all: bool, filters: Mapping[str, Any], with_deleted: bool
+        self,
+        what: str,
+        allow_all: bool,
+        filters: Mapping[str, Any],
+        with_deleted: bool,
+        where: Where,
     ) -> list[ColumnElement[bool]]:
         check_flag("allow_all", allow_all)
-        if not filters and not allow_all:
+        no_where = where is None or (isinstance(where, (list, tuple)) and not where)
+        if not filters and no_where and not allow_all:
             msg = (
                 f"{what}() without a filter would change every {self.model.__name__} row. "
                 "Pass filters, or allow_all=True if every row is meant."
             )
             raise ValidationError(msg)
-        where: list[ColumnElement[bool]] = self._where(filters, with_deleted)
-        return where
+        conditions: list[ColumnElement[bool]] = self._where(filters, with_deleted, where)
+        return conditions
 
     async def _change_where(
         self,

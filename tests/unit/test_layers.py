@@ -44,6 +44,7 @@ LAYERS: list[set[str]] = [
         # eager loading (load=) and filters through relationships
         "_loading",
         "_relation_filters",
+        "_expressions",
         "_pagination",
         "_values",
         # the CLI's shared options, exit codes and settings resolution (reads _settings)
