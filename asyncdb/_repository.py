@@ -17,6 +17,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from . import _bulk, _upsert
+from ._aggregates import Annotate
 from ._context import AuditContext
 from ._errors import (
     ValidationError,
@@ -28,7 +29,7 @@ from ._filters import (
     check_int,
     parse_order_with_key,
 )
-from ._loading import LoadArg, loader_options
+from ._loading import LoadArg
 from ._models import utcnow
 from ._pagination import (
     KeysetPage,
@@ -37,6 +38,7 @@ from ._pagination import (
     keyset_after,
 )
 from ._repository_base import DEFAULT_BATCH_SIZE, DEFAULT_PAGE_SIZE
+from ._repository_counts import CountingReads
 from ._uow import (
     register_repository_factory,
 )
@@ -49,7 +51,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-class Repository(FilterWrites[T]):
+class Repository(CountingReads[T], FilterWrites[T]):
     """Data access for one model, as async methods that each run one operation.
 
     Three ways to bind it:
@@ -82,16 +84,26 @@ class Repository(FilterWrites[T]):
         return self
 
     async def get_by_id(
-        self, id: Any, *, with_deleted: bool = False, load: LoadArg = None
+        self,
+        id: Any,
+        *,
+        with_deleted: bool = False,
+        load: LoadArg = None,
+        annotate: Annotate = None,
     ) -> T | None:
         """The row with primary key ``id``, or None (also for a soft-deleted row).
 
-        ``load`` names relationships to load with it (see :meth:`find_by`).
+        ``load`` and ``annotate`` as for :meth:`find_by`.
         """
         check_flag("with_deleted", with_deleted)
         ident = self._coerce_id(id)
-        if load is not None:
-            return await self._get_loaded(ident, with_deleted, load)
+        if load is not None or annotate:
+            # The cache holds column values only: such a read goes to the database.
+            stmt = self._select(annotate).where(
+                *self._where({}, with_deleted), self._pk_where(ident)
+            )
+            rows = await self._read_rows(self._with_load(stmt, load, with_deleted), annotate)
+            return rows[0] if rows else None
         if self.cache is not None and self._bound_session() is None:
             # A hit outside a unit of work needs no session and no connection.
             hit: T | None = await self.cache.get_detached(self, ident)
@@ -106,25 +118,16 @@ class Repository(FilterWrites[T]):
 
         return await self._read(op, fills_cache=self.cache is not None)
 
-    async def _get_loaded(self, ident: Any, with_deleted: bool, load: LoadArg) -> T | None:
-        # The cache holds column values only: a read with relationships goes to the
-        # database, and refreshes what the session already holds (populate_existing).
-        stmt = (
-            select(self.model)
-            .where(*self._where({}, with_deleted), self._pk_where(ident))
-            .options(*loader_options(self.model, load, with_deleted))
-            .execution_options(populate_existing=True)
-        )
-
-        async def op(session: AsyncSession) -> T | None:
-            obj: T | None = (await session.scalars(stmt)).unique().one_or_none()
-            return obj
-
-        return await self._read(op)
-
-    async def get(self, id: Any, *, with_deleted: bool = False, load: LoadArg = None) -> T:
+    async def get(
+        self,
+        id: Any,
+        *,
+        with_deleted: bool = False,
+        load: LoadArg = None,
+        annotate: Annotate = None,
+    ) -> T:
         """The row with primary key ``id``; :class:`NotFoundError` when there is none."""
-        obj = await self.get_by_id(id, with_deleted=with_deleted, load=load)
+        obj = await self.get_by_id(id, with_deleted=with_deleted, load=load, annotate=annotate)
         if obj is None:
             raise self._not_found(id)
         return obj
@@ -270,10 +273,16 @@ class Repository(FilterWrites[T]):
         offset: int | None = None,
         with_deleted: bool = False,
         load: LoadArg = None,
+        annotate: Annotate = None,
     ) -> list[T]:
         """Every row (ordered by ``order_by``, then primary key), optionally a slice."""
         return await self.find_by(
-            order_by=order_by, limit=limit, offset=offset, with_deleted=with_deleted, load=load
+            order_by=order_by,
+            limit=limit,
+            offset=offset,
+            with_deleted=with_deleted,
+            load=load,
+            annotate=annotate,
         )
 
     async def find_by(
@@ -285,6 +294,7 @@ class Repository(FilterWrites[T]):
         with_deleted: bool = False,
         load: LoadArg = None,
         where: Where = None,
+        annotate: Annotate = None,
         **filters: Any,
     ) -> list[T]:
         """Rows matching every filter: ``name="x"``, ``qty__gte=3``, ``id__in=[1, 2]``.
@@ -293,13 +303,15 @@ class Repository(FilterWrites[T]):
         (``load=["author", "comments.author"]``), or SQLAlchemy loader options.
         ``where`` adds SQLAlchemy conditions on the model (``Post.score > 3``) or a
         base ``select(Post)``; keyword filters and soft-delete filtering still apply.
+        ``annotate`` sets per-row counts and flags over relationships as attributes
+        (``annotate={"favorites": Count("favorited_by")}``), in the same query.
         """
         if limit is not None:
             check_int("limit", limit, 0)
         if offset is not None:
             check_int("offset", offset, 0)
         stmt = self._ordered(
-            select(self.model).where(*self._where(filters, with_deleted, where)), order_by
+            self._select(annotate).where(*self._where(filters, with_deleted, where)), order_by
         )
         stmt = self._with_load(stmt, load, with_deleted)
         if limit is not None:
@@ -307,10 +319,7 @@ class Repository(FilterWrites[T]):
         if offset:
             stmt = stmt.offset(offset)
 
-        async def op(session: AsyncSession) -> list[T]:
-            return list((await session.scalars(stmt)).unique().all())
-
-        return await self._read(op)
+        return await self._read_rows(stmt, annotate)
 
     async def find_one_by(
         self,
@@ -319,6 +328,7 @@ class Repository(FilterWrites[T]):
         with_deleted: bool = False,
         load: LoadArg = None,
         where: Where = None,
+        annotate: Annotate = None,
         **filters: Any,
     ) -> T | None:
         """The first row matching the filters (by ``order_by``, then key), or None."""
@@ -328,6 +338,7 @@ class Repository(FilterWrites[T]):
             with_deleted=with_deleted,
             load=load,
             where=where,
+            annotate=annotate,
             **filters,
         )
         return rows[0] if rows else None
@@ -368,6 +379,7 @@ class Repository(FilterWrites[T]):
         with_deleted: bool = False,
         load: LoadArg = None,
         where: Where = None,
+        annotate: Annotate = None,
         **filters: Any,
     ) -> Page[T]:
         """Page ``page`` (from 1) of ``page_size`` rows, with the total count."""
@@ -378,13 +390,13 @@ class Repository(FilterWrites[T]):
             raise ValidationError(msg)
         conditions = self._where(filters, with_deleted, where)
         count_stmt = select(func.count()).select_from(self.model).where(*conditions)
-        stmt = self._ordered(select(self.model).where(*conditions), order_by)
+        stmt = self._ordered(self._select(annotate).where(*conditions), order_by)
         stmt = stmt.limit(page_size).offset((page - 1) * page_size)
         stmt = self._with_load(stmt, load, with_deleted)
 
         async def op(session: AsyncSession) -> Page[T]:
             total = int((await session.execute(count_stmt)).scalar_one())
-            items = list((await session.scalars(stmt)).unique().all()) if total else []
+            items = await self._fetch(session, stmt, annotate) if total else []
             return Page(items=items, total=total, page=page, page_size=page_size)
 
         return await self._read(op)
@@ -398,6 +410,7 @@ class Repository(FilterWrites[T]):
         with_deleted: bool = False,
         load: LoadArg = None,
         where: Where = None,
+        annotate: Annotate = None,
         **filters: Any,
     ) -> KeysetPage[T]:
         """The ``limit`` rows after the cursor ``after`` (from the start when None).
@@ -414,7 +427,7 @@ class Repository(FilterWrites[T]):
             values = check_cursor_values(self.model, order, codec.decode(scope, after, len(order)))
             conditions.append(keyset_after(self.model, order, values))
         stmt = (
-            select(self.model)
+            self._select(annotate)
             .where(*conditions)
             .order_by(*build_order(self.model, order))
             .limit(limit + 1)
@@ -422,7 +435,7 @@ class Repository(FilterWrites[T]):
         stmt = self._with_load(stmt, load, with_deleted)
 
         async def op(session: AsyncSession) -> KeysetPage[T]:
-            rows = list((await session.scalars(stmt)).unique().all())
+            rows = await self._fetch(session, stmt, annotate)
             has_more = len(rows) > limit
             rows = rows[:limit]
             cursor = None

@@ -12,9 +12,10 @@ import contextvars
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from sqlalchemy import Select, Table, and_
+from sqlalchemy import Select, Table, and_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ._aggregates import Annotate, annotation_columns
 from ._audit import mark_instance, resolve_context
 from ._changes import record_changes, recorded_by_caller
 from ._context import AuditContext
@@ -319,6 +320,29 @@ class RepositoryCore(Generic[T]):
         if self._soft and not with_deleted:
             conditions.append(self.model.deleted_at.is_(None))  # type: ignore[attr-defined]
         return conditions
+
+    def _select(self, annotate: Annotate) -> Select[Any]:
+        """``SELECT model`` plus one labelled column per annotation (checked here)."""
+        return select(self.model, *annotation_columns(self.model, annotate))
+
+    async def _fetch(self, session: AsyncSession, stmt: Select[Any], annotate: Annotate) -> list[T]:
+        """The instances ``stmt`` selects, with their annotations set as attributes."""
+        if not annotate:
+            return list((await session.scalars(stmt)).unique().all())
+        names = list(annotate)
+        found: list[T] = []
+        for row in (await session.execute(stmt)).unique().all():
+            obj = row[0]
+            for name, value in zip(names, row[1:], strict=True):
+                setattr(obj, name, value)
+            found.append(obj)
+        return found
+
+    async def _read_rows(self, stmt: Select[Any], annotate: Annotate) -> list[T]:
+        async def op(session: AsyncSession) -> list[T]:
+            return await self._fetch(session, stmt, annotate)
+
+        return await self._read(op)
 
     def _with_load(self, stmt: Select[Any], load: LoadArg, with_deleted: bool) -> Select[Any]:
         """``stmt`` with the eager-load options of ``load`` (see :mod:`._loading`)."""

@@ -7,13 +7,24 @@ repository's declared types (e.g. to ``Any``).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy import ForeignKey, Result, ScalarResult, select
 from sqlalchemy.engine import Row
 from sqlalchemy.orm import Mapped, mapped_column, relationship, selectinload
 from typing_extensions import assert_type
 
-from asyncdb import AsyncDatabaseManager, AsyncUnitOfWork, Base, KeysetPage, Page, Repository
+from asyncdb import (
+    AsyncDatabaseManager,
+    AsyncUnitOfWork,
+    Base,
+    Count,
+    Exists,
+    KeysetPage,
+    OffsetPage,
+    Page,
+    Repository,
+)
 
 
 class User(Base):
@@ -99,3 +110,10 @@ async def relationship_calls(db: AsyncDatabaseManager) -> None:
     assert_type(await books.paginate_keyset(where=[Book.id > 3]), KeysetPage[Book])
     assert_type(await books.update_by({"title": "z"}, where=Book.id < 3), int)
     assert_type(await books.delete_by(where=Book.id < 3), int)
+    favourites = {"n": Count("author"), "mine": Exists("author", id=1)}
+    assert_type(await books.find_by(annotate=favourites), list[Book])
+    assert_type(await books.get(1, annotate={"n": Count("author")}), Book)
+    assert_type(await books.paginate(annotate=favourites, load="author"), Page[Book])
+    assert_type(await books.paginate_offset(limit=20, offset=3), OffsetPage[Book])
+    assert_type(await books.paginate_offset(annotate=favourites, title="x"), OffsetPage[Book])
+    assert_type(await books.count_by("title", where=Book.id > 2), dict[Any, int])

@@ -45,6 +45,8 @@ LAYERS: list[set[str]] = [
         "_loading",
         "_relation_filters",
         "_expressions",
+        "_aggregates",
+        "_offset_page",
         "_pagination",
         "_values",
         # the CLI's shared options, exit codes and settings resolution (reads _settings)
@@ -60,7 +62,7 @@ LAYERS: list[set[str]] = [
     # audit / bulk / cache
     {"_audit", "_audit_verify", "_audit_export", "_bulk", "_upsert", "_cache"},
     # repository
-    {"_repository_base", "_writes_by_filter", "_repository"},
+    {"_repository_base", "_writes_by_filter", "_repository_counts", "_repository"},
     # helpers and integrations
     {
         "__init__",
