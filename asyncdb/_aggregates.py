@@ -24,6 +24,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import aliased
+from sqlalchemy.orm.interfaces import MANYTOMANY, ONETOMANY
 
 from ._errors import ValidationError
 from ._filters import build_filters
@@ -152,6 +153,10 @@ def _exists(model: type[Any], aggregate: Exists) -> ColumnElement[bool]:
 def _count(model: type[Any], aggregate: Count) -> ColumnElement[int]:
     hops = _hops(aggregate.path)
     info = model_info(model)
+    if len(hops) == 1:
+        direct = _direct_count(model, hops[0], aggregate)
+        if direct is not None:
+            return direct
     parent = aliased(model)
     stmt = select(func.count()).select_from(parent)
     current_cls: type[Any] = model
@@ -171,4 +176,32 @@ def _count(model: type[Any], aggregate: Count) -> ColumnElement[int]:
     stmt = stmt.where(
         *(getattr(parent, key) == getattr(model, key) for key in info.pk_names)
     ).correlate(model)
+    return stmt.scalar_subquery()
+
+
+def _direct_count(model: type[Any], name: str, aggregate: Count) -> ColumnElement[int] | None:
+    """One hop, counted without re-joining the parent (None: take the general path).
+
+    A one-to-many counts the child rows by their foreign key; a many-to-many without
+    filters on a related model without soft delete counts the association rows alone.
+    A self-referential one-to-many takes the general path (its table needs an alias).
+    """
+    prop = relationship_of(model, name, what=f"path {aggregate.path!r}")
+    target = model_info(prop.mapper.class_)
+    info = model_info(model)
+    pairs = list(prop.synchronize_pairs or ())
+    if not pairs:
+        return None
+    if prop.direction is MANYTOMANY and prop.secondary is not None:
+        if aggregate.filters or target.soft_delete:
+            return None
+        stmt = select(func.count()).select_from(prop.secondary)
+    elif prop.direction is ONETOMANY and target.table is not info.table:
+        stmt = select(func.count()).select_from(target.table)
+        stmt = stmt.where(*build_filters(target.model, aggregate.filters, target.filterable))
+        if target.soft_delete:
+            stmt = stmt.where(target.model.deleted_at.is_(None))
+    else:
+        return None
+    stmt = stmt.where(*(child == parent for parent, child in pairs)).correlate(model)
     return stmt.scalar_subquery()

@@ -18,10 +18,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_
+from sqlalchemy import ColumnElement, and_, exists
+from sqlalchemy.orm import RelationshipProperty
+from sqlalchemy.orm.interfaces import MANYTOMANY
 
 from ._errors import ValidationError
-from ._filters import build_filters
+from ._filters import FILTER_OPS, build_filters, check_filterable
 from ._model_info import model_info
 
 __all__ = ["build_conditions", "has_relation_filters"]
@@ -73,6 +75,10 @@ def _build(
         prop = relationships[name]
         target = prop.mapper.class_
         target_info = model_info(target)
+        link_only = _link_exists(prop, sub)
+        if link_only is not None:
+            conditions.append(link_only)
+            continue
         inner = _build(target, sub, target_info.filterable, hops + 1)
         if target_info.soft_delete:
             inner.append(target.deleted_at.is_(None))
@@ -80,3 +86,31 @@ def _build(
         criterion = and_(*inner)
         conditions.append(attr.any(criterion) if prop.uselist else attr.has(criterion))
     return conditions
+
+
+def _link_exists(prop: RelationshipProperty[Any], sub: Mapping[str, Any]) -> Any:
+    """``EXISTS`` over the association table alone, when that says it all; else None.
+
+    A many-to-many filter on the related row's key only (``favorited_by__id=7``,
+    ``followers__id__in=[...]``) on a model without soft delete needs no join to the
+    related table: the association row holds the key. Cheaper, and a self-referential
+    relationship (followers of a user) needs no alias either.
+    """
+    target = model_info(prop.mapper.class_)
+    if prop.direction is not MANYTOMANY or target.soft_delete or prop.secondary is None:
+        return None
+    to_link = {t.key: s for t, s in prop.secondary_synchronize_pairs or ()}
+    from_parent = list(prop.synchronize_pairs)
+    if not from_parent or not sub:
+        return None
+    conditions = [link == parent for parent, link in from_parent]
+    for key, value in sub.items():
+        field, _, op = key.partition("__")
+        column = target.attr_to_column.get(field)
+        if field not in target.pk_names or op not in ("", "eq", "in") or column is None:
+            return None
+        if column.key not in to_link:
+            return None
+        check_filterable(target.model, field, target.filterable)
+        conditions.append(FILTER_OPS[op or "eq"](to_link[column.key], value, field))
+    return exists().where(*conditions).correlate_except(prop.secondary)

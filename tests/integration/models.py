@@ -120,6 +120,36 @@ class Tag(Base, SoftDeleteMixin):
     posts: Mapped[list[Post]] = relationship(secondary=post_tags, back_populates="tags")
 
 
+post_likes = Table(
+    "t_blog_like",
+    Base.metadata,
+    Column("post_id", ForeignKey("t_blog_post.id", ondelete="CASCADE"), primary_key=True),
+    Column("reader_id", ForeignKey("t_blog_reader.id", ondelete="CASCADE"), primary_key=True),
+)
+reader_follows = Table(
+    "t_blog_reader_follow",
+    Base.metadata,
+    Column("follower_id", ForeignKey("t_blog_reader.id", ondelete="CASCADE"), primary_key=True),
+    Column("followed_id", ForeignKey("t_blog_reader.id", ondelete="CASCADE"), primary_key=True),
+)
+
+
+class Reader(Base):
+    """No soft delete: relations to it take the association-table-only paths."""
+
+    __tablename__ = "t_blog_reader"
+    __audit_exclude__ = frozenset({"token"})
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(50))
+    token: Mapped[str] = mapped_column(String(50), default="")
+    followers: Mapped[list[Reader]] = relationship(
+        secondary=reader_follows,
+        primaryjoin=lambda: Reader.id == reader_follows.c.followed_id,
+        secondaryjoin=lambda: Reader.id == reader_follows.c.follower_id,
+        viewonly=True,
+    )
+
+
 class Post(Base, SoftDeleteMixin, Audited):
     __tablename__ = "t_blog_post"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -129,6 +159,7 @@ class Post(Base, SoftDeleteMixin, Audited):
     writer: Mapped[Writer] = relationship(back_populates="posts")
     tags: Mapped[list[Tag]] = relationship(secondary=post_tags, back_populates="posts")
     comments: Mapped[list[Comment]] = relationship(back_populates="post", order_by="Comment.id")
+    liked_by: Mapped[list[Reader]] = relationship(secondary=post_likes, viewonly=True)
 
 
 class Comment(Base, SoftDeleteMixin):

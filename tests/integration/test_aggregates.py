@@ -195,3 +195,47 @@ async def test_count_by_refuses_too_many_groups(
     monkeypatch.setattr(_repository_counts, "MAX_GROUPS", 2)
     with pytest.raises(ValidationError, match="more than 2 distinct values"):
         await Repository(Post, db).count_by("writer_id")
+
+
+async def test_association_only_paths(db: AsyncDatabaseManager, blog: dict[str, Any]) -> None:
+    """Counts and key filters over a many-to-many to a model without soft delete read the
+    association table alone (also self-referential); the results are the same."""
+    from sqlalchemy import insert
+
+    from tests.integration.models import Reader, post_likes, reader_follows
+
+    readers = Repository(Reader, db)
+    await readers.bulk_create([{"name": n, "token": f"t-{n}"} for n in ("r1", "r2", "r3")])
+    async with db.session() as session:
+        await session.execute(
+            insert(post_likes),
+            [{"post_id": blog["p1"], "reader_id": r} for r in (1, 2, 3)]
+            + [{"post_id": blog["p3"], "reader_id": 2}],
+        )
+        await session.execute(
+            insert(reader_follows),
+            [{"follower_id": 1, "followed_id": 2}, {"follower_id": 3, "followed_id": 2}],
+        )
+        await session.commit()
+    posts = Repository(Post, db)
+    annotate = {"likes": Count("liked_by"), "mine": Exists("liked_by", id=2)}
+    rows = await posts.find_by(order_by="title", annotate=annotate)
+    assert values(rows, "likes", "mine") == [("p1", 3, True), ("p2", 0, False), ("p3", 1, True)]
+    assert [p.title for p in await posts.find_by(liked_by__id=3)] == ["p1"]
+    assert await posts.count(liked_by__id__in=[2, 9]) == 2
+    assert await posts.count(liked_by__name="r2") == 2  # not a key: joins the readers
+    followed = await readers.find_by(
+        order_by="id", annotate={"n": Count("followers"), "by_me": Exists("followers", id=1)}
+    )
+    assert [(r.name, r.n, r.by_me) for r in followed] == [
+        ("r1", 0, False),
+        ("r2", 2, True),
+        ("r3", 0, False),
+    ]
+    assert [r.name for r in await readers.find_by(followers__id=3)] == ["r2"]
+    assert await posts.update_by({"score": 9}, liked_by__id=2) == 2
+    assert sorted(p.title for p in await posts.find_by(score=9)) == ["p1", "p3"]
+    assert await posts.delete_by(liked_by__id__in=[1]) == 1
+    assert await posts.count(liked_by__id=2) == 1
+    with pytest.raises(ValidationError, match=r"Reader\.token cannot be used"):
+        await posts.find_by(liked_by__token="t-r1")

@@ -83,6 +83,7 @@ LAYERS: list[set[str]] = [
         "bench._base",
         "bench._cli",
         "bench._raw",
+        "bench._relations",
         "bench._report",
         "bench._runner",
         "bench._schema",
