@@ -71,9 +71,11 @@ class BenchSchema:
         return str(self.write_model.__tablename__)
 
     @property
-    def table_names(self) -> tuple[str, str]:
-        """Both tables of this run."""
-        return (self.name, self.write_name)
+    def table_names(self) -> tuple[str, ...]:
+        """Every table of this run: the read and write tables, then the relation tables."""
+        own = (self.name, self.write_name)
+        others = sorted(t for t in self.base.metadata.tables if t not in own)
+        return (*own, *others)
 
     # -- set-up --------------------------------------------------------------------------
 
