@@ -1,4 +1,4 @@
-"""Static types users see; checked by ``mypy --strict`` in CI (never run).
+"""Static types users see; checked by ``mypy --strict`` (tests/unit/test_typing.py, CI).
 
 Each ``assert_type`` fails the type check if a wrapper erases SQLAlchemy's or the
 repository's declared types (e.g. to ``Any``).
