@@ -66,6 +66,10 @@ class Stack(abc.ABC):
     async def bulk_create(self, rows: list[dict[str, Any]]) -> Any:
         """Insert ``rows`` into the insert table in one transaction."""
 
+    async def list_page(self, reader: int, offset: int) -> Any:
+        """A page of articles with their relations for ``reader``: ``(total, views)``."""
+        raise NotImplementedError
+
     @abc.abstractmethod
     async def keyset_page(self, after: Any, limit: int) -> tuple[int, Any]:
         """The page after the cursor ``after`` (None: the first); ``(rows, next or None)``."""

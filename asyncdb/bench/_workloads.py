@@ -204,6 +204,16 @@ async def _keyset(stack: Stack, data: Data) -> Sample:
     return await _timed(op, data.scale.duration, data.scale.warmup)
 
 
+async def _list_page(stack: Stack, data: Data) -> Sample:
+    # Pages 1..10 of the article list, for readers who follow and favourite.
+    readers = max(len(data.ids) // 20, 1)
+
+    async def op(i: int) -> Any:
+        return await stack.list_page(i % readers + 1, (i % 10) * 20)
+
+    return await _timed(op, data.scale.duration, data.scale.warmup)
+
+
 @dataclasses.dataclass(frozen=True)
 class Workload:
     """A named measurement, the stacks it compares, and the tidy-up it needs after."""
@@ -287,6 +297,14 @@ WORKLOADS: dict[str, Workload] = {
             "walk the table in keyset pages of {page_size}",
             _CORE,
             _keyset,
+            read=True,
+        ),
+        Workload(
+            "list_page_relations",
+            "pages/s",
+            "20 articles with author, following flag, tags, favourite count and flag",
+            ("orm-n+1", "orm", "asyncdb"),
+            _list_page,
             read=True,
         ),
         Workload(

@@ -45,6 +45,12 @@ LAYERS: list[set[str]] = [
         "_retry",
         "_model_info",
         "_filters",
+        # eager loading (load=) and filters through relationships
+        "_loading",
+        "_relation_filters",
+        "_expressions",
+        "_aggregates",
+        "_offset_page",
         "_pagination",
         "_values",
         # the one capability table: which backend supports which feature
@@ -74,7 +80,7 @@ LAYERS: list[set[str]] = [
     # audit / bulk / cache
     {"_audit", "_audit_verify", "_audit_export", "_bulk", "_upsert", "_cache"},
     # repository
-    {"_repository_base", "_repository"},
+    {"_repository_base", "_writes_by_filter", "_repository_counts", "_repository"},
     # helpers and integrations
     {
         "__init__",
@@ -95,6 +101,7 @@ LAYERS: list[set[str]] = [
         "bench._base",
         "bench._cli",
         "bench._raw",
+        "bench._relations",
         "bench._report",
         "bench._runner",
         "bench._schema",
