@@ -130,6 +130,16 @@ FEATURES: dict[str, tuple[str, dict[str, Capability]]] = {
             ),
         },
     ),
+    "foreign_key_actions": (
+        "`ON DELETE` actions, and updates of rows that other rows' foreign keys reference",
+        {
+            "duckdb": Capability(
+                False,
+                "DuckDB refuses ON DELETE/ON UPDATE actions (asyncdb creates the keys "
+                "without them) and refuses to update or delete a row other rows refer to.",
+            ),
+        },
+    ),
     "cache_in_transactions": (
         "the row cache serves reads inside a unit of work (READ COMMITTED, or a writer that "
         "holds the write lock)",

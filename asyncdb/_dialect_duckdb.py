@@ -149,6 +149,11 @@ class _DDLCompiler(PGDDLCompiler):
         spec = f"{self.preparer.format_column(column)} {type_sql} DEFAULT nextval('{prefix}{name}')"
         return spec if column.nullable else f"{spec} NOT NULL"
 
+    def define_constraint_cascades(self, constraint: Any) -> str:
+        """DuckDB refuses ON DELETE/ON UPDATE actions: the keys are made without them (a
+        referenced row cannot be deleted while rows refer to it; see docs/backends.md)."""
+        return ""
+
     def visit_create_table(self, create: Any, **kw: Any) -> str:
         sql = str(super().visit_create_table(create, **kw))  # type: ignore[no-untyped-call]
         _, qualified = self._sequence_sql(create.element)

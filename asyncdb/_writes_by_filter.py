@@ -144,7 +144,11 @@ class FilterWrites(RepositoryCore[T]):
 
 
 def _statement(
-    info: ModelInfo, where: Sequence[ColumnElement[bool]], values: Mapping[str, Any] | None
+    info: ModelInfo,
+    where: Sequence[ColumnElement[bool]],
+    values: Mapping[str, Any] | None,
+    *,
+    returning: bool = True,
 ) -> Any:
     """``UPDATE ... SET values`` (or ``DELETE``) ``WHERE ... RETURNING key``."""
     table = info.table
@@ -152,7 +156,8 @@ def _statement(
         stmt: Any = delete(table)
     else:
         stmt = update(table).values({info.attr_to_column[k].key: v for k, v in values.items()})
-    return stmt.where(*where).returning(*info.pk_columns)
+    stmt = stmt.where(*where)
+    return stmt.returning(*info.pk_columns) if returning else stmt
 
 
 async def _execute(
@@ -169,8 +174,23 @@ async def _execute(
             conditions.append(info.pk_columns[0].in_([k[0] for k in keys]))
         else:
             conditions.append(tuple_(*info.pk_columns).in_(keys))
+    if values is not None and not session.get_bind().dialect.update_returning:
+        # MariaDB/MySQL: no UPDATE ... RETURNING. Lock and read the matching keys, then
+        # update by key (which also keeps a subquery on the same table out of the UPDATE).
+        found = select(*info.pk_columns).where(*conditions).with_for_update()
+        matched = [tuple(row) for row in (await session.execute(found)).all()]
+        if matched:
+            by_key = _statement(info, [_key_in(info, matched)], values, returning=False)
+            await session.execute(by_key)
+        return matched
     result = await session.execute(_statement(info, conditions, values))
     return [tuple(row) for row in result.all()]
+
+
+def _key_in(info: ModelInfo, keys: Sequence[tuple[Any, ...]]) -> ColumnElement[bool]:
+    if len(info.pk_columns) == 1:
+        return info.pk_columns[0].in_([k[0] for k in keys])
+    return tuple_(*info.pk_columns).in_(keys)
 
 
 async def _audited(

@@ -197,6 +197,7 @@ async def test_count_by_refuses_too_many_groups(
         await Repository(Post, db).count_by("writer_id")
 
 
+@pytest.mark.requires("foreign_key_actions")
 async def test_association_only_paths(db: AsyncDatabaseManager, blog: dict[str, Any]) -> None:
     """Counts and key filters over a many-to-many to a model without soft delete read the
     association table alone (also self-referential); the results are the same."""

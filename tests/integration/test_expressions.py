@@ -49,6 +49,7 @@ async def test_a_base_select_never_repeats_or_revives_rows(
     assert await titles(posts, where=[tagged, Post.score > 4]) == ["p1"]
 
 
+@pytest.mark.requires("foreign_key_actions")
 async def test_counts_pages_and_writes_take_where(
     db: AsyncDatabaseManager, blog: dict[str, Any]
 ) -> None:

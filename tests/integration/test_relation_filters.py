@@ -110,6 +110,7 @@ async def test_bad_relation_filters_are_validation_errors_before_sql(
     assert seen == []
 
 
+@pytest.mark.requires("foreign_key_actions")
 async def test_counts_through_relationships_bypass_the_cache(
     db: AsyncDatabaseManager, blog: dict[str, Any]
 ) -> None:

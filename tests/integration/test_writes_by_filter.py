@@ -98,6 +98,7 @@ async def test_hard_delete_by(db: AsyncDatabaseManager) -> None:
     assert olds == ["a", "b", "d"]
 
 
+@pytest.mark.requires("foreign_key_actions")
 async def test_writes_through_relationships(db: AsyncDatabaseManager) -> None:
     await seed_blog(db)
     posts = Repository(Post, db)
@@ -107,6 +108,7 @@ async def test_writes_through_relationships(db: AsyncDatabaseManager) -> None:
     assert [p.title for p in await posts.find_by(order_by="title")] == ["p1", "p3"]
 
 
+@pytest.mark.requires("update_returning")
 async def test_unaudited_model_takes_one_statement(db: AsyncDatabaseManager) -> None:
     counters = Repository(Counter, db)
     await counters.bulk_create([{"value": v} for v in range(5)])
