@@ -266,9 +266,15 @@ def parse_order_with_key(
 
 
 def build_order(model: type[Any], order: Sequence[tuple[str, bool]]) -> list[UnaryExpression[Any]]:
-    """ORDER BY clauses for parsed ``order`` (NULLs last in both directions)."""
+    """ORDER BY clauses for parsed ``order`` (NULLs last in both directions).
+
+    ``NULLS LAST`` only on columns that can hold NULL: on a NOT NULL column it changes
+    nothing but stops PostgreSQL from reading a descending order off a btree index.
+    """
     clauses: list[UnaryExpression[Any]] = []
     for field, descending in order:
         col = getattr(model, field)
-        clauses.append((col.desc() if descending else col.asc()).nulls_last())
+        clause = col.desc() if descending else col.asc()
+        nullable = getattr(col, "nullable", True) and not getattr(col, "primary_key", False)
+        clauses.append(clause.nulls_last() if nullable else clause)
     return clauses

@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy.engine import make_url
 
-from ._base import _BUSY_TIMEOUT_MS, POOL_SIZE, Stack, Target
+from ._base import _BUSY_TIMEOUT_MS, POOL_SIZE, TOP_ID, Stack, Target
 
 __all__ = ["RawAiosqliteStack", "RawAsyncpgStack", "raw_stack"]
 
@@ -41,6 +41,15 @@ class _Sql:
         self.count = f"SELECT count(*) FROM {read}"
         self.page = f"SELECT {_COLUMNS} FROM {read} ORDER BY id LIMIT {p[0]} OFFSET {p[1]}"
         self.after = f"SELECT {_COLUMNS} FROM {read} WHERE id > {p[0]} ORDER BY id LIMIT {p[1]}"
+        self.before = (
+            f"SELECT {_COLUMNS} FROM {read} WHERE id < {p[0]} ORDER BY id DESC LIMIT {p[1]}"
+        )
+
+    def keyset(self, after: Any, descending: bool) -> tuple[str, Any]:
+        """The statement and the cursor's id for a page in either direction."""
+        if descending:
+            return self.before, TOP_ID if after is None else after
+        return self.after, after or 0
 
 
 def _keyset(rows: Sequence[Any], limit: int) -> tuple[int, Any]:
@@ -87,8 +96,11 @@ class RawAsyncpgStack(Stack):
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.executemany(self.sql.insert, records)
 
-    async def keyset_page(self, after: Any, limit: int) -> tuple[int, Any]:
-        return _keyset(await self.pool.fetch(self.sql.after, after or 0, limit + 1), limit)
+    async def keyset_page(
+        self, after: Any, limit: int, descending: bool = False
+    ) -> tuple[int, Any]:
+        sql, ident = self.sql.keyset(after, descending)
+        return _keyset(await self.pool.fetch(sql, ident, limit + 1), limit)
 
 
 class RawAiosqliteStack(Stack):
@@ -156,5 +168,8 @@ class RawAiosqliteStack(Stack):
                 raise
             await conn.execute("COMMIT")
 
-    async def keyset_page(self, after: Any, limit: int) -> tuple[int, Any]:
-        return _keyset(await self._fetchall(self.sql.after, after or 0, limit + 1), limit)
+    async def keyset_page(
+        self, after: Any, limit: int, descending: bool = False
+    ) -> tuple[int, Any]:
+        sql, ident = self.sql.keyset(after, descending)
+        return _keyset(await self._fetchall(sql, ident, limit + 1), limit)

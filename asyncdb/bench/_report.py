@@ -27,7 +27,7 @@ __all__ = [
 #: The stack every ratio is relative to.
 BASELINE = "orm"
 #: Workloads where asyncdb must at least match the bare ORM (reads must beat it).
-_VERSUS_ORM = ("create", "get_by_id", "update", "paginate", "concurrent", "keyset")
+_VERSUS_ORM = ("create", "get_by_id", "update", "paginate", "concurrent", "keyset", "keyset_desc")
 
 
 @dataclasses.dataclass(frozen=True)

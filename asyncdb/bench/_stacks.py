@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from .._context import audit_context
 from .._manager import AsyncDatabaseManager
 from .._repository import Repository
-from ._base import _BUSY_TIMEOUT_MS, POOL_SIZE, Stack, Target
+from ._base import _BUSY_TIMEOUT_MS, POOL_SIZE, TOP_ID, Stack, Target
 from ._raw import raw_stack
 
 __all__ = [
@@ -77,6 +77,12 @@ class CoreStack(Stack):
             .order_by(read.c.id)
             .limit(bindparam("lim"))
         )
+        self._before = (
+            select(read)
+            .where(read.c.id < bindparam("after"))
+            .order_by(read.c.id.desc())
+            .limit(bindparam("lim"))
+        )
 
     async def close(self) -> None:
         if hasattr(self, "engine"):
@@ -106,10 +112,15 @@ class CoreStack(Stack):
         async with self.engine.begin() as conn:
             await conn.execute(insert(self.write_table), rows)
 
-    async def keyset_page(self, after: Any, limit: int) -> tuple[int, Any]:
-        params = {"after": after or 0, "lim": limit + 1}
+    async def keyset_page(
+        self, after: Any, limit: int, descending: bool = False
+    ) -> tuple[int, Any]:
+        if descending:
+            stmt, params = self._before, {"after": TOP_ID if after is None else after}
+        else:
+            stmt, params = self._after, {"after": after or 0}
         async with self.engine.connect() as conn:
-            rows = (await conn.execute(self._after, params)).all()
+            rows = (await conn.execute(stmt, {**params, "lim": limit + 1})).all()
         return _keyset_result(rows, limit, lambda row: row.id)
 
 
@@ -168,9 +179,15 @@ class OrmStack(Stack):
             session.add_all([self.write_model(**row) for row in rows])
             await session.commit()
 
-    async def keyset_page(self, after: Any, limit: int) -> tuple[int, Any]:
+    async def keyset_page(
+        self, after: Any, limit: int, descending: bool = False
+    ) -> tuple[int, Any]:
         model = self.read_model
-        stmt = select(model).where(model.id > (after or 0)).order_by(model.id).limit(limit + 1)
+        if descending:
+            where, order = model.id < (TOP_ID if after is None else after), model.id.desc()
+        else:
+            where, order = model.id > (after or 0), model.id
+        stmt = select(model).where(where).order_by(order).limit(limit + 1)
         async with self.sessions() as session:
             rows = (await session.scalars(stmt)).all()
         return _keyset_result(rows, limit, lambda row: row.id)
@@ -268,8 +285,11 @@ class AsyncdbStack(Stack):
                 return await self.writes.bulk_create(rows)
         return await self.writes.bulk_create(rows)
 
-    async def keyset_page(self, after: Any, limit: int) -> tuple[int, Any]:
-        page = await self.reads.paginate_keyset(after=after, limit=limit, order_by="id")
+    async def keyset_page(
+        self, after: Any, limit: int, descending: bool = False
+    ) -> tuple[int, Any]:
+        order_by = "-id" if descending else "id"
+        page = await self.reads.paginate_keyset(after=after, limit=limit, order_by=order_by)
         return len(page.items), page.next_cursor if page.has_more else None
 
 

@@ -204,6 +204,21 @@ async def _keyset(stack: Stack, data: Data) -> Sample:
     return await _timed(op, data.scale.duration, data.scale.warmup)
 
 
+async def _keyset_desc(stack: Stack, data: Data) -> Sample:
+    # Walk newest first to the last full page (untimed), then read that deep page again
+    # and again: the page a client reaches at the end of a descending walk.
+    size = data.scale.page_size
+    cursor: Any = None
+    for _ in range(max(data.scale.seed_rows // size - 2, 0)):
+        _, cursor = await stack.keyset_page(cursor, size, descending=True)
+    deep = cursor
+
+    async def op(i: int) -> Any:
+        return await stack.keyset_page(deep, size, descending=True)
+
+    return await _timed(op, data.scale.duration, data.scale.warmup)
+
+
 @dataclasses.dataclass(frozen=True)
 class Workload:
     """A named measurement, the stacks it compares, and the tidy-up it needs after."""
@@ -287,6 +302,14 @@ WORKLOADS: dict[str, Workload] = {
             "walk the table in keyset pages of {page_size}",
             _CORE,
             _keyset,
+            read=True,
+        ),
+        Workload(
+            "keyset_desc",
+            "pages/s",
+            "the deepest keyset page of {page_size}, newest first (-id)",
+            _CORE,
+            _keyset_desc,
             read=True,
         ),
         Workload(

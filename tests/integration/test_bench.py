@@ -29,6 +29,7 @@ ALL_WORKLOADS = [
     "concurrent",
     "concurrent_updates",
     "keyset",
+    "keyset_desc",
 ]
 
 
