@@ -68,6 +68,11 @@ class Stack(abc.ABC):
     async def bulk_create(self, rows: list[dict[str, Any]]) -> Any:
         """Insert ``rows`` into the insert table in one transaction."""
 
+    async def bulk_upsert(self, rows: list[dict[str, Any]]) -> Any:
+        """Insert or update ``rows`` (each with its ``id``) in the insert table, in one
+        transaction; only the stacks of the ``bulk_upsert`` workload have it."""
+        raise NotImplementedError
+
     @abc.abstractmethod
     async def keyset_page(
         self, after: Any, limit: int, descending: bool = False

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import bindparam, event, func, insert, pool, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
 from .._context import audit_context
@@ -111,6 +112,17 @@ class CoreStack(Stack):
     async def bulk_create(self, rows: list[dict[str, Any]]) -> Any:
         async with self.engine.begin() as conn:
             await conn.execute(insert(self.write_table), rows)
+
+    async def bulk_upsert(self, rows: list[dict[str, Any]]) -> Any:
+        table = self.write_table
+        dialect = postgresql if self.target.backend == "postgresql" else sqlite
+        ins = dialect.insert(table)
+        stmt = ins.on_conflict_do_update(
+            index_elements=[table.c.id],
+            set_={name: ins.excluded[name] for name in ("name", "qty", "note")},
+        )
+        async with self.engine.begin() as conn:
+            await conn.execute(stmt, rows)
 
     async def keyset_page(
         self, after: Any, limit: int, descending: bool = False
@@ -284,6 +296,12 @@ class AsyncdbStack(Stack):
             with audit_context(user_id="bench"):
                 return await self.writes.bulk_create(rows)
         return await self.writes.bulk_create(rows)
+
+    async def bulk_upsert(self, rows: list[dict[str, Any]]) -> Any:
+        if self.audit:
+            with audit_context(user_id="bench"):
+                return await self.writes.bulk_upsert(rows, conflict_on=["id"])
+        return await self.writes.bulk_upsert(rows, conflict_on=["id"])
 
     async def keyset_page(
         self, after: Any, limit: int, descending: bool = False

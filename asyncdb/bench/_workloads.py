@@ -143,6 +143,22 @@ async def _bulk_create(stack: Stack, data: Data) -> Sample:
     return dataclasses.replace(sample, units=len(rows))
 
 
+async def _bulk_upsert(stack: Stack, data: Data) -> Sample:
+    # Every operation upserts the same ids: the first inserts them, the later ones
+    # update them, alternating between two versions so every update changes each row.
+    versions = [
+        [{**row, "id": i + 1, "qty": row["qty"] + v} for i, row in enumerate(data.bulk)]
+        for v in (0, 1)
+    ]
+    await stack.bulk_upsert(versions[1][:100])  # warm-up: the statements
+
+    async def op(i: int) -> Any:
+        return await stack.bulk_upsert(versions[i % 2])
+
+    sample = await _timed(op, data.scale.duration, 0)
+    return dataclasses.replace(sample, units=len(data.bulk))
+
+
 async def _concurrent(stack: Stack, data: Data) -> Sample:
     ids = data.ids
     tasks = data.scale.concurrency
@@ -278,6 +294,14 @@ WORKLOADS: dict[str, Workload] = {
             "insert {bulk_rows:,} rows in one transaction (ORM: add_all)",
             (*_CORE, "asyncdb+audit"),
             _bulk_create,
+            tidy="write",
+        ),
+        Workload(
+            "bulk_upsert",
+            "rows/s",
+            "upsert {bulk_rows:,} rows by id in one transaction (inserts, then updates)",
+            ("raw", "core", "asyncdb", "asyncdb-nometrics", "asyncdb+audit"),
+            _bulk_upsert,
             tidy="write",
         ),
         Workload(
