@@ -170,7 +170,8 @@ def group_by_keys(
     if not params:
         return []
     first = params[0][1].keys()
-    if all(item[1].keys() == first for item in params):
+    width = len(first)
+    if all(len(item[1]) == width and item[1].keys() >= first for item in params):
         return [params]  # the usual case: every row names the same fields
     groups: dict[frozenset[str], list[tuple[int, dict[str, Any]]]] = {}
     for item in params:
