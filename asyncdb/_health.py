@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-__all__ = ["HealthReport"]
+__all__ = ["HealthReport", "pool_status"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,3 +30,25 @@ class HealthReport:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serializable dict of every field."""
         return dataclasses.asdict(self)
+
+
+def pool_status(pool: Any) -> dict[str, Any]:
+    """Size, checked-out, checked-in and overflow figures of a SQLAlchemy pool.
+
+    A figure the pool class does not keep (``NullPool``, ``StaticPool``) is left out.
+    QueuePool counts overflow from ``-size`` (unused capacity); only connections beyond
+    the pool size are reported.
+    """
+    status: dict[str, Any] = {"class": type(pool).__name__}
+    for key, method in (
+        ("size", "size"),
+        ("checked_out", "checkedout"),
+        ("checked_in", "checkedin"),
+        ("overflow", "overflow"),
+    ):
+        getter = getattr(pool, method, None)
+        if callable(getter):
+            status[key] = getter()
+    if "overflow" in status:
+        status["overflow"] = max(0, status["overflow"])
+    return status

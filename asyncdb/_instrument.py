@@ -44,6 +44,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import Pool
 
 from ._context import get_audit_context
+from ._health import pool_status
 from ._metrics import CallFrame, Metrics
 
 __all__ = ["call_site", "instrument_engine"]
@@ -192,7 +193,7 @@ def instrument_engine(engine: AsyncEngine, metrics: Metrics) -> Callable[[], Non
     # Connections opened before instrumentation (connect()'s probe) are pooled already.
     for _ in range(_count(sync_engine.pool, "checkedin")):
         metrics.on_connect()
-    metrics.bind_pool(lambda: _pool_status(sync_engine.pool))
+    metrics.bind_pool(lambda: pool_status(sync_engine.pool))
     stop_watchdog = _start_watchdog(metrics) if track_leaks else _noop
 
     def remove() -> None:
@@ -209,23 +210,6 @@ def instrument_engine(engine: AsyncEngine, metrics: Metrics) -> Callable[[], Non
         metrics.bind_pool(None)
 
     return remove
-
-
-def _pool_status(pool: Pool) -> dict[str, Any]:
-    status: dict[str, Any] = {"class": type(pool).__name__}
-    for key, method in (
-        ("size", "size"),
-        ("checked_out", "checkedout"),
-        ("checked_in", "checkedin"),
-        ("overflow", "overflow"),
-    ):
-        getter = getattr(pool, method, None)
-        if callable(getter):
-            status[key] = getter()
-    if "overflow" in status:
-        # QueuePool counts overflow from -size (unused capacity); report connections only.
-        status["overflow"] = max(0, status["overflow"])
-    return status
 
 
 def _count(pool: Pool, method: str) -> int:

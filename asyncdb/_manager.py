@@ -12,26 +12,24 @@ import warnings
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
-from sqlalchemy import event, text
+from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker
 from sqlalchemy.orm import Session
 
-from ._engine import JOURNAL_MODE, create_engine, option_engines
+from ._engine import create_engine, option_engines
 from ._errors import (
     AsyncDBError,
     ConfigurationError,
-    DatabaseUnavailableError,
     StateError,
     TransactionError,
-    exception_summary,
     translate,
 )
 from ._health import HealthReport
 from ._instrument import instrument_engine
 from ._metrics import Metrics
-from ._retry import backoff_delay, is_auth_failure, is_connect_retryable
+from ._probe import connect_with_retry, node_health, ping, ping_new_engine, pool_figures
 from ._routing import ReplicaNode, Route, Router, check_route
 from ._session import (
     STATE_KEY,
@@ -204,7 +202,9 @@ class AsyncDatabaseManager:
             self._check_connected()
         engine = create_engine(self.settings)
         try:
-            await self._probe_with_retry(engine)
+            self.journal_mode = await connect_with_retry(
+                engine, self.settings, on_attempt=self._count_attempt
+            )
         except BaseException:
             await engine.dispose()
             raise
@@ -300,44 +300,8 @@ class AsyncDatabaseManager:
                 router.failed(node, exc)
         return True
 
-    async def _probe_with_retry(self, engine: AsyncEngine) -> None:
-        attempts = self.settings.connect_retries
-        for attempt in range(1, attempts + 1):
-            self.connect_attempts = attempt
-            try:
-                async with _no_transaction(
-                    engine, self.backend, pgbouncer=self.settings.pgbouncer
-                ).connect() as conn:
-                    await conn.exec_driver_sql("SELECT 1")
-                    if self.backend == "sqlite":
-                        raw = await conn.get_raw_connection()
-                        self.journal_mode = raw.info.get(JOURNAL_MODE)
-                return
-            except Exception as exc:
-                if is_auth_failure(exc):
-                    msg = (
-                        f"The server at {self.url} rejected the credentials or the database "
-                        "name. Check the user, password and database in the URL."
-                    )
-                    raise ConfigurationError(msg) from exc
-                retry = is_connect_retryable(exc)
-                if not retry or attempt == attempts:
-                    reason = exception_summary(exc) if not retry else type(exc).__name__
-                    msg = (
-                        f"Could not connect to {self.url} after {attempt} attempt(s) ({reason}). "
-                        "Check that the server is running and reachable, or raise connect_retries."
-                    )
-                    raise DatabaseUnavailableError(msg) from exc
-                delay = backoff_delay(attempt - 1, self.settings.retry_backoff)
-                logger.warning(
-                    "Connection attempt %d/%d to %s failed (%s); retrying in %.2f s",
-                    attempt,
-                    attempts,
-                    self.url,
-                    type(exc).__name__,
-                    delay,
-                )
-                await asyncio.sleep(delay)
+    def _count_attempt(self, attempt: int) -> None:
+        self.connect_attempts = attempt
 
     def _install(self, engine: AsyncEngine) -> None:
         self._engine = engine
@@ -476,19 +440,7 @@ class AsyncDatabaseManager:
 
     def pool_status(self) -> dict[str, Any]:
         """Size, checked-out and overflow figures of the pool (empty when not connected)."""
-        if self._engine is None:
-            return {}
-        pool = self._engine.sync_engine.pool
-        status: dict[str, Any] = {"class": type(pool).__name__}
-        for name in ("size", "checkedin", "checkedout", "overflow"):
-            getter = getattr(pool, name, None)
-            if callable(getter):
-                status[name if name != "checkedin" else "checked_in"] = getter()
-        if "checkedout" in status:
-            status["checked_out"] = status.pop("checkedout")
-        if "overflow" in status:  # QueuePool counts from -size; report connections only
-            status["overflow"] = max(0, status["overflow"])
-        return status
+        return pool_figures(self._engine)
 
     async def health_check(self, timeout: float = 5.0) -> HealthReport:
         """Probe the database with ``SELECT 1``; never raises on an unreachable server.
@@ -506,7 +458,14 @@ class AsyncDatabaseManager:
             mapped = translate(exc)
             error = str(mapped) if isinstance(mapped, AsyncDBError) else type(exc).__name__
         latency = (time.perf_counter() - started) * 1000.0
-        nodes = await self._node_health(timeout, error is None)
+        primary = {
+            "name": "primary",
+            "role": "primary",
+            "url": self.url,
+            "healthy": error is None,
+            "pool": self.pool_status(),
+        }
+        nodes = await node_health(self._router, timeout, primary)
         return HealthReport(
             healthy=error is None,
             latency_ms=round(latency, 3) if error is None else None,
@@ -518,45 +477,13 @@ class AsyncDatabaseManager:
             nodes=nodes,
         )
 
-    async def _node_health(self, timeout: float, primary_ok: bool) -> list[dict[str, Any]]:
-        """Per-node figures: the primary, then each replica probed now (in parallel)."""
-        router = self._router
-        if router is None:
-            return []
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(
-                asyncio.gather(*(router.probe(node) for node in router.nodes)), timeout
-            )
-        primary = {
-            "name": "primary",
-            "role": "primary",
-            "url": self.url,
-            "healthy": primary_ok,
-            "pool": self.pool_status(),
-        }
-        return [primary, *router.snapshot()["replicas"]]
-
     async def _ping(self) -> None:
-        # Probes run without a transaction: on SQLite a BEGIN IMMEDIATE would make a
-        # health check queue behind every writer.
         if self.state is ManagerState.CONNECTED:
-            async with self._engines["autocommit"].connect() as conn:
-                await conn.execute(text("SELECT 1"))
+            await ping(self._engines["autocommit"])
             return
         if self.state is ManagerState.DISPOSED:
             self._check_connected()
-        engine = create_engine(self.settings.replace(pre_ping=False))
-        try:
-            async with _no_transaction(
-                engine, self.backend, pgbouncer=self.settings.pgbouncer
-            ).connect() as conn:
-                await conn.execute(text("SELECT 1"))
-        finally:
-            await engine.dispose()
-
-
-def _no_transaction(engine: AsyncEngine, backend: str, *, pgbouncer: bool = False) -> AsyncEngine:
-    return option_engines(engine, backend, pgbouncer=pgbouncer)["autocommit"]
+        await ping_new_engine(self.settings)
 
 
 def _known(overrides: dict[str, Any]) -> dict[str, Any]:

@@ -34,6 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ._context import last_write, note_write
 from ._errors import ConfigurationError
+from ._health import pool_status
 
 __all__ = ["ROUTES", "ReplicaNode", "Route", "Router", "route_reads"]
 
@@ -139,18 +140,7 @@ class ReplicaNode:
 
     def pool_status(self) -> dict[str, Any]:
         """Size and checkout figures of this node's pool."""
-        pool = self.engine.sync_engine.pool
-        status: dict[str, Any] = {"class": type(pool).__name__}
-        for name, key in (
-            ("size", "size"),
-            ("checkedin", "checked_in"),
-            ("checkedout", "checked_out"),
-            ("overflow", "overflow"),
-        ):
-            getter = getattr(pool, name, None)
-            if callable(getter):
-                status[key] = getter()
-        return status
+        return pool_status(self.engine.sync_engine.pool)
 
     def snapshot(self, max_lag: float | None) -> dict[str, Any]:
         """Role, health, lag, reads and pool figures, as a plain dict."""

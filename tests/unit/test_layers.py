@@ -48,7 +48,7 @@ LAYERS: list[set[str]] = [
     },
     # engine / instrumentation / metrics / change log
     # and read routing (the manager's replica nodes and the policy that picks one)
-    {"_engine", "_sqlite_gate", "_instrument", "_metrics", "_changes", "_routing"},
+    {"_engine", "_sqlite_gate", "_instrument", "_metrics", "_changes", "_routing", "_probe"},
     # manager, with the default-manager registry and migrations
     {"_manager", "_registry", "_migrate_env", "_migrate_adopt", "_migrate"},
     # unit of work
