@@ -63,6 +63,7 @@ async def copy_batch(
         values = [row[name] for row in params]
         columns.append(values if process is None else [process(v) for v in values])
     records = list(zip(*columns, strict=True))
+    await session.flush()  # as an INSERT's autoflush would: pending parents go first
     try:
         async with session.begin_nested():
             # A nested session transaction sends its SAVEPOINT when a connection is

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from sqlalchemy import delete, event, select
 
-from asyncdb import AsyncDatabaseManager, ConflictError, Repository
+from asyncdb import AsyncDatabaseManager, AsyncUnitOfWork, ConflictError, Repository
 from asyncdb._copy import COPY_MIN_ROWS
 from tests.integration.conftest import empty_tables, manager_for
 from tests.integration.models import Account, Color, Item, Order
@@ -147,3 +147,20 @@ async def test_a_generator_streams_in_constant_memory(postgres_url: str) -> None
         assert large < small * 1.5 + 512 * 1024, (small, large)
     finally:
         await db.dispose()
+
+
+async def test_copy_inside_a_unit_sees_pending_rows_and_rolls_back(
+    db: AsyncDatabaseManager,
+) -> None:
+    async with AsyncUnitOfWork(db) as uow:
+        account = Account(email="first@x")
+        uow.session.add(account)
+        await uow.flush()
+        orders = uow.get_repository(Order, audit=False)
+        parent = Account(email="second@x")
+        uow.session.add(parent)  # pending when the COPY starts
+        assert await orders.bulk_create(_order_rows(account.id, 0, COPY_MIN_ROWS)) == 50
+        assert parent.id is not None  # flushed before the COPY, as an INSERT would
+        await uow.rollback()
+    assert await Repository(Order, db).count() == 0
+    assert await Repository(Account, db).count() == 0
