@@ -54,6 +54,29 @@ def fresh_postgres_database(prefix: str) -> Iterator[str]:
         asyncio.run(_admin(POSTGRES_URL, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """Workers for ``-n auto``: twice the CPUs (at most 8), as the tests spend about half
+    their time waiting on a database server; ``ASYNCDB_TEST_WORKERS`` overrides."""
+    configured = os.environ.get("ASYNCDB_TEST_WORKERS")
+    if configured:
+        return int(configured)
+    return min(8, 2 * (os.cpu_count() or 1))
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """An xdist worker saves its coverage data now: execnet ends workers with ``os._exit``,
+    which skips the ``atexit`` save of ``coverage run``'s subprocess measurement."""
+    if not hasattr(session.config, "workerinput"):
+        return
+    try:
+        import coverage
+    except ImportError:  # pragma: no cover - coverage is a dev dependency
+        return
+    current = coverage.Coverage.current()
+    if current is not None:
+        current.save()
+
+
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """A fresh PostgreSQL database for this test session, dropped at the end.

@@ -52,40 +52,55 @@ async def reset_schema(db: AsyncDatabaseManager) -> None:
             await conn.run_sync(metadata.create_all)
 
 
-async def empty_tables(db: AsyncDatabaseManager) -> None:
-    """Every table of the matrix, present and empty, as cheaply as the backend allows.
+#: What the schema of the current PostgreSQL schema looks like: tables, columns,
+#: constraints, indexes and triggers, as one digest.
+_SCHEMA_DIGEST = text(
+    "SELECT md5(concat_ws('|', "
+    "(SELECT string_agg(format('%s.%s:%s:%s:%s', table_name, column_name, data_type, "
+    "is_nullable, column_default), ',' ORDER BY table_name, column_name) "
+    "FROM information_schema.columns WHERE table_schema = current_schema()), "
+    "(SELECT string_agg(conname || pg_get_constraintdef(oid), ',' ORDER BY conname) "
+    "FROM pg_constraint WHERE connamespace = current_schema()::regnamespace), "
+    "(SELECT string_agg(indexdef, ',' ORDER BY indexname) "
+    "FROM pg_indexes WHERE schemaname = current_schema()), "
+    "(SELECT string_agg(tgname || tgrelid::regclass::text, ',' ORDER BY tgname, tgrelid) "
+    "FROM pg_trigger WHERE NOT tgisinternal)))"
+)
 
-    A new SQLite database gets ``create_all``; PostgreSQL, whose database lives for the
-    whole run, gets one ``TRUNCATE ... RESTART IDENTITY`` when the tables are all there
-    (a test that dropped or changed one gets them rebuilt).
+#: Per database URL: the digest right after :func:`reset_schema` built the tables.
+_built_schema: dict[str, str] = {}
+
+
+async def empty_tables(db: AsyncDatabaseManager) -> None:
+    """Every table of the matrix, present, as built, and empty, as cheaply as possible.
+
+    A new SQLite database gets ``create_all``. PostgreSQL, whose database lives for the
+    whole run, keeps its tables while the schema is exactly as ``reset_schema`` built it
+    (a test that added a constraint or trigger, or dropped or changed a table, gets them
+    rebuilt) and has them emptied in one round trip: ``DELETE`` with triggers off (the
+    audit log's append-only guard, foreign keys) and every sequence set back to its
+    start. On tables of a few rows that is about 40 times cheaper than ``TRUNCATE``,
+    which makes new files for every table it empties.
     """
-    tables = _tables()
     if db.backend != "postgresql":
         await reset_schema(db)
         return
-    names = [table.name for table in tables]
+    key = db.settings.url
     async with db.engine.begin() as conn:
-        found = await conn.scalar(
-            text(
-                "SELECT count(*) FROM pg_tables WHERE schemaname = current_schema() "
-                "AND tablename = ANY(:names)"
-            ),
-            {"names": names},
-        )
-        extra_columns = await conn.scalar(
-            text(
-                "SELECT count(*) FROM information_schema.columns "
-                "WHERE table_schema = current_schema() AND table_name = ANY(:names)"
-            ),
-            {"names": names},
-        )
-    expected_columns = sum(len(table.columns) for table in tables)
-    if found != len(names) or extra_columns != expected_columns:
-        await reset_schema(db)
-        return
-    quoted = ", ".join(f'"{name}"' for name in names)
-    async with db.engine.begin() as conn:
-        await conn.execute(text(f"TRUNCATE {quoted} RESTART IDENTITY CASCADE"))
+        digest = await conn.scalar(_SCHEMA_DIGEST)
+        if digest == _built_schema.get(key):
+            deletes = "; ".join(f'DELETE FROM "{table.name}"' for table in reversed(_tables()))
+            raw = await conn.get_raw_connection()
+            await raw.driver_connection.execute(  # type: ignore[union-attr]
+                "SET LOCAL session_replication_role = replica; "
+                f"{deletes}; "
+                "SELECT setval(format('%I.%I', schemaname, sequencename), start_value, false) "
+                "FROM pg_sequences WHERE schemaname = current_schema()"
+            )
+            return
+    await reset_schema(db)
+    async with db.engine.connect() as conn:
+        _built_schema[key] = str(await conn.scalar(_SCHEMA_DIGEST))
 
 
 @pytest.fixture

@@ -98,6 +98,7 @@ def test_example_scripts_default_to_a_sqlite_file(tmp_path: Path) -> None:
 @pytest.mark.parametrize("backend", ["sqlite-file", "postgres"])
 def test_fastapi_example_tests_pass(backend: str, example_url: str, tmp_path: Path) -> None:
     args = ["-m", "pytest", str(EXAMPLES / "test_fastapi_app.py"), "-q", "-p", "no:cacheprovider"]
+    args += ["-n", "0"]  # one process: the example's tests share the database they are given
     if backend == "postgres":
         args.append(f"--asyncdb-url={example_url}")
     result = run([*args, f"--basetemp={tmp_path / 'pytest'}"], None, ROOT)

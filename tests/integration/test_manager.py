@@ -184,9 +184,10 @@ async def _terminate_pool_backends(db: AsyncDatabaseManager, admin_url: str) -> 
     conn = await asyncpg.connect(dsn)
     try:
         pids = await conn.fetch(
-            "SELECT pid FROM pg_stat_activity"
-            " WHERE application_name = $1 AND pid <> pg_backend_pid()",
+            "SELECT pid FROM pg_stat_activity WHERE application_name = $1"
+            " AND datname = $2 AND pid <> pg_backend_pid()",
             db.settings.application_name,
+            db.settings.parsed_url.database,
         )
         assert pids, "the pool should hold open connections"
         for row in pids:

@@ -23,6 +23,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "scaleout" in item.nodeid:
             item.add_marker(pytest.mark.scaleout)
+            # One xdist worker runs them all (--dist loadgroup): the standby, pgbouncer
+            # and redis-server are built once per worker, and a base backup is not cheap.
+            item.add_marker(pytest.mark.xdist_group("scaleout"))
 
 
 @pytest.fixture(scope="session")

@@ -181,14 +181,24 @@ def standby_of(source_port: int, prefix: str = "asyncdb-standby-") -> PgServer:
     return server
 
 
-def _basebackup(server: PgServer, source_port: int) -> None:
-    run(
-        [
-            str(server.bin / "pg_basebackup"),
-            "-h", MAIN_HOST, "-p", str(source_port), "-U", "postgres",
-            "-D", str(server.data), "-X", "stream", "-c", "fast", "-R",
-        ]
-    )  # fmt: skip
+def _basebackup(server: PgServer, source_port: int, attempts: int = 3) -> None:
+    # A checkpoint that runs while pg_basebackup sets up its temporary slot (DROP
+    # DATABASE forces one; parallel test workers drop databases) can end the stream
+    # with "terminating process ... to release replication slot": take it again.
+    for attempt in range(1, attempts + 1):
+        try:
+            run(
+                [
+                    str(server.bin / "pg_basebackup"),
+                    "-h", MAIN_HOST, "-p", str(source_port), "-U", "postgres",
+                    "-D", str(server.data), "-X", "stream", "-c", "fast", "-R",
+                ]
+            )  # fmt: skip
+            break
+        except RuntimeError:
+            shutil.rmtree(server.data, ignore_errors=True)
+            if attempt == attempts:
+                raise
     server.configure()
     server.start()
 
