@@ -177,10 +177,12 @@ async def _concurrent(stack: Stack, data: Data) -> Sample:
     async def worker(offset: int) -> None:
         nonlocal done
         i = offset
-        while time.perf_counter() < deadline:
+        while True:  # at least one operation, as _timed does: a late start still counts
             await stack.get_by_id(ids[i % len(ids)])
             done += 1
             i += tasks
+            if time.perf_counter() >= deadline:
+                return
 
     await asyncio.gather(*(worker(w) for w in range(tasks)))
     return Sample(done, time.perf_counter() - start)
@@ -201,10 +203,12 @@ async def _concurrent_updates(stack: Stack, data: Data) -> Sample:
         nonlocal done
         mine = ids[offset::tasks] or ids
         i = 0
-        while time.perf_counter() < deadline:
+        while True:  # at least one operation (see _concurrent)
             await stack.update(mine[i % len(mine)], data.new_values())
             done += 1
             i += 1
+            if time.perf_counter() >= deadline:
+                return
 
     await asyncio.gather(*(worker(w) for w in range(tasks)))
     return Sample(done, time.perf_counter() - start)
