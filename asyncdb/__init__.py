@@ -5,6 +5,7 @@ A pooled :class:`AsyncDatabaseManager`, a typed :class:`Repository`, an
 Alembic migrations, for asyncio and FastAPI applications.
 """
 
+from ._aggregates import Aggregate, Count, Exists
 from ._audit import cleanup_audit_logs, get_audit_logs
 from ._audit_export import export_audit_logs, iter_audit_logs
 from ._audit_history import AuditVersion, as_of, history, revert
@@ -44,6 +45,7 @@ from ._migrate import (
     migrations_location,
 )
 from ._models import Audited, Base, SoftDeleteMixin, TimestampMixin, UTCDateTime, utcnow
+from ._offset_page import OffsetPage
 from ._pagination import KeysetPage, Page
 from ._repository import Repository
 from ._routing import route_reads
@@ -54,6 +56,7 @@ from ._uow import AsyncUnitOfWork
 __version__ = "0.1.0"
 
 __all__ = [
+    "Aggregate",
     "AsyncDBError",
     "AsyncDatabaseManager",
     "AsyncUnitOfWork",
@@ -70,9 +73,11 @@ __all__ = [
     "ConfigurationError",
     "ConflictError",
     "ConnectionLostError",
+    "Count",
     "DataError",
     "DatabaseSettings",
     "DatabaseUnavailableError",
+    "Exists",
     "HealthReport",
     "KeysetPage",
     "ManagerState",
@@ -82,6 +87,7 @@ __all__ = [
     "MigrationResult",
     "MigrationStatus",
     "NotFoundError",
+    "OffsetPage",
     "Page",
     "PoolTimeoutError",
     "QueryError",

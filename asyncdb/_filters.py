@@ -268,13 +268,13 @@ def parse_order_with_key(
 def build_order(model: type[Any], order: Sequence[tuple[str, bool]]) -> list[UnaryExpression[Any]]:
     """ORDER BY clauses for parsed ``order`` (NULLs last in both directions).
 
-    ``NULLS LAST`` only on columns that can hold NULL: on a NOT NULL column it changes
-    nothing but stops PostgreSQL from reading a descending order off a btree index.
+    ``NULLS LAST`` is written for nullable columns only: on a NOT NULL column it changes
+    nothing but would keep PostgreSQL from reading a plain index backwards for ``-field``.
     """
+    columns = model_info(model).attr_to_column
     clauses: list[UnaryExpression[Any]] = []
     for field, descending in order:
         col = getattr(model, field)
         clause = col.desc() if descending else col.asc()
-        nullable = getattr(col, "nullable", True) and not getattr(col, "primary_key", False)
-        clauses.append(clause.nulls_last() if nullable else clause)
+        clauses.append(clause.nulls_last() if columns[field].nullable else clause)
     return clauses

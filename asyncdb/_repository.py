@@ -17,16 +17,19 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from . import _bulk, _upsert
+from ._aggregates import Annotate
 from ._context import AuditContext
 from ._errors import (
     ValidationError,
 )
+from ._expressions import Where
 from ._filters import (
     build_order,
     check_flag,
     check_int,
     parse_order_with_key,
 )
+from ._loading import LoadArg
 from ._models import utcnow
 from ._pagination import (
     KeysetPage,
@@ -34,11 +37,13 @@ from ._pagination import (
     check_cursor_values,
     keyset_after,
 )
-from ._repository_base import DEFAULT_BATCH_SIZE, DEFAULT_PAGE_SIZE, RepositoryCore
+from ._repository_base import DEFAULT_BATCH_SIZE, DEFAULT_PAGE_SIZE
+from ._repository_counts import CountingReads
 from ._uow import (
     register_repository_factory,
 )
 from ._values import MAX_INT64
+from ._writes_by_filter import FilterWrites
 
 __all__ = ["Repository"]
 
@@ -46,7 +51,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-class Repository(RepositoryCore[T]):
+class Repository(CountingReads[T], FilterWrites[T]):
     """Data access for one model, as async methods that each run one operation.
 
     Three ways to bind it:
@@ -78,10 +83,27 @@ class Repository(RepositoryCore[T]):
         self._context_var.set(AuditContext.of(user_id, session_id, correlation_id))
         return self
 
-    async def get_by_id(self, id: Any, *, with_deleted: bool = False) -> T | None:
-        """The row with primary key ``id``, or None (also for a soft-deleted row)."""
+    async def get_by_id(
+        self,
+        id: Any,
+        *,
+        with_deleted: bool = False,
+        load: LoadArg = None,
+        annotate: Annotate = None,
+    ) -> T | None:
+        """The row with primary key ``id``, or None (also for a soft-deleted row).
+
+        ``load`` and ``annotate`` as for :meth:`find_by`.
+        """
         check_flag("with_deleted", with_deleted)
         ident = self._coerce_id(id)
+        if load is not None or annotate:
+            # The cache holds column values only: such a read goes to the database.
+            stmt = self._select(annotate).where(
+                *self._where({}, with_deleted), self._pk_where(ident)
+            )
+            rows = await self._read_rows(self._with_load(stmt, load, with_deleted), annotate)
+            return rows[0] if rows else None
         if self.cache is not None and self._bound_session() is None:
             # A hit outside a unit of work needs no session and no connection.
             hit: T | None = await self.cache.get_detached(self, ident)
@@ -96,9 +118,16 @@ class Repository(RepositoryCore[T]):
 
         return await self._read(op, fills_cache=self.cache is not None)
 
-    async def get(self, id: Any, *, with_deleted: bool = False) -> T:
+    async def get(
+        self,
+        id: Any,
+        *,
+        with_deleted: bool = False,
+        load: LoadArg = None,
+        annotate: Annotate = None,
+    ) -> T:
         """The row with primary key ``id``; :class:`NotFoundError` when there is none."""
-        obj = await self.get_by_id(id, with_deleted=with_deleted)
+        obj = await self.get_by_id(id, with_deleted=with_deleted, load=load, annotate=annotate)
         if obj is None:
             raise self._not_found(id)
         return obj
@@ -243,10 +272,17 @@ class Repository(RepositoryCore[T]):
         limit: int | None = None,
         offset: int | None = None,
         with_deleted: bool = False,
+        load: LoadArg = None,
+        annotate: Annotate = None,
     ) -> list[T]:
         """Every row (ordered by ``order_by``, then primary key), optionally a slice."""
         return await self.find_by(
-            order_by=order_by, limit=limit, offset=offset, with_deleted=with_deleted
+            order_by=order_by,
+            limit=limit,
+            offset=offset,
+            with_deleted=with_deleted,
+            load=load,
+            annotate=annotate,
         )
 
     async def find_by(
@@ -256,57 +292,83 @@ class Repository(RepositoryCore[T]):
         limit: int | None = None,
         offset: int | None = None,
         with_deleted: bool = False,
+        load: LoadArg = None,
+        where: Where = None,
+        annotate: Annotate = None,
         **filters: Any,
     ) -> list[T]:
-        """Rows matching every filter: ``name="x"``, ``qty__gte=3``, ``id__in=[1, 2]``."""
+        """Rows matching every filter: ``name="x"``, ``qty__gte=3``, ``id__in=[1, 2]``.
+
+        ``load`` eager-loads relationships: names, dotted for nesting
+        (``load=["author", "comments.author"]``), or SQLAlchemy loader options.
+        ``where`` adds SQLAlchemy conditions on the model (``Post.score > 3``) or a
+        base ``select(Post)``; keyword filters and soft-delete filtering still apply.
+        ``annotate`` sets per-row counts and flags over relationships as attributes
+        (``annotate={"favorites": Count("favorited_by")}``), in the same query.
+        """
         if limit is not None:
             check_int("limit", limit, 0)
         if offset is not None:
             check_int("offset", offset, 0)
         stmt = self._ordered(
-            select(self.model).where(*self._where(filters, with_deleted)), order_by
+            self._select(annotate).where(*self._where(filters, with_deleted, where)), order_by
         )
+        stmt = self._with_load(stmt, load, with_deleted)
         if limit is not None:
             stmt = stmt.limit(limit)
         if offset:
             stmt = stmt.offset(offset)
 
-        async def op(session: AsyncSession) -> list[T]:
-            return list((await session.scalars(stmt)).all())
-
-        return await self._read(op)
+        return await self._read_rows(stmt, annotate)
 
     async def find_one_by(
         self,
         *,
         order_by: str | Sequence[str] | None = None,
         with_deleted: bool = False,
+        load: LoadArg = None,
+        where: Where = None,
+        annotate: Annotate = None,
         **filters: Any,
     ) -> T | None:
         """The first row matching the filters (by ``order_by``, then key), or None."""
-        rows = await self.find_by(order_by=order_by, limit=1, with_deleted=with_deleted, **filters)
+        rows = await self.find_by(
+            order_by=order_by,
+            limit=1,
+            with_deleted=with_deleted,
+            load=load,
+            where=where,
+            annotate=annotate,
+            **filters,
+        )
         return rows[0] if rows else None
 
-    async def count(self, *, with_deleted: bool = False, **filters: Any) -> int:
-        """How many rows match the filters."""
+    async def count(
+        self, *, with_deleted: bool = False, where: Where = None, **filters: Any
+    ) -> int:
+        """How many rows match the filters (and the ``where`` conditions)."""
         stmt = (
-            select(func.count()).select_from(self.model).where(*self._where(filters, with_deleted))
+            select(func.count())
+            .select_from(self.model)
+            .where(*self._where(filters, with_deleted, where))
         )
 
         async def op(session: AsyncSession) -> int:
             return int((await session.execute(stmt)).scalar_one())
 
-        return await self._cached_query("count", filters, with_deleted, op)
+        return await self._cached_query("count", filters, with_deleted, op, keyable=where is None)
 
-    async def exists(self, *, with_deleted: bool = False, **filters: Any) -> bool:
+    async def exists(
+        self, *, with_deleted: bool = False, where: Where = None, **filters: Any
+    ) -> bool:
         """True when at least one row matches (an EXISTS query, not a COUNT)."""
-        conditions = self._where(filters, with_deleted) or [true()]
+        conditions = self._where(filters, with_deleted, where) or [true()]
         stmt = select(exists().where(*conditions).select_from(self.table))
 
         async def op(session: AsyncSession) -> bool:
             return bool((await session.execute(stmt)).scalar())
 
-        return await self._cached_query("exists", filters, with_deleted, op)
+        return await self._cached_query("exists", filters, with_deleted, op, keyable=where is None)
 
     async def paginate(
         self,
@@ -315,6 +377,9 @@ class Repository(RepositoryCore[T]):
         *,
         order_by: str | Sequence[str] | None = None,
         with_deleted: bool = False,
+        load: LoadArg = None,
+        where: Where = None,
+        annotate: Annotate = None,
         **filters: Any,
     ) -> Page[T]:
         """Page ``page`` (from 1) of ``page_size`` rows, with the total count."""
@@ -323,14 +388,15 @@ class Repository(RepositoryCore[T]):
         if (page - 1) * page_size > MAX_INT64:
             msg = f"page {page} is beyond any table: the offset would exceed {MAX_INT64}."
             raise ValidationError(msg)
-        where = self._where(filters, with_deleted)
-        count_stmt = select(func.count()).select_from(self.model).where(*where)
-        stmt = self._ordered(select(self.model).where(*where), order_by)
+        conditions = self._where(filters, with_deleted, where)
+        count_stmt = select(func.count()).select_from(self.model).where(*conditions)
+        stmt = self._ordered(self._select(annotate).where(*conditions), order_by)
         stmt = stmt.limit(page_size).offset((page - 1) * page_size)
+        stmt = self._with_load(stmt, load, with_deleted)
 
         async def op(session: AsyncSession) -> Page[T]:
             total = int((await session.execute(count_stmt)).scalar_one())
-            items = list((await session.scalars(stmt)).all()) if total else []
+            items = await self._fetch(session, stmt, annotate) if total else []
             return Page(items=items, total=total, page=page, page_size=page_size)
 
         return await self._read(op)
@@ -342,6 +408,9 @@ class Repository(RepositoryCore[T]):
         *,
         order_by: str | Sequence[str] | None = None,
         with_deleted: bool = False,
+        load: LoadArg = None,
+        where: Where = None,
+        annotate: Annotate = None,
         **filters: Any,
     ) -> KeysetPage[T]:
         """The ``limit`` rows after the cursor ``after`` (from the start when None).
@@ -353,19 +422,20 @@ class Repository(RepositoryCore[T]):
         order = parse_order_with_key(self.model, order_by, self._info.pk_names, self.filterable)
         scope = f"{self.table.name}|" + ",".join(("-" if d else "") + f for f, d in order)
         codec = self._cursor_codec()
-        where = self._where(filters, with_deleted)
+        conditions = self._where(filters, with_deleted, where)
         if after is not None:
             values = check_cursor_values(self.model, order, codec.decode(scope, after, len(order)))
-            where.append(keyset_after(self.model, order, values))
+            conditions.append(keyset_after(self.model, order, values))
         stmt = (
-            select(self.model)
-            .where(*where)
+            self._select(annotate)
+            .where(*conditions)
             .order_by(*build_order(self.model, order))
             .limit(limit + 1)
         )
+        stmt = self._with_load(stmt, load, with_deleted)
 
         async def op(session: AsyncSession) -> KeysetPage[T]:
-            rows = list((await session.scalars(stmt)).all())
+            rows = await self._fetch(session, stmt, annotate)
             has_more = len(rows) > limit
             rows = rows[:limit]
             cursor = None

@@ -12,9 +12,10 @@ import contextvars
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from sqlalchemy import Select, Table, and_
+from sqlalchemy import Select, Table, and_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ._aggregates import Annotate, annotation_columns
 from ._audit import mark_instance, resolve_context
 from ._changes import record_changes, recorded_by_caller
 from ._context import AuditContext
@@ -28,8 +29,8 @@ from ._errors import (
     ValidationError,
     commit_outcome_unknown,
 )
+from ._expressions import Where, where_conditions
 from ._filters import (
-    build_filters,
     build_order,
     check_columns,
     check_flag,
@@ -37,11 +38,13 @@ from ._filters import (
     filterable_fields,
     parse_order_with_key,
 )
+from ._loading import LoadArg, loader_options
 from ._model_info import model_info
 from ._pagination import (
     CursorCodec,
     codec_for_secrets,
 )
+from ._relation_filters import build_conditions, has_relation_filters
 from ._routing import Route, check_route
 from ._settings import DEFAULT_MAX_PAGE_SIZE, cursor_secret_from_env
 from ._uow import (
@@ -308,12 +311,47 @@ class RepositoryCore(Generic[T]):
             raise ValidationError(msg)
         return bool(soft)
 
-    def _where(self, filters: Mapping[str, Any], with_deleted: bool) -> list[Any]:
+    def _where(
+        self, filters: Mapping[str, Any], with_deleted: bool, where: Where = None
+    ) -> list[Any]:
         check_flag("with_deleted", with_deleted)
-        conditions = build_filters(self.model, filters, self.filterable)
+        conditions = where_conditions(self.model, where)
+        conditions += build_conditions(self.model, filters, self.filterable)
         if self._soft and not with_deleted:
             conditions.append(self.model.deleted_at.is_(None))  # type: ignore[attr-defined]
         return conditions
+
+    def _select(self, annotate: Annotate) -> Select[Any]:
+        """``SELECT model`` plus one labelled column per annotation (checked here)."""
+        return select(self.model, *annotation_columns(self.model, annotate))
+
+    async def _fetch(self, session: AsyncSession, stmt: Select[Any], annotate: Annotate) -> list[T]:
+        """The instances ``stmt`` selects, with their annotations set as attributes."""
+        if not annotate:
+            return list((await session.scalars(stmt)).unique().all())
+        names = list(annotate)
+        found: list[T] = []
+        for row in (await session.execute(stmt)).unique().all():
+            obj = row[0]
+            for name, value in zip(names, row[1:], strict=True):
+                setattr(obj, name, value)
+            found.append(obj)
+        return found
+
+    async def _read_rows(self, stmt: Select[Any], annotate: Annotate) -> list[T]:
+        async def op(session: AsyncSession) -> list[T]:
+            return await self._fetch(session, stmt, annotate)
+
+        return await self._read(op)
+
+    def _with_load(self, stmt: Select[Any], load: LoadArg, with_deleted: bool) -> Select[Any]:
+        """``stmt`` with the eager-load options of ``load`` (see :mod:`._loading`)."""
+        if load is None:
+            return stmt
+        options = loader_options(self.model, load, with_deleted)
+        # Refresh what the session already holds: a collection loaded before a related
+        # row was soft-deleted must not keep it.
+        return stmt.options(*options).execution_options(populate_existing=True)
 
     def _ordered(self, stmt: Select[Any], order_by: str | Sequence[str] | None) -> Select[Any]:
         order = parse_order_with_key(self.model, order_by, self._info.pk_names, self.filterable)
@@ -325,9 +363,14 @@ class RepositoryCore(Generic[T]):
         filters: Mapping[str, Any],
         with_deleted: bool,
         op: Callable[[AsyncSession], Awaitable[R]],
+        *,
+        keyable: bool = True,
     ) -> R:
         cache = self.cache
-        if cache is None:
+        if cache is None or not keyable or has_relation_filters(self.model, filters):
+            # A count through a relationship depends on other tables, whose commits do
+            # not invalidate this model's counts; an expression has no trustworthy key:
+            # neither is cached.
             return await self._read(op)
         if self._bound_session() is None:
             found, value = await cache.peek_query(self, kind, filters, with_deleted)

@@ -73,6 +73,10 @@ class Stack(abc.ABC):
         transaction; only the stacks of the ``bulk_upsert`` workload have it."""
         raise NotImplementedError
 
+    async def list_page(self, reader: int, offset: int) -> Any:
+        """A page of articles with their relations for ``reader``: ``(total, views)``."""
+        raise NotImplementedError
+
     @abc.abstractmethod
     async def keyset_page(
         self, after: Any, limit: int, descending: bool = False

@@ -184,6 +184,18 @@ def check_targets(result: BenchResult) -> list[TargetCheck]:
             at_least=20.0,
         )
     )
+    checks += [
+        _check(
+            "list_page_relations: asyncdb vs the N+1 loop",
+            ratios("list_page_relations", "asyncdb", "orm-n+1"),
+            at_least=5.0,
+        ),
+        _check(
+            "list_page_relations: asyncdb vs hand-written query",
+            ratios("list_page_relations", "asyncdb", BASELINE),
+            at_least=0.8,
+        ),
+    ]
     for name, a, b in (
         ("liveness: asyncdb check vs no ping", "asyncdb", "asyncdb-noping"),
         ("liveness: ORM pool_pre_ping vs no ping", "orm+ping", BASELINE),

@@ -28,6 +28,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from .._audit_model import AUDIT_TABLE, AuditLog
 from .._models import Audited
 from .._settings import DEFAULT_URL
+from ._relations import RelationModels, make_relation_models
 
 __all__ = [
     "PREFIX",
@@ -59,6 +60,8 @@ class BenchSchema:
     read_model: type[Any]
     write_model: type[Any]
     base: type[DeclarativeBase]
+    #: Users, articles, tags and their links: the "list page with relations" workload.
+    relations: RelationModels | None = None
     #: True when this run created the audit table (so it may drop it again).
     created_audit_table: bool = False
 
@@ -68,9 +71,11 @@ class BenchSchema:
         return str(self.write_model.__tablename__)
 
     @property
-    def table_names(self) -> tuple[str, str]:
-        """Both tables of this run."""
-        return (self.name, self.write_name)
+    def table_names(self) -> tuple[str, ...]:
+        """Every table of this run: the read and write tables, then the relation tables."""
+        own = (self.name, self.write_name)
+        others = sorted(t for t in self.base.metadata.tables if t not in own)
+        return (*own, *others)
 
     # -- set-up --------------------------------------------------------------------------
 
@@ -84,6 +89,8 @@ class BenchSchema:
             await conn.run_sync(self.base.metadata.create_all)
             if seed_rows:
                 await conn.execute(insert(self.read_model.__table__), seed_values(seed_rows))
+                if self.relations is not None:
+                    await self.relations.seed(conn, articles=max(seed_rows // 4, 40))
 
     async def read_ids(self, engine: AsyncEngine) -> list[int]:
         """The primary keys of the seeded rows, ascending."""
@@ -154,7 +161,11 @@ def make_schema(name: str | None = None) -> BenchSchema:
         __tablename__ = f"{table_name}_w"
 
     return BenchSchema(
-        name=table_name, read_model=BenchRow, write_model=BenchWriteRow, base=BenchBase
+        name=table_name,
+        read_model=BenchRow,
+        write_model=BenchWriteRow,
+        base=BenchBase,
+        relations=make_relation_models(BenchBase, table_name),
     )
 
 

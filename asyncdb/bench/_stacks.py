@@ -24,6 +24,7 @@ from .._manager import AsyncDatabaseManager
 from .._repository import Repository
 from ._base import _BUSY_TIMEOUT_MS, POOL_SIZE, TOP_ID, Stack, Target
 from ._raw import raw_stack
+from ._relations import asyncdb_page, orm_loop_page, orm_query_page
 
 __all__ = [
     "POOL_SIZE",
@@ -146,9 +147,10 @@ class OrmStack(Stack):
 
     engine: AsyncEngine
 
-    def __init__(self, target: Target, *, pre_ping: bool = False) -> None:
+    def __init__(self, target: Target, *, pre_ping: bool = False, n_plus_one: bool = False) -> None:
         super().__init__(target)
         self.pre_ping = pre_ping
+        self.n_plus_one = n_plus_one
         self.read_model = target.schema.read_model
         self.write_model = target.schema.write_model
 
@@ -190,6 +192,13 @@ class OrmStack(Stack):
         async with self.sessions() as session:
             session.add_all([self.write_model(**row) for row in rows])
             await session.commit()
+
+    async def list_page(self, reader: int, offset: int) -> Any:
+        relations = self.target.schema.relations
+        assert relations is not None
+        page = orm_loop_page if self.n_plus_one else orm_query_page
+        async with self.sessions() as session:
+            return await page(session, relations, reader, offset)
 
     async def keyset_page(
         self, after: Any, limit: int, descending: bool = False
@@ -262,6 +271,8 @@ class AsyncdbStack(Stack):
             schema.read_model, db, audit=self.audit, cache=cache
         )
         self.writes: Repository[Any] = Repository(schema.write_model, db, audit=self.audit)
+        if schema.relations is not None:
+            self.articles: Repository[Any] = Repository(schema.relations.article, db)
 
     async def close(self) -> None:
         if hasattr(self, "db"):
@@ -286,6 +297,9 @@ class AsyncdbStack(Stack):
             with audit_context(user_id="bench"):
                 return await self.reads.update(ident, **values)
         return await self.reads.update(ident, **values)
+
+    async def list_page(self, reader: int, offset: int) -> Any:
+        return await asyncdb_page(self.articles, reader, offset)
 
     async def paginate(self, page: int, page_size: int) -> Any:
         result = await self.reads.paginate(page=page, page_size=page_size, order_by="id")
@@ -331,6 +345,9 @@ STACKS: dict[str, StackSpec] = {
         StackSpec("raw", "raw {driver}", raw_stack),
         StackSpec("core", "SQLAlchemy Core", CoreStack),
         StackSpec("orm", "SQLAlchemy ORM (baseline)", OrmStack),
+        StackSpec(
+            "orm-n+1", "ORM, a query per relation per row", lambda t: OrmStack(t, n_plus_one=True)
+        ),
         StackSpec(
             "orm+ping",
             "ORM, pool_pre_ping=True",

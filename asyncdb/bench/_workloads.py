@@ -239,6 +239,16 @@ async def _keyset_desc(stack: Stack, data: Data) -> Sample:
     return await _timed(op, data.scale.duration, data.scale.warmup)
 
 
+async def _list_page(stack: Stack, data: Data) -> Sample:
+    # Pages 1..10 of the article list, for readers who follow and favourite.
+    readers = max(len(data.ids) // 20, 1)
+
+    async def op(i: int) -> Any:
+        return await stack.list_page(i % readers + 1, (i % 10) * 20)
+
+    return await _timed(op, data.scale.duration, data.scale.warmup)
+
+
 @dataclasses.dataclass(frozen=True)
 class Workload:
     """A named measurement, the stacks it compares, and the tidy-up it needs after."""
@@ -338,6 +348,14 @@ WORKLOADS: dict[str, Workload] = {
             "the deepest keyset page of {page_size}, newest first (-id)",
             _CORE,
             _keyset_desc,
+            read=True,
+        ),
+        Workload(
+            "list_page_relations",
+            "pages/s",
+            "20 articles with author, following flag, tags, favourite count and flag",
+            ("orm-n+1", "orm", "asyncdb"),
+            _list_page,
             read=True,
         ),
         Workload(

@@ -31,6 +31,7 @@ ALL_WORKLOADS = [
     "concurrent_updates",
     "keyset",
     "keyset_desc",
+    "list_page_relations",
 ]
 
 
@@ -78,8 +79,15 @@ def test_quick_json_run_on_sqlite_cleans_up(sqlite_file: Path) -> None:
     assert names == ALL_WORKLOADS  # liveness runs on PostgreSQL only
     for workload in report["workloads"]:
         results = workload["results"]
-        assert {"raw", "core", "asyncdb", "asyncdb-nometrics"} <= set(results)
-        if workload["name"] == "bulk_upsert":  # the ORM has no upsert: no baseline
+        if workload["name"] == "list_page_relations":
+            # relations: the N+1 loop and a hand-written query
+            expected = {"orm-n+1", "orm", "asyncdb"}
+        elif workload["name"] == "bulk_upsert":  # the ORM has no upsert: no baseline
+            expected = {"raw", "core", "asyncdb", "asyncdb-nometrics"}
+        else:
+            expected = {"raw", "core", "orm", "asyncdb", "asyncdb-nometrics"}
+        assert expected <= set(results)
+        if workload["name"] == "bulk_upsert":
             assert "orm" not in results and results["asyncdb"]["ratio"] is None
         else:
             assert results["orm"]["ratio"] == 1.0
@@ -258,3 +266,43 @@ async def _fetch(url: str, query: str) -> list[tuple[Any, ...]]:
         return [tuple(row) for row in await conn.fetch(query)]
     finally:
         await conn.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite-file", "postgres"])
+async def test_list_page_implementations_agree(db_url: str) -> None:
+    """The three "list page with relations" versions return the same page; the N+1 loop
+    sends a statement per relation per row, the others three."""
+    from sqlalchemy import event
+    from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
+
+    from asyncdb import AsyncDatabaseManager, Repository
+    from asyncdb.bench._relations import asyncdb_page, orm_loop_page, orm_query_page
+    from asyncdb.bench._schema import make_schema
+
+    schema = make_schema()
+    relations = schema.relations
+    assert relations is not None
+    admin = create_async_engine(db_url)
+    db = AsyncDatabaseManager(db_url)
+    await db.connect()
+    try:
+        await schema.create(admin, 400)
+        sessions = async_sessionmaker(admin, expire_on_commit=False)
+        seen: list[str] = []
+        event.listen(admin.sync_engine, "before_cursor_execute", lambda *a: seen.append(a[2]))
+        async with sessions() as session:
+            loop = await orm_loop_page(session, relations, 3, 20)
+        loop_statements, seen[:] = len(seen), []
+        async with sessions() as session:
+            query = await orm_query_page(session, relations, 3, 20)
+        assert len(seen) == 3
+        toolkit = await asyncdb_page(Repository(relations.article, db), 3, 20)
+        assert loop == query == toolkit
+        total, views = toolkit
+        assert total == 100 and len(views) == 20
+        assert any(v["favorited"] for v in views) and any(v["author"]["following"] for v in views)
+        assert loop_statements > 60
+    finally:
+        await db.dispose()
+        await schema.drop(admin)
+        await admin.dispose()

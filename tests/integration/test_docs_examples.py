@@ -107,6 +107,19 @@ def test_fastapi_example_tests_pass(backend: str, example_url: str, tmp_path: Pa
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("backend", ["sqlite-file", "postgres"])
+def test_conduit_example_tests_pass(backend: str, example_url: str, tmp_path: Path) -> None:
+    """Every endpoint of the Conduit example, with its statement count per request."""
+    args = ["-m", "pytest", str(EXAMPLES / "test_conduit_app.py"), "-q", "-p", "no:cacheprovider"]
+    args += ["-n", "0"]  # one process: the example's tests share the database they are given
+    if backend == "postgres":
+        args.append(f"--asyncdb-url={example_url}")
+    result = run([*args, f"--basetemp={tmp_path / 'pytest'}"], None, ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "7 passed" in result.stdout
+
+
+@pytest.mark.slow
 def test_fastapi_example_app_starts_serves_and_stops(example_url: str, tmp_path: Path) -> None:
     driver = textwrap.dedent(
         """

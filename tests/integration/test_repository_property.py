@@ -34,6 +34,8 @@ ops = st.one_of(
     st.tuples(
         st.just("bulk_delete"), st.lists(picks, max_size=4), st.sampled_from([None, True, False])
     ),
+    st.tuples(st.just("update_by"), qtys, qtys),
+    st.tuples(st.just("delete_by"), qtys, st.sampled_from([None, True, False]), st.booleans()),
 )
 
 
@@ -49,6 +51,24 @@ async def apply(repo: Repository[Item], model: dict[int, Row], op: tuple[Any, ..
         new_ids = sorted(i.id for i in await repo.get_all(with_deleted=True) if i.id not in before)
         for new_id, (n, q) in zip(new_ids, op[1], strict=True):
             model[new_id] = Row(n, q)
+    elif kind == "update_by":
+        # qty=op[1] on live rows becomes op[2]
+        matching = [k for k, r in model.items() if not r.deleted and r.qty == op[1]]
+        assert await repo.update_by({"qty": op[2]}, qty=op[1]) == len(matching)
+        for k in matching:
+            model[k].qty = op[2]
+    elif kind == "delete_by":
+        soft, with_deleted = op[2] is not False, op[3] and op[2] is False
+        matching = [
+            k for k, r in model.items() if r.qty == op[1] and (not r.deleted or with_deleted)
+        ]
+        deleted = await repo.delete_by(soft=op[2], with_deleted=with_deleted, qty=op[1])
+        assert deleted == len(matching)
+        for k in matching:
+            if soft:
+                model[k].deleted = True
+            else:
+                del model[k]
     elif not ids:
         return
     elif kind == "update":

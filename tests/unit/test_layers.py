@@ -41,6 +41,12 @@ LAYERS: list[set[str]] = [
         "_retry",
         "_model_info",
         "_filters",
+        # eager loading (load=) and filters through relationships
+        "_loading",
+        "_relation_filters",
+        "_expressions",
+        "_aggregates",
+        "_offset_page",
         "_pagination",
         "_values",
         # the CLI's shared options, exit codes and settings resolution (reads _settings)
@@ -56,7 +62,7 @@ LAYERS: list[set[str]] = [
     # audit / bulk / cache
     {"_audit", "_audit_verify", "_audit_export", "_bulk", "_copy", "_upsert", "_cache"},
     # repository
-    {"_repository_base", "_repository"},
+    {"_repository_base", "_writes_by_filter", "_repository_counts", "_repository"},
     # helpers and integrations
     {
         "__init__",
@@ -77,6 +83,7 @@ LAYERS: list[set[str]] = [
         "bench._base",
         "bench._cli",
         "bench._raw",
+        "bench._relations",
         "bench._report",
         "bench._runner",
         "bench._schema",
