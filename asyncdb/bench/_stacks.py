@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import bindparam, event, func, insert, pool, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
 from .._context import audit_context
@@ -119,12 +119,19 @@ class CoreStack(Stack):
 
     async def bulk_upsert(self, rows: list[dict[str, Any]]) -> Any:
         table = self.write_table
-        dialect = postgresql if self.target.backend == "postgresql" else sqlite
-        ins = dialect.insert(table)
-        stmt = ins.on_conflict_do_update(
-            index_elements=[table.c.id],
-            set_={name: ins.excluded[name] for name in ("name", "qty", "note")},
-        )
+        stmt: Any
+        if self.target.backend == "mysql":  # MariaDB/MySQL: ON DUPLICATE KEY UPDATE
+            mins = mysql.insert(table)
+            stmt = mins.on_duplicate_key_update(
+                {name: mins.inserted[name] for name in ("name", "qty", "note")}
+            )
+        else:  # DuckDB speaks PostgreSQL's ON CONFLICT
+            dialect = sqlite if self.target.backend == "sqlite" else postgresql
+            ins = dialect.insert(table)
+            stmt = ins.on_conflict_do_update(
+                index_elements=[table.c.id],
+                set_={name: ins.excluded[name] for name in ("name", "qty", "note")},
+            )
         async with self.engine.begin() as conn:
             await conn.execute(stmt, rows)
 
