@@ -32,11 +32,12 @@ from sqlalchemy.orm.base import NO_VALUE
 from ._audit_chain import insert_linked, prune_batch
 from ._audit_model import AuditAction, AuditLog
 from ._context import EMPTY_CONTEXT, ActingUnit, AuditContext, get_audit_context
-from ._errors import ValidationError, translate_errors
+from ._errors import ValidationError
 from ._filters import check_int
 from ._model_info import model_info
 from ._models import Audited, utcnow
 from ._session import ToolkitSession, session_state
+from ._translate import translate_errors
 
 if TYPE_CHECKING:
     from ._manager import AsyncDatabaseManager

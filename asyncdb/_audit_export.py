@@ -16,8 +16,9 @@ from sqlalchemy import Table, select
 
 from ._audit import check_filters
 from ._audit_model import AuditLog
-from ._errors import ValidationError, translate_errors
+from ._errors import ValidationError
 from ._filters import check_int
+from ._translate import translate_errors
 
 if TYPE_CHECKING:
     from ._manager import AsyncDatabaseManager

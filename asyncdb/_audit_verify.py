@@ -15,8 +15,8 @@ from sqlalchemy import Table, and_, func, or_, select
 
 from ._audit_chain import CHAIN_FIELDS, CHECKPOINT_ENTITY, chain_key, fields_digest, link_digest
 from ._audit_model import AUDIT_TABLE, AuditAction, AuditLog
-from ._errors import translate_errors
 from ._filters import check_int
+from ._translate import translate_errors
 
 if TYPE_CHECKING:
     from ._manager import AsyncDatabaseManager

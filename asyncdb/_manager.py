@@ -19,13 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionma
 from sqlalchemy.orm import Session
 
 from ._engine import create_engine, option_engines
-from ._errors import (
-    AsyncDBError,
-    ConfigurationError,
-    StateError,
-    TransactionError,
-    translate,
-)
+from ._errors import AsyncDBError, ConfigurationError, StateError, TransactionError
 from ._health import HealthReport
 from ._instrument import instrument_engine
 from ._metrics import Metrics
@@ -40,6 +34,7 @@ from ._session import (
     session_state,
 )
 from ._settings import DatabaseSettings
+from ._translate import translate
 
 __all__ = ["AsyncDatabaseManager", "ManagerState", "StateError"]
 

@@ -51,7 +51,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from . import _audit_model  # noqa: F401 - registers the toolkit's tables on toolkit_metadata
 from ._audit_guard import append_only_sql, set_append_only
 from ._engine import READ_ONLY_OPTION
-from ._errors import MigrationError, exception_summary, sqlstate_of
+from ._errors import MigrationError
 from ._manager import AsyncDatabaseManager
 from ._migrate_adopt import existing_toolkit_tables, schema_differences, stamp_heads
 from ._migrate_env import (
@@ -69,6 +69,7 @@ from ._migrate_env import (
     run_online,
 )
 from ._settings import DatabaseSettings
+from ._translate import exception_summary, sqlstate_of
 
 if TYPE_CHECKING:
     pass

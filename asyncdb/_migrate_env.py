@@ -16,10 +16,11 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection, Transaction
 
 from . import _audit_model  # noqa: F401 - registers the toolkit's tables on toolkit_metadata
-from ._errors import MigrationError, sqlstate_of
+from ._errors import MigrationError
 from ._models import UTCDateTime
 from ._schema import toolkit_metadata
 from ._settings import DatabaseSettings
+from ._translate import sqlstate_of
 
 if TYPE_CHECKING:
     from alembic.autogenerate.api import AutogenContext

@@ -17,11 +17,12 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ._engine import JOURNAL_MODE, create_engine, option_engines
-from ._errors import ConfigurationError, DatabaseUnavailableError, exception_summary
+from ._errors import ConfigurationError, DatabaseUnavailableError
 from ._health import pool_status
 from ._retry import backoff_delay, is_auth_failure, is_connect_retryable
 from ._routing import Router
 from ._settings import DatabaseSettings
+from ._translate import exception_summary
 
 __all__ = [
     "connect_with_retry",

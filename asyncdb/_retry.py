@@ -11,8 +11,8 @@ from ._errors import (
     DatabaseUnavailableError,
     PoolTimeoutError,
     RetryableError,
-    classify,
 )
+from ._translate import classify
 
 __all__ = [
     "backoff_delay",

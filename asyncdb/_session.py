@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, AsyncSessionTransaction
 from sqlalchemy.orm import Session
 
-from ._errors import TRANSLATED, translate
+from ._translate import TRANSLATED, translate
 
 __all__ = [
     "TRANSLATED_METHODS",

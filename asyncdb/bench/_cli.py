@@ -10,8 +10,9 @@ import sys
 from sqlalchemy.exc import SQLAlchemyError
 
 from .._cli_common import EXIT_ERROR, EXIT_FAILED, EXIT_OK, add_url_argument
-from .._errors import AsyncDBError, translate
+from .._errors import AsyncDBError
 from .._settings import mask_url
+from .._translate import translate
 from ._report import check_targets, to_json, to_text
 from ._runner import BenchFailedError, run_bench
 from ._workloads import FULL, QUICK, WORKLOADS

@@ -22,7 +22,7 @@ from asyncdb import (
     RetryableError,
     ValidationError,
 )
-from asyncdb._errors import translate
+from asyncdb._translate import translate
 
 SECRET = "ada@example.com"
 

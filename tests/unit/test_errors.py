@@ -18,7 +18,7 @@ from asyncdb import (
     TransactionError,
     ValidationError,
 )
-from asyncdb._errors import scrub_values, sqlstate_of, translate, translate_errors
+from asyncdb._translate import scrub_values, sqlstate_of, translate, translate_errors
 
 
 class DriverError(Exception):
@@ -141,7 +141,7 @@ def test_a_broken_connection_and_a_pool_timeout_are_distinct_classes() -> None:
 
 def test_classify_looks_through_a_hand_built_error_to_its_cause() -> None:
     from asyncdb import ConnectionLostError, DatabaseUnavailableError
-    from asyncdb._errors import classify
+    from asyncdb._translate import classify
 
     wrapped = DatabaseUnavailableError("lost")
     wrapped.__cause__ = ConnectionResetError()
@@ -163,7 +163,7 @@ def test_bad_credentials_are_a_configuration_error() -> None:
 
 
 def test_the_chain_walker_follows_orig_and_cause_and_stops_on_cycles() -> None:
-    from asyncdb._errors import exception_chain
+    from asyncdb._translate import exception_chain
 
     driver = ValueError("driver")
     top = sa_exc.DBAPIError("SELECT 1", {}, driver)

@@ -21,6 +21,8 @@ LAYERS: list[set[str]] = [
     # errors / context / models, and leaves that import nothing of the package
     {
         "_errors",
+        # the one classifier of driver errors (reads _driver_errors, _models)
+        "_translate",
         "_context",
         "_models",
         "_health",

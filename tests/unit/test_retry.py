@@ -15,13 +15,13 @@ from asyncdb import (
     RetryableError,
     ValidationError,
 )
-from asyncdb._errors import translate
 from asyncdb._retry import (
     backoff_delay,
     is_auth_failure,
     is_connect_retryable,
     is_transaction_retryable,
 )
+from asyncdb._translate import translate
 
 
 class FakeDriverError(Exception):
