@@ -14,14 +14,12 @@ import contextlib
 import enum
 import logging
 import time
-import weakref
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncSession, AsyncSessionTransaction
 
-from ._capabilities import require, supports
+from ._capabilities import require
 from ._completion import (
     Callback,
     commit_or_report,
@@ -46,6 +44,7 @@ from ._errors import (
     ConfigurationError,
     TransactionError,
 )
+from ._isolation import apply_isolation_level, check_isolation_level
 from ._registry import get_db_manager
 from ._routing import Route, check_route
 from ._session import session_state
@@ -62,9 +61,6 @@ logger = logging.getLogger("asyncdb")
 
 M = TypeVar("M")
 
-ISOLATION_LEVELS = frozenset(
-    {"SERIALIZABLE", "REPEATABLE READ", "READ COMMITTED", "READ UNCOMMITTED"}
-)
 #: Builds the repositories :meth:`AsyncUnitOfWork.get_repository` hands out. The
 #: repository module registers :class:`~asyncdb.Repository` here when it is imported,
 #: so this module does not import the layer above it.
@@ -75,12 +71,6 @@ def register_repository_factory(factory: Callable[..., Any]) -> None:
     """Install the class :meth:`AsyncUnitOfWork.get_repository` instantiates."""
     global _repository_factory
     _repository_factory = factory
-
-
-#: Per manager: (bind id, isolation level) -> the option engine (not free to build).
-_ISOLATED_BINDS: weakref.WeakKeyDictionary[Any, dict[tuple[int, str], Engine]] = (
-    weakref.WeakKeyDictionary()
-)
 
 
 class UnitState(enum.Enum):
@@ -136,16 +126,12 @@ class AsyncUnitOfWork:
                 "with route='replica', or drop route= for a unit that writes."
             )
             raise ConfigurationError(msg)
-        if isolation_level is not None and isolation_level.upper() not in ISOLATION_LEVELS:
-            allowed = ", ".join(sorted(ISOLATION_LEVELS))
-            msg = f"isolation_level must be one of {allowed} (got {isolation_level!r})."
-            raise ConfigurationError(msg)
         if db is None:
             db = get_db_manager()
         self.db = db
         self.read_only = read_only
         self.route: Route = route
-        self.isolation_level = isolation_level.upper() if isolation_level else None
+        self.isolation_level = check_isolation_level(isolation_level)
         self.audit = AuditContext.of(user_id, session_id, correlation_id, extra)
         self.state = UnitState.NEW
         self._session: AsyncSession | None = None
@@ -249,19 +235,8 @@ class AsyncUnitOfWork:
     def _begin(self, session: AsyncSession | None = None) -> None:
         if session is None:
             session = self.db.session(read_only=self.read_only)
-        if self.isolation_level is not None and supports(self.db.backend, "isolation_levels"):
-            # On the bind, not on one connection: every transaction of the unit (also
-            # after an explicit commit) gets the level, and the pool resets it on checkin.
-            bind = session.sync_session.bind
-            if not isinstance(bind, Engine):
-                msg = (
-                    f"Cannot use isolation_level={self.isolation_level!r}: this manager's "
-                    "sessions are bound to one connection whose transaction has already "
-                    "begun (bind_sessions_to, the asyncdb_transaction fixture). Run such "
-                    "code against the manager alone."
-                )
-                raise TransactionError(msg)
-            session.sync_session.bind = _isolated_bind(self.db, bind, self.isolation_level)
+        if self.isolation_level is not None:
+            apply_isolation_level(self.db, session, self.isolation_level)
         session_state(session.sync_session).unit = self
         if not self.read_only and self.db.router is not None:
             prepare_write_marks()  # the COMMIT runs in a helper task (read-your-writes)
@@ -529,13 +504,3 @@ def inherited_unit_for(db: AsyncDatabaseManager) -> AsyncUnitOfWork | None:
     """An active unit for ``db`` that this task inherited from the task that created it."""
     unit = _innermost_for(db)
     return unit if unit is not None and not acts_for(unit.owner_task) else None
-
-
-def _isolated_bind(db: AsyncDatabaseManager, bind: Engine, level: str) -> Engine:
-    """``bind`` (the default or read-only engine) with ``isolation_level``, cached per
-    manager: an option engine shares the pool but is not free to build."""
-    cache = _ISOLATED_BINDS.setdefault(db, {})
-    key = (id(bind), level)
-    if key not in cache:
-        cache[key] = bind.execution_options(isolation_level=level)
-    return cache[key]

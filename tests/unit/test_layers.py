@@ -78,7 +78,7 @@ LAYERS: list[set[str]] = [
     # manager, with the default-manager registry and migrations
     {"_manager", "_registry", "_migrate_env", "_migrate_adopt", "_migrate"},
     # unit of work
-    {"_completion", "_uow"},
+    {"_completion", "_isolation", "_uow"},
     # audit / bulk / cache
     {"_audit", "_audit_verify", "_audit_export", "_bulk", "_copy", "_upsert", "_cache"},
     # repository
