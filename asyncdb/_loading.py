@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy.orm import (
+    Load,
     RelationshipProperty,
     joinedload,
     selectinload,
@@ -54,6 +55,23 @@ def relationship_of(model: type[Any], name: object, *, what: str) -> Relationshi
     raise ValidationError(msg)
 
 
+def _check_option(model: type[Any], option: ORMOption) -> ORMOption:
+    """A loader option must start at ``model``: SQLAlchemy would only refuse it while
+    compiling the statement, with an error of its own."""
+    path = option.path if isinstance(option, Load) else None
+    root = getattr(path[0], "mapper", None) if path else None
+    mapper = model_info(model).mapper
+    if root is not None and not (root.isa(mapper) or mapper.isa(root)):
+        msg = (
+            f"A loader option in load= starts at {root.class_.__name__}, not at "
+            f"{model.__name__}: start it at a relationship of {model.__name__} "
+            f"(selectinload({model.__name__}.<relationship>)...) or name the path in "
+            "load= ('comments.author')."
+        )
+        raise ValidationError(msg)
+    return option
+
+
 def _not_deleted(cls: Any) -> Any:
     return cls.deleted_at.is_(None)
 
@@ -73,7 +91,7 @@ def loader_options(model: type[Any], load: LoadArg, with_deleted: bool) -> list[
     soft_targets: dict[type[Any], None] = {}
     for item in items:
         if isinstance(item, ORMOption):
-            options.append(item)
+            options.append(_check_option(model, item))
             continue
         if not isinstance(item, str) or not item:
             msg = f"load takes relationship names or SQLAlchemy loader options (got {item!r})."

@@ -323,7 +323,7 @@ class RepositoryCore(Generic[T]):
 
     def _select(self, annotate: Annotate) -> Select[Any]:
         """``SELECT model`` plus one labelled column per annotation (checked here)."""
-        return select(self.model, *annotation_columns(self.model, annotate))
+        return select(self.model, *annotation_columns(self.model, annotate, self.filterable))
 
     async def _fetch(self, session: AsyncSession, stmt: Select[Any], annotate: Annotate) -> list[T]:
         """The instances ``stmt`` selects, with their annotations set as attributes."""
