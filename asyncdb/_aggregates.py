@@ -18,8 +18,12 @@ related rows are never counted nor matched, on every hop of the path.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
+import decimal
+import functools
 import keyword
 import types
+import uuid
 from collections.abc import Mapping
 from typing import Any
 
@@ -127,13 +131,49 @@ def annotation_columns(
     if not annotate:
         return []
     check_annotation_names(model, annotate)
-    columns: list[ColumnElement[Any]] = []
-    for name, aggregate in annotate.items():
-        if isinstance(aggregate, Exists):
-            columns.append(_exists(model, aggregate, fields).label(name))
-        elif isinstance(aggregate, Count):
-            columns.append(_count(model, aggregate, fields).label(name))
-    return columns
+    return [_column(model, fields, aggregate).label(name) for name, aggregate in annotate.items()]
+
+
+#: Filter values a built column may be remembered for (hashable, compared by type too).
+_SCALARS = (str, int, float, bool, type(None), decimal.Decimal, dt.date, dt.time, uuid.UUID)
+
+
+def _column(model: type[Any], fields: frozenset[str], aggregate: Aggregate) -> ColumnElement[Any]:
+    """The subquery of ``aggregate``, built (and checked) once per distinct aggregate.
+
+    Building one costs more client CPU than the rest of a read's statement (the paths,
+    the checks, the EXISTS clauses); SQL expressions are immutable, so a page that asks
+    for the same counts and flags again reuses them. Filter values that are not plain
+    scalars (a list for ``__in``) are built each time.
+    """
+    items = tuple(sorted(aggregate.filters.items()))
+    if all(type(value) in _SCALARS for _, value in items):
+        typed = tuple((key, type(value), value) for key, value in items)
+        cls: Any = model  # hashable, though mypy does not see a class as such
+        kind: Any = type(aggregate)
+        return _built(cls, fields, kind, aggregate.path, typed)
+    return _build_column(model, fields, aggregate)
+
+
+@functools.lru_cache(maxsize=1024)
+def _built(
+    model: Any,  # a class (typed Any: mypy does not see a class as Hashable)
+    fields: frozenset[str],
+    kind: Any,
+    path: str,
+    typed: tuple[tuple[str, type[Any], Any], ...],
+) -> ColumnElement[Any]:
+    aggregate = kind(path, **{key: value for key, _, value in typed})
+    return _build_column(model, fields, aggregate)
+
+
+def _build_column(
+    model: type[Any], fields: frozenset[str], aggregate: Aggregate
+) -> ColumnElement[Any]:
+    if isinstance(aggregate, Exists):
+        return _exists(model, aggregate, fields)
+    assert isinstance(aggregate, Count)
+    return _count(model, aggregate, fields)
 
 
 def _hops(path: object) -> list[str]:

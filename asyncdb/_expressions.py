@@ -52,13 +52,15 @@ def where_conditions(model: type[Any], where: Where) -> list[ColumnElement[bool]
 
 def _raw_sql(item: Any) -> bool:
     """Does ``item`` hold raw SQL text (``text()``, ``literal_column()``) anywhere?"""
-    for element in visitors.iterate(item):
-        if isinstance(element, TextClause):
-            return True
-        if isinstance(element, ColumnClause) and element.is_literal:
-            if element.name not in _OWN_LITERALS:
-                return True
-    return False
+    return any(
+        isinstance(element, TextClause)
+        or (
+            isinstance(element, ColumnClause)
+            and element.is_literal
+            and element.name not in _OWN_LITERALS
+        )
+        for element in visitors.iterate(item)
+    )
 
 
 def _condition(model: type[Any], item: Any) -> ColumnElement[bool]:

@@ -20,6 +20,7 @@ collection does not hold them, a many-to-one target is None), through
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -80,7 +81,27 @@ def loader_options(model: type[Any], load: LoadArg, with_deleted: bool) -> list[
     """The ORM options for ``load`` (see the module docstring); [] for None."""
     if load is None:
         return []
-    items: Sequence[Any] = [load] if isinstance(load, str) else load
+    cls: Any = model  # hashable, though mypy does not see a class as such
+    if isinstance(load, str):
+        return list(_named_options(cls, (load,), with_deleted))
+    if isinstance(load, (list, tuple)) and all(type(item) is str for item in load):
+        # Names only: built and checked once (options are immutable), as a page
+        # endpoint asks for the same loads on every request.
+        return list(_named_options(cls, tuple(load), with_deleted))
+    return _options(model, load, with_deleted)
+
+
+@functools.lru_cache(maxsize=256)
+def _named_options(
+    model: Any,  # a class (typed Any: mypy does not see a class as Hashable)
+    names: tuple[str, ...],
+    with_deleted: bool,
+) -> tuple[ORMOption, ...]:
+    return tuple(_options(model, names, with_deleted))
+
+
+def _options(model: type[Any], load: Any, with_deleted: bool) -> list[ORMOption]:
+    items: Sequence[Any] = load
     if not isinstance(items, (list, tuple)):
         msg = (
             "load takes a relationship name such as 'author', a dotted path such as "
