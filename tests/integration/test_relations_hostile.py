@@ -504,3 +504,49 @@ async def test_count_by_keeps_the_repository_allow_list(
     await refused(db, lambda: accounts.count_by("password_hash"), "password_hash")
     readers = Repository(Reader, db)
     await refused(db, lambda: readers.count_by("token"), "token cannot be used")
+
+
+# -- built once, checked every time -------------------------------------------------------
+
+
+async def test_remembered_annotations_and_loads_never_cross_requests(
+    db: AsyncDatabaseManager, blog: dict[str, Any]
+) -> None:
+    posts = Repository(Post, db)
+
+    async def by(**annotate: Any) -> dict[str, Any]:
+        rows = await posts.find_by(order_by="title", annotate=annotate)
+        return {p.title: p.flag for p in rows}  # type: ignore[attr-defined]
+
+    for _ in range(2):  # the second round reuses what the first built
+        assert await by(flag=Exists("writer", id=blog["jake"])) == {
+            "p1": True,
+            "p2": False,
+            "p3": False,
+        }
+        assert await by(flag=Exists("writer", id=blog["ann"])) == {
+            "p1": False,
+            "p2": True,
+            "p3": False,
+        }
+        assert await by(flag=Count("comments", body__in=["c1", "c2"])) == {
+            "p1": 2,
+            "p2": 0,
+            "p3": 0,
+        }
+        # 1 was built; True (a bool for an integer key) is still refused
+        await refused(db, lambda: by(flag=Exists("writer", id=True)), "integer")
+    # a narrower allow-list gets no column built for the wider one
+    await by(flag=Count("writer.posts", score=5))
+    narrow = Repository(Post, db, filterable=["title"])
+    await refused(
+        db,
+        lambda: narrow.find_by(annotate={"n": Count("writer.posts", score=5)}),
+        "score cannot be used",
+    )
+    for _ in range(2):
+        live = await posts.get(blog["p1"], load="tags")
+        assert sorted(t.name for t in live.tags) == ["db", "python"]
+        every = await posts.get(blog["p1"], load="tags", with_deleted=True)
+        assert sorted(t.name for t in every.tags) == ["db", "old", "python"]
+        await refused(db, lambda: posts.find_by(load=["tags", "nope"]), "'nope'")
