@@ -8,17 +8,20 @@ SAVEPOINT, so nothing of a failed call is written.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import itertools
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Column, bindparam, delete, insert, select, tuple_, update
+from sqlalchemy import bindparam, delete, insert, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ._audit import audit_row, entity_id_of, write_audit_rows
 from ._audit_model import AuditAction
 from ._changes import record_changes
 from ._context import AuditContext
+from ._copy import can_copy, copy_batch
 from ._errors import (
     AsyncDBError,
     ConflictError,
@@ -65,18 +68,20 @@ def _key_batch(info: ModelInfo, batch_size: int) -> int:
     return max(1, min(batch_size, MAX_KEYS_PER_STATEMENT // len(info.pk_columns)))
 
 
-def _python_default(column: Column[Any]) -> tuple[bool, Any]:
-    default = column.default
-    if default is None or getattr(default, "is_sequence", False):
-        return False, None
-    if getattr(default, "is_scalar", False):
-        return True, default.arg  # type: ignore[attr-defined]
-    if getattr(default, "is_callable", False):
-        try:
-            return True, default.arg(None)  # type: ignore[attr-defined]
-        except TypeError:
-            return False, None  # needs an execution context: let SQLAlchemy fill it in
-    return False, None
+@functools.cache
+def _python_defaults(info: ModelInfo) -> tuple[tuple[str, bool, Any], ...]:
+    """``(key, callable?, value or function)`` of each Python-side column default, read
+    off the columns once per model instead of once per row."""
+    found: list[tuple[str, bool, Any]] = []
+    for key, column in info.defaulted_columns:
+        default: Any = column.default
+        if default is None or getattr(default, "is_sequence", False):
+            continue
+        if getattr(default, "is_scalar", False):
+            found.append((key, False, default.arg))
+        elif getattr(default, "is_callable", False):
+            found.append((key, True, default.arg))
+    return tuple(found)
 
 
 def row_values(info: ModelInfo, row: Any, index: int) -> dict[str, Any]:
@@ -102,11 +107,13 @@ def row_values(info: ModelInfo, row: Any, index: int) -> dict[str, Any]:
 def with_defaults(info: ModelInfo, values: dict[str, Any]) -> dict[str, Any]:
     """Fill Python-side column defaults, so every row of a batch has the same keys and
     the audit log sees the values that were really written."""
-    for key, column in info.defaulted_columns:
+    for key, is_callable, default in _python_defaults(info):
         if key not in values:
-            has, value = _python_default(column)
-            if has:
-                values[key] = value
+            if not is_callable:
+                values[key] = default
+                continue
+            with contextlib.suppress(TypeError):  # needs an execution context: SQLAlchemy's
+                values[key] = default(None)
     return values
 
 
@@ -160,6 +167,12 @@ async def _find_bad_row(
 def group_by_keys(
     params: list[tuple[int, dict[str, Any]]],
 ) -> list[list[tuple[int, dict[str, Any]]]]:
+    if not params:
+        return []
+    first = params[0][1].keys()
+    width = len(first)
+    if all(len(item[1]) == width and item[1].keys() >= first for item in params):
+        return [params]  # the usual case: every row names the same fields
     groups: dict[frozenset[str], list[tuple[int, dict[str, Any]]]] = {}
     for item in params:
         groups.setdefault(frozenset(item[1]), []).append(item)
@@ -175,6 +188,8 @@ def _pk_in(info: ModelInfo, keys: Sequence[tuple[Any, ...]]) -> Any:
 def _evict(info: ModelInfo, session: AsyncSession, keys: Iterable[tuple[Any, ...]]) -> None:
     """Drop stale copies of rows changed by Core DML from the session's identity map."""
     sync = session.sync_session
+    if not sync.identity_map:
+        return  # the usual standalone call: nothing loaded, nothing stale
     for key in keys:
         obj = sync.identity_map.get(sync.identity_key(info.model, key))
         if obj is not None:
@@ -207,8 +222,10 @@ async def insert_rows(
     batch_size: int,
     context: AuditContext | None,
 ) -> int:
-    """bulk_create: executemany INSERT per batch (multi-VALUES on both backends)."""
+    """bulk_create: COPY per batch on PostgreSQL when no audit row needs the new ids,
+    else executemany INSERT (multi-VALUES on both backends)."""
     table = info.table
+    copy = context is None and can_copy(session, info)
     total = 0
     for batch_no, batch in enumerate(chunks(rows, batch_size)):
         first = batch_no * batch_size
@@ -219,7 +236,8 @@ async def insert_rows(
         for group in group_by_keys(prepared):
             params = [to_columns(info, values) for _, values in group]
             if context is None:
-                await execute_batch(session, insert(table), params, group[0][0])
+                if not (copy and await copy_batch(info, session, table, params)):
+                    await execute_batch(session, insert(table), params, group[0][0])
                 keys: list[tuple[Any, ...]] | None = None
             else:
                 stmt = insert(table).returning(*info.pk_columns, sort_by_parameter_order=True)

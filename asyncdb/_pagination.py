@@ -266,6 +266,7 @@ def keyset_after(model: type[Any], order: Sequence[tuple[str, bool]], values: Se
     primary key it would stop PostgreSQL from using the index as a range condition.
     """
     clauses = []
+    first_col = getattr(model, order[0][0]) if order else None
     for i, (field, descending) in enumerate(order):
         col = getattr(model, field)
         equal = [
@@ -276,7 +277,21 @@ def keyset_after(model: type[Any], order: Sequence[tuple[str, bool]], values: Se
         if value is None:
             continue  # nothing sorts after NULL in this column but more NULLs
         beyond = col < value if descending else col > value
-        if getattr(col, "nullable", True) and not col.primary_key:
+        if _nullable(col):
             beyond = or_(beyond, col.is_(None))
         clauses.append(and_(*equal, beyond))
-    return or_(*clauses) if clauses else false()
+    if not clauses:
+        return false()
+    condition = or_(*clauses)
+    if len(clauses) > 1 and first_col is not None and not _nullable(first_col):
+        # The same rows, plus a plain range on the leading column that an index can
+        # start from; the OR alone is only a filter, and a deep page would walk the
+        # index from its first entry.
+        lead = values[0]
+        bound = first_col <= lead if order[0][1] else first_col >= lead
+        condition = and_(bound, condition)
+    return condition
+
+
+def _nullable(column: Any) -> bool:
+    return bool(getattr(column, "nullable", True)) and not column.primary_key

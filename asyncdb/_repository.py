@@ -1,9 +1,12 @@
-"""Repository[T]: typed CRUD, soft delete, filters, pagination, bulk and upsert."""
+"""Repository[T]: typed CRUD, soft delete, filters and pagination; bulk writes and upsert
+come from :class:`~asyncdb._repository_bulk.BulkWrites`, writes by filter from
+:class:`~asyncdb._writes_by_filter.FilterWrites`, counts from
+:class:`~asyncdb._repository_counts.CountingReads`."""
 
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
 from sqlalchemy import (
@@ -16,7 +19,6 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from . import _bulk, _upsert
 from ._aggregates import Annotate
 from ._context import AuditContext
 from ._errors import (
@@ -37,7 +39,8 @@ from ._pagination import (
     check_cursor_values,
     keyset_after,
 )
-from ._repository_base import DEFAULT_BATCH_SIZE, DEFAULT_PAGE_SIZE
+from ._repository_base import DEFAULT_PAGE_SIZE
+from ._repository_bulk import BulkWrites
 from ._repository_counts import CountingReads
 from ._uow import (
     register_repository_factory,
@@ -51,7 +54,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-class Repository(CountingReads[T], FilterWrites[T]):
+class Repository(CountingReads[T], FilterWrites[T], BulkWrites[T]):
     """Data access for one model, as async methods that each run one operation.
 
     Three ways to bind it:
@@ -445,107 +448,6 @@ class Repository(CountingReads[T], FilterWrites[T]):
             return KeysetPage(items=rows, next_cursor=cursor, has_more=has_more)
 
         return await self._read(op)
-
-    async def bulk_create(
-        self, rows: Iterable[Mapping[str, Any] | T], *, batch_size: int = DEFAULT_BATCH_SIZE
-    ) -> int:
-        """Insert many rows in batches, all or nothing; returns how many were inserted.
-
-        ``rows`` may be any iterable (a generator streams: only one batch is held at a
-        time). A bad row fails the whole call with an error naming its position.
-        """
-        self._check_batch(batch_size)
-
-        async def op(session: AsyncSession) -> int:
-            async with self._atomic(session):
-                return await _bulk.insert_rows(
-                    self._info, session, rows, batch_size, self._audit_context(session)
-                )
-
-        return await self._write(op)
-
-    async def bulk_update(
-        self, rows: Iterable[Mapping[str, Any]], *, batch_size: int = DEFAULT_BATCH_SIZE
-    ) -> int:
-        """Update many rows, each a mapping holding its primary key; all or nothing.
-
-        A row whose id does not exist (or is soft-deleted) fails the call with
-        :class:`NotFoundError`. Returns how many rows were updated.
-        """
-        self._check_batch(batch_size)
-
-        async def op(session: AsyncSession) -> int:
-            async with self._atomic(session):
-                return await _bulk.update_rows(
-                    self._info, session, rows, batch_size, self._audit_context(session)
-                )
-
-        return await self._write(op)
-
-    async def bulk_delete(
-        self, ids: Iterable[Any], *, soft: bool | None = None, batch_size: int = DEFAULT_BATCH_SIZE
-    ) -> int:
-        """Delete many rows by id (soft by default when the model can); returns the count.
-
-        Ids that do not exist (or are already soft-deleted, for a soft delete) are skipped.
-        """
-        self._check_batch(batch_size)
-        soft_delete = self._resolve_soft(soft)
-        idents = [self._coerce_id(i) for i in ids]
-
-        async def op(session: AsyncSession) -> int:
-            async with self._atomic(session):
-                return await _bulk.delete_rows(
-                    self._info,
-                    session,
-                    idents,
-                    soft_delete,
-                    batch_size,
-                    self._audit_context(session),
-                )
-
-        return await self._write(op)
-
-    async def upsert(self, values: Mapping[str, Any], *, conflict_on: Sequence[str]) -> T:
-        """Insert ``values``, or update the row that has the same ``conflict_on`` values.
-
-        Uses the backend's native ``INSERT ... ON CONFLICT DO UPDATE``; the columns in
-        ``conflict_on`` must form the primary key or a unique constraint.
-        """
-        values = self._check_values(values)
-        conflict = _upsert.check_conflict_target(self._info, conflict_on, values)
-
-        async def op(session: AsyncSession) -> T:
-            obj: T = await _upsert.upsert_one(
-                self._info, session, dict(values), conflict, self._audit_context(session)
-            )
-            return obj
-
-        return await self._write(op)
-
-    async def bulk_upsert(
-        self,
-        rows: Iterable[Mapping[str, Any]],
-        *,
-        conflict_on: Sequence[str],
-        batch_size: int = DEFAULT_BATCH_SIZE,
-    ) -> int:
-        """Upsert many rows in batches, all or nothing; returns how many were written."""
-        self._check_batch(batch_size)
-        conflict = _upsert.check_conflict_target(self._info, conflict_on, None)
-
-        async def op(session: AsyncSession) -> int:
-            async with self._atomic(session):
-                return await _upsert.upsert_rows(
-                    self._info,
-                    session,
-                    rows,
-                    conflict,
-                    batch_size,
-                    self._audit_context(session),
-                )
-
-        return await self._write(op)
 
 
 register_repository_factory(Repository)

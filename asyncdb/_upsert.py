@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import null, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -96,7 +96,9 @@ def _set_clause(
     if info.has_updated_at:
         set_[columns["updated_at"].key] = ins.excluded[columns["updated_at"].key]
     if info.soft_delete and "deleted_at" not in set_:
-        set_[columns["deleted_at"].key] = None  # an upsert brings a soft-deleted row back
+        # An upsert brings a soft-deleted row back. null(), not None: a bound parameter
+        # outside VALUES stops SQLAlchemy from batching the rows into one INSERT.
+        set_[columns["deleted_at"].key] = null()
     if not set_:
         # A no-op update, so that RETURNING still yields the existing row.
         first = columns[conflict[0]].key
@@ -139,6 +141,50 @@ async def upsert_one(
     return obj
 
 
+async def _upsert_batch(
+    info: ModelInfo,
+    session: AsyncSession,
+    upsert: Any,
+    group: list[tuple[int, dict[str, Any]]],
+    conflict: Sequence[str],
+) -> list[tuple[Any, ...]]:
+    """Run one batch as multi-row INSERT ... ON CONFLICT; the keys, in ``group``'s order.
+
+    On the primary key the keys are the rows' own, and nothing is returned. Otherwise
+    RETURNING carries the conflict columns beside the primary key, so each returned row
+    is matched to its input by its conflict values and the database need not return
+    rows in parameter order. (SQLite does not promise that order, and asking SQLAlchemy
+    for it there means one statement per row.) A row whose conflict values come back
+    different (a case-insensitive collation keeping the stored spelling) is matched by
+    running its upsert again with ordered RETURNING: the same values, so the same row.
+    """
+    params = [to_columns(info, values) for _, values in group]
+    pk_names = info.pk_names
+    if set(conflict) == set(pk_names):
+        await execute_batch(session, upsert, params, group[0][0])
+        return [tuple(values[n] for n in pk_names) for _, values in group]
+    columns = info.attr_to_column
+    extra = [n for n in conflict if n not in pk_names]
+    stmt = upsert.returning(*info.pk_columns, *(columns[n] for n in extra))
+    result = await execute_batch(session, stmt, params, group[0][0])
+    width = len(pk_names)
+    where = {name: width + i for i, name in enumerate(extra)}
+    where.update({name: i for i, name in enumerate(pk_names)})
+    by_target = {tuple(row[where[n]] for n in conflict): tuple(row[:width]) for row in result}
+    keys: list[tuple[Any, ...] | None] = [
+        by_target.get(tuple(values[n] for n in conflict)) for _, values in group
+    ]
+    unmatched = [i for i, key in enumerate(keys) if key is None]
+    if unmatched:
+        ordered = upsert.returning(*info.pk_columns, sort_by_parameter_order=True)
+        again = await execute_batch(
+            session, ordered, [params[i] for i in unmatched], group[unmatched[0]][0]
+        )
+        for i, row in zip(unmatched, again.all(), strict=True):
+            keys[i] = tuple(row)
+    return [key for key in keys if key is not None]
+
+
 async def upsert_rows(
     info: ModelInfo,
     session: AsyncSession,
@@ -147,7 +193,7 @@ async def upsert_rows(
     batch_size: int,
     context: AuditContext | None,
 ) -> int:
-    """bulk_upsert: executemany INSERT ... ON CONFLICT DO UPDATE per batch."""
+    """bulk_upsert: one multi-row INSERT ... ON CONFLICT DO UPDATE per batch."""
     table = info.table
     columns = info.attr_to_column
     seen: dict[tuple[Any, ...], int] = {}
@@ -186,13 +232,11 @@ async def upsert_rows(
                 old_rows[tuple(values[n] for n in conflict)] = values
         for group in group_by_keys(prepared):
             ins = _dialect_insert(session, table)
-            stmt = ins.on_conflict_do_update(
+            upsert = ins.on_conflict_do_update(
                 index_elements=[columns[n] for n in conflict],
                 set_=_set_clause(info, ins, group[0][1], conflict),
-            ).returning(*info.pk_columns, sort_by_parameter_order=True)
-            params = [to_columns(info, values) for _, values in group]
-            result = await execute_batch(session, stmt, params, group[0][0])
-            keys = [tuple(r) for r in result.all()]
+            )
+            keys = await _upsert_batch(info, session, upsert, group, conflict)
             if context is not None:
                 audit = [
                     _upsert_audit(

@@ -13,6 +13,8 @@ __all__ = ["POOL_SIZE", "Stack", "Target"]
 
 #: Connections in every stack's pool (no overflow): the concurrent workload's "pool of 10".
 POOL_SIZE = 10
+#: The cursor of a descending walk's first page on the stacks whose cursor is the id.
+TOP_ID = 2**31 - 1
 #: SQLite busy timeout of the plain stacks, as asyncdb's default.
 _BUSY_TIMEOUT_MS = 5000
 
@@ -66,13 +68,23 @@ class Stack(abc.ABC):
     async def bulk_create(self, rows: list[dict[str, Any]]) -> Any:
         """Insert ``rows`` into the insert table in one transaction."""
 
+    async def bulk_upsert(self, rows: list[dict[str, Any]]) -> Any:
+        """Insert or update ``rows`` (each with its ``id``) in the insert table, in one
+        transaction; only the stacks of the ``bulk_upsert`` workload have it."""
+        raise NotImplementedError
+
     async def list_page(self, reader: int, offset: int) -> Any:
         """A page of articles with their relations for ``reader``: ``(total, views)``."""
         raise NotImplementedError
 
     @abc.abstractmethod
-    async def keyset_page(self, after: Any, limit: int) -> tuple[int, Any]:
-        """The page after the cursor ``after`` (None: the first); ``(rows, next or None)``."""
+    async def keyset_page(
+        self, after: Any, limit: int, descending: bool = False
+    ) -> tuple[int, Any]:
+        """The page after the cursor ``after`` (None: the first); ``(rows, next or None)``.
+
+        By ``id``, newest first when ``descending``.
+        """
 
 
 # -- SQLAlchemy, without asyncdb ---------------------------------------------------------

@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy.engine import make_url
 
-from ._base import _BUSY_TIMEOUT_MS, POOL_SIZE, Stack, Target
+from ._base import _BUSY_TIMEOUT_MS, POOL_SIZE, TOP_ID, Stack, Target
 
 __all__ = ["RawAiosqliteStack", "RawAsyncpgStack", "raw_stack"]
 
@@ -38,9 +38,23 @@ class _Sql:
         self.update = (
             f"UPDATE {read} SET qty = {p[1]}, note = {p[2]} WHERE id = {p[0]} RETURNING {_COLUMNS}"
         )
+        self.upsert = (
+            f"INSERT INTO {write} (id, name, qty, note) VALUES "
+            f"({', '.join(mark.format(n=n) for n in range(1, 5))}) ON CONFLICT (id) DO UPDATE "
+            "SET name = excluded.name, qty = excluded.qty, note = excluded.note"
+        )
         self.count = f"SELECT count(*) FROM {read}"
         self.page = f"SELECT {_COLUMNS} FROM {read} ORDER BY id LIMIT {p[0]} OFFSET {p[1]}"
         self.after = f"SELECT {_COLUMNS} FROM {read} WHERE id > {p[0]} ORDER BY id LIMIT {p[1]}"
+        self.before = (
+            f"SELECT {_COLUMNS} FROM {read} WHERE id < {p[0]} ORDER BY id DESC LIMIT {p[1]}"
+        )
+
+    def keyset(self, after: Any, descending: bool) -> tuple[str, Any]:
+        """The statement and the cursor's id for a page in either direction."""
+        if descending:
+            return self.before, TOP_ID if after is None else after
+        return self.after, after or 0
 
 
 def _keyset(rows: Sequence[Any], limit: int) -> tuple[int, Any]:
@@ -83,12 +97,23 @@ class RawAsyncpgStack(Stack):
             return total, await conn.fetch(self.sql.page, page_size, (page - 1) * page_size)
 
     async def bulk_create(self, rows: list[dict[str, Any]]) -> Any:
+        # COPY: the fastest way into PostgreSQL, the ceiling for asyncdb's COPY path.
         records = [(r["name"], r["qty"], r["note"]) for r in rows]
         async with self.pool.acquire() as conn, conn.transaction():
-            await conn.executemany(self.sql.insert, records)
+            await conn.copy_records_to_table(
+                self.write_table.name, records=records, columns=["name", "qty", "note"]
+            )
 
-    async def keyset_page(self, after: Any, limit: int) -> tuple[int, Any]:
-        return _keyset(await self.pool.fetch(self.sql.after, after or 0, limit + 1), limit)
+    async def bulk_upsert(self, rows: list[dict[str, Any]]) -> Any:
+        records = [(r["id"], r["name"], r["qty"], r["note"]) for r in rows]
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.executemany(self.sql.upsert, records)
+
+    async def keyset_page(
+        self, after: Any, limit: int, descending: bool = False
+    ) -> tuple[int, Any]:
+        sql, ident = self.sql.keyset(after, descending)
+        return _keyset(await self.pool.fetch(sql, ident, limit + 1), limit)
 
 
 class RawAiosqliteStack(Stack):
@@ -147,14 +172,24 @@ class RawAiosqliteStack(Stack):
 
     async def bulk_create(self, rows: list[dict[str, Any]]) -> Any:
         records = [(r["name"], r["qty"], r["note"]) for r in rows]
+        await self._executemany(self.sql.insert, records)
+
+    async def bulk_upsert(self, rows: list[dict[str, Any]]) -> Any:
+        records = [(r["id"], r["name"], r["qty"], r["note"]) for r in rows]
+        await self._executemany(self.sql.upsert, records)
+
+    async def _executemany(self, sql: str, records: list[tuple[Any, ...]]) -> None:
         async with self._conn() as conn:
             await conn.execute("BEGIN IMMEDIATE")
             try:
-                await conn.executemany(self.sql.insert, records)
+                await conn.executemany(sql, records)
             except BaseException:
                 await conn.execute("ROLLBACK")
                 raise
             await conn.execute("COMMIT")
 
-    async def keyset_page(self, after: Any, limit: int) -> tuple[int, Any]:
-        return _keyset(await self._fetchall(self.sql.after, after or 0, limit + 1), limit)
+    async def keyset_page(
+        self, after: Any, limit: int, descending: bool = False
+    ) -> tuple[int, Any]:
+        sql, ident = self.sql.keyset(after, descending)
+        return _keyset(await self._fetchall(sql, ident, limit + 1), limit)

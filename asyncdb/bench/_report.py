@@ -27,7 +27,7 @@ __all__ = [
 #: The stack every ratio is relative to.
 BASELINE = "orm"
 #: Workloads where asyncdb must at least match the bare ORM (reads must beat it).
-_VERSUS_ORM = ("create", "get_by_id", "update", "paginate", "concurrent", "keyset")
+_VERSUS_ORM = ("create", "get_by_id", "update", "paginate", "concurrent", "keyset", "keyset_desc")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,6 +73,13 @@ def paired_ratios(result: BenchResult, workload: str, a: str, b: str) -> list[fl
     if a not in runs or b not in runs:
         return []
     return [x.rate / y.rate for x, y in zip(runs[a], runs[b], strict=False) if x.rate and y.rate]
+
+
+def _across(result: BenchResult, workloads: tuple[str, str], stack: str) -> list[float]:
+    """Per round, ``stack``'s rate on the first workload over its rate on the second (the
+    rounds run every workload in turn, so the pair shares the round's machine state)."""
+    a, b = (result.samples.get(w, {}).get(stack, []) for w in workloads)
+    return [x.rate / y.rate for x, y in zip(a, b, strict=False) if x.rate and y.rate]
 
 
 def _check(
@@ -142,6 +149,16 @@ def check_targets(result: BenchResult) -> list[TargetCheck]:
             "bulk_create: asyncdb vs ORM add_all",
             ratios("bulk_create", "asyncdb", BASELINE),
             at_least=4.0,
+        ),
+        _check(
+            "bulk_create: asyncdb vs raw asyncpg COPY",
+            ratios("bulk_create", "asyncdb", "raw") if result.backend == "postgresql" else [],
+            at_least=0.8,
+        ),
+        _check(
+            "bulk_upsert vs bulk_create (asyncdb)",
+            _across(result, ("bulk_upsert", "bulk_create"), "asyncdb"),
+            at_least=0.8,
         ),
         _check(
             "create: cost of audit on vs off",

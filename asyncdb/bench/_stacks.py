@@ -16,12 +16,13 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import bindparam, event, func, insert, pool, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
 from .._context import audit_context
 from .._manager import AsyncDatabaseManager
 from .._repository import Repository
-from ._base import _BUSY_TIMEOUT_MS, POOL_SIZE, Stack, Target
+from ._base import _BUSY_TIMEOUT_MS, POOL_SIZE, TOP_ID, Stack, Target
 from ._raw import raw_stack
 from ._relations import asyncdb_page, orm_loop_page, orm_query_page
 
@@ -78,6 +79,12 @@ class CoreStack(Stack):
             .order_by(read.c.id)
             .limit(bindparam("lim"))
         )
+        self._before = (
+            select(read)
+            .where(read.c.id < bindparam("after"))
+            .order_by(read.c.id.desc())
+            .limit(bindparam("lim"))
+        )
 
     async def close(self) -> None:
         if hasattr(self, "engine"):
@@ -107,10 +114,26 @@ class CoreStack(Stack):
         async with self.engine.begin() as conn:
             await conn.execute(insert(self.write_table), rows)
 
-    async def keyset_page(self, after: Any, limit: int) -> tuple[int, Any]:
-        params = {"after": after or 0, "lim": limit + 1}
+    async def bulk_upsert(self, rows: list[dict[str, Any]]) -> Any:
+        table = self.write_table
+        dialect = postgresql if self.target.backend == "postgresql" else sqlite
+        ins = dialect.insert(table)
+        stmt = ins.on_conflict_do_update(
+            index_elements=[table.c.id],
+            set_={name: ins.excluded[name] for name in ("name", "qty", "note")},
+        )
+        async with self.engine.begin() as conn:
+            await conn.execute(stmt, rows)
+
+    async def keyset_page(
+        self, after: Any, limit: int, descending: bool = False
+    ) -> tuple[int, Any]:
+        if descending:
+            stmt, params = self._before, {"after": TOP_ID if after is None else after}
+        else:
+            stmt, params = self._after, {"after": after or 0}
         async with self.engine.connect() as conn:
-            rows = (await conn.execute(self._after, params)).all()
+            rows = (await conn.execute(stmt, {**params, "lim": limit + 1})).all()
         return _keyset_result(rows, limit, lambda row: row.id)
 
 
@@ -177,9 +200,15 @@ class OrmStack(Stack):
         async with self.sessions() as session:
             return await page(session, relations, reader, offset)
 
-    async def keyset_page(self, after: Any, limit: int) -> tuple[int, Any]:
+    async def keyset_page(
+        self, after: Any, limit: int, descending: bool = False
+    ) -> tuple[int, Any]:
         model = self.read_model
-        stmt = select(model).where(model.id > (after or 0)).order_by(model.id).limit(limit + 1)
+        if descending:
+            where, order = model.id < (TOP_ID if after is None else after), model.id.desc()
+        else:
+            where, order = model.id > (after or 0), model.id
+        stmt = select(model).where(where).order_by(order).limit(limit + 1)
         async with self.sessions() as session:
             rows = (await session.scalars(stmt)).all()
         return _keyset_result(rows, limit, lambda row: row.id)
@@ -282,8 +311,17 @@ class AsyncdbStack(Stack):
                 return await self.writes.bulk_create(rows)
         return await self.writes.bulk_create(rows)
 
-    async def keyset_page(self, after: Any, limit: int) -> tuple[int, Any]:
-        page = await self.reads.paginate_keyset(after=after, limit=limit, order_by="id")
+    async def bulk_upsert(self, rows: list[dict[str, Any]]) -> Any:
+        if self.audit:
+            with audit_context(user_id="bench"):
+                return await self.writes.bulk_upsert(rows, conflict_on=["id"])
+        return await self.writes.bulk_upsert(rows, conflict_on=["id"])
+
+    async def keyset_page(
+        self, after: Any, limit: int, descending: bool = False
+    ) -> tuple[int, Any]:
+        order_by = "-id" if descending else "id"
+        page = await self.reads.paginate_keyset(after=after, limit=limit, order_by=order_by)
         return len(page.items), page.next_cursor if page.has_more else None
 
 

@@ -143,6 +143,22 @@ async def _bulk_create(stack: Stack, data: Data) -> Sample:
     return dataclasses.replace(sample, units=len(rows))
 
 
+async def _bulk_upsert(stack: Stack, data: Data) -> Sample:
+    # Every operation upserts the same ids: the first inserts them, the later ones
+    # update them, alternating between two versions so every update changes each row.
+    versions = [
+        [{**row, "id": i + 1, "qty": row["qty"] + v} for i, row in enumerate(data.bulk)]
+        for v in (0, 1)
+    ]
+    await stack.bulk_upsert(versions[1][:100])  # warm-up: the statements
+
+    async def op(i: int) -> Any:
+        return await stack.bulk_upsert(versions[i % 2])
+
+    sample = await _timed(op, data.scale.duration, 0)
+    return dataclasses.replace(sample, units=len(data.bulk))
+
+
 async def _concurrent(stack: Stack, data: Data) -> Sample:
     ids = data.ids
     tasks = data.scale.concurrency
@@ -161,10 +177,12 @@ async def _concurrent(stack: Stack, data: Data) -> Sample:
     async def worker(offset: int) -> None:
         nonlocal done
         i = offset
-        while time.perf_counter() < deadline:
+        while True:  # at least one operation, as _timed does: a late start still counts
             await stack.get_by_id(ids[i % len(ids)])
             done += 1
             i += tasks
+            if time.perf_counter() >= deadline:
+                return
 
     await asyncio.gather(*(worker(w) for w in range(tasks)))
     return Sample(done, time.perf_counter() - start)
@@ -185,10 +203,12 @@ async def _concurrent_updates(stack: Stack, data: Data) -> Sample:
         nonlocal done
         mine = ids[offset::tasks] or ids
         i = 0
-        while time.perf_counter() < deadline:
+        while True:  # at least one operation (see _concurrent)
             await stack.update(mine[i % len(mine)], data.new_values())
             done += 1
             i += 1
+            if time.perf_counter() >= deadline:
+                return
 
     await asyncio.gather(*(worker(w) for w in range(tasks)))
     return Sample(done, time.perf_counter() - start)
@@ -200,6 +220,21 @@ async def _keyset(stack: Stack, data: Data) -> Sample:
     async def op(i: int) -> Any:
         nonlocal cursor
         _, cursor = await stack.keyset_page(cursor, data.scale.page_size)
+
+    return await _timed(op, data.scale.duration, data.scale.warmup)
+
+
+async def _keyset_desc(stack: Stack, data: Data) -> Sample:
+    # Walk newest first to the last full page (untimed), then read that deep page again
+    # and again: the page a client reaches at the end of a descending walk.
+    size = data.scale.page_size
+    cursor: Any = None
+    for _ in range(max(data.scale.seed_rows // size - 2, 0)):
+        _, cursor = await stack.keyset_page(cursor, size, descending=True)
+    deep = cursor
+
+    async def op(i: int) -> Any:
+        return await stack.keyset_page(deep, size, descending=True)
 
     return await _timed(op, data.scale.duration, data.scale.warmup)
 
@@ -276,6 +311,14 @@ WORKLOADS: dict[str, Workload] = {
             tidy="write",
         ),
         Workload(
+            "bulk_upsert",
+            "rows/s",
+            "upsert {bulk_rows:,} rows by id in one transaction (inserts, then updates)",
+            ("raw", "core", "asyncdb", "asyncdb-nometrics", "asyncdb+audit"),
+            _bulk_upsert,
+            tidy="write",
+        ),
+        Workload(
             "concurrent",
             "ops/s",
             "get_by_id from {concurrency} tasks over a pool of {pool_size}",
@@ -297,6 +340,14 @@ WORKLOADS: dict[str, Workload] = {
             "walk the table in keyset pages of {page_size}",
             _CORE,
             _keyset,
+            read=True,
+        ),
+        Workload(
+            "keyset_desc",
+            "pages/s",
+            "the deepest keyset page of {page_size}, newest first (-id)",
+            _CORE,
+            _keyset_desc,
             read=True,
         ),
         Workload(

@@ -60,9 +60,9 @@ LAYERS: list[set[str]] = [
     # unit of work
     {"_completion", "_uow"},
     # audit / bulk / cache
-    {"_audit", "_audit_verify", "_audit_export", "_bulk", "_upsert", "_cache"},
+    {"_audit", "_audit_verify", "_audit_export", "_bulk", "_copy", "_upsert", "_cache"},
     # repository
-    {"_repository_base", "_writes_by_filter", "_repository_counts", "_repository"},
+    {"_repository_base", "_writes_by_filter", "_repository_counts", "_repository_bulk", "_repository"},
     # helpers and integrations
     {
         "__init__",
