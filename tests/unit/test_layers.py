@@ -62,7 +62,13 @@ LAYERS: list[set[str]] = [
     # audit / bulk / cache
     {"_audit", "_audit_verify", "_audit_export", "_bulk", "_copy", "_upsert", "_cache"},
     # repository
-    {"_repository_base", "_writes_by_filter", "_repository_counts", "_repository_bulk", "_repository"},
+    {
+        "_repository_base",
+        "_writes_by_filter",
+        "_repository_counts",
+        "_repository_bulk",
+        "_repository",
+    },
     # helpers and integrations
     {
         "__init__",
