@@ -18,11 +18,16 @@ related rows are never counted nor matched, on every hop of the path.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
+import decimal
+import functools
+import keyword
 import types
+import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, and_, func, select
 from sqlalchemy.orm import aliased
 from sqlalchemy.orm.interfaces import MANYTOMANY, ONETOMANY
 
@@ -92,7 +97,12 @@ def check_annotation_names(model: type[Any], annotate: Mapping[str, Any]) -> Non
         msg = f"annotate takes at most {MAX_ANNOTATIONS} names (got {len(annotate)})."
         raise ValidationError(msg)
     for name, value in annotate.items():
-        if not isinstance(name, str) or not name.isidentifier() or name.startswith("_"):
+        if (
+            not isinstance(name, str)
+            or not name.isidentifier()
+            or keyword.iskeyword(name)
+            or name.startswith("_")
+        ):
             msg = f"Annotation names must be public identifiers (got {name!r})."
             raise ValidationError(msg)
         if hasattr(model, name):
@@ -107,19 +117,63 @@ def check_annotation_names(model: type[Any], annotate: Mapping[str, Any]) -> Non
 
 
 def annotation_columns(
-    model: type[Any], annotate: Mapping[str, Aggregate] | None
+    model: type[Any],
+    annotate: Mapping[str, Aggregate] | None,
+    fields: frozenset[str] | None = None,
 ) -> list[ColumnElement[Any]]:
-    """One labelled column per annotation, to select next to the model."""
+    """One labelled column per annotation, to select next to the model.
+
+    ``fields`` are the model's filterable fields (a repository's allow-list), which
+    also hold where a path comes back to the model (``Count("author.articles", ...)``).
+    """
+    if fields is None:
+        fields = model_info(model).filterable
     if not annotate:
         return []
     check_annotation_names(model, annotate)
-    columns: list[ColumnElement[Any]] = []
-    for name, aggregate in annotate.items():
-        if isinstance(aggregate, Exists):
-            columns.append(_exists(model, aggregate).label(name))
-        elif isinstance(aggregate, Count):
-            columns.append(_count(model, aggregate).label(name))
-    return columns
+    return [_column(model, fields, aggregate).label(name) for name, aggregate in annotate.items()]
+
+
+#: Filter values a built column may be remembered for (hashable, compared by type too).
+_SCALARS = (str, int, float, bool, type(None), decimal.Decimal, dt.date, dt.time, uuid.UUID)
+
+
+def _column(model: type[Any], fields: frozenset[str], aggregate: Aggregate) -> ColumnElement[Any]:
+    """The subquery of ``aggregate``, built (and checked) once per distinct aggregate.
+
+    Building one costs more client CPU than the rest of a read's statement (the paths,
+    the checks, the EXISTS clauses); SQL expressions are immutable, so a page that asks
+    for the same counts and flags again reuses them. Filter values that are not plain
+    scalars (a list for ``__in``) are built each time.
+    """
+    items = tuple(sorted(aggregate.filters.items()))
+    if all(type(value) in _SCALARS for _, value in items):
+        typed = tuple((key, type(value), value) for key, value in items)
+        cls: Any = model  # hashable, though mypy does not see a class as such
+        kind: Any = type(aggregate)
+        return _built(cls, fields, kind, aggregate.path, typed)
+    return _build_column(model, fields, aggregate)
+
+
+@functools.lru_cache(maxsize=1024)
+def _built(
+    model: Any,  # a class (typed Any: mypy does not see a class as Hashable)
+    fields: frozenset[str],
+    kind: Any,
+    path: str,
+    typed: tuple[tuple[str, type[Any], Any], ...],
+) -> ColumnElement[Any]:
+    aggregate = kind(path, **{key: value for key, _, value in typed})
+    return _build_column(model, fields, aggregate)
+
+
+def _build_column(
+    model: type[Any], fields: frozenset[str], aggregate: Aggregate
+) -> ColumnElement[Any]:
+    if isinstance(aggregate, Exists):
+        return _exists(model, aggregate, fields)
+    assert isinstance(aggregate, Count)
+    return _count(model, aggregate, fields)
 
 
 def _hops(path: object) -> list[str]:
@@ -133,24 +187,36 @@ def _hops(path: object) -> list[str]:
     return names
 
 
-def _exists(model: type[Any], aggregate: Exists) -> ColumnElement[bool]:
+def _exists(model: type[Any], aggregate: Exists, fields: frozenset[str]) -> ColumnElement[bool]:
     hops = _hops(aggregate.path)
     current = model
     for name in hops:  # checked first, for a message naming the path
         current = relationship_of(current, name, what=f"path {aggregate.path!r}").mapper.class_
+    if not aggregate.filters:
+        return _any_live(model, hops)
     prefix = "__".join(hops)
-    filters = dict(aggregate.filters)
-    if not filters:
-        # "any live related row": a condition every row meets
-        filters = {f"{model_info(current).pk_names[0]}__is_null": False}
-    keyed = {f"{prefix}__{key}": value for key, value in filters.items()}
+    keyed = {f"{prefix}__{key}": value for key, value in aggregate.filters.items()}
     # Each relationship becomes one EXISTS; all filters share the last one.
-    conditions = build_conditions(model, keyed, model_info(model).filterable)
+    conditions = build_conditions(model, keyed, fields)
     condition = conditions[0]
     return condition
 
 
-def _count(model: type[Any], aggregate: Count) -> ColumnElement[int]:
+def _any_live(model: type[Any], hops: list[str]) -> ColumnElement[bool]:
+    """``EXISTS`` a live related row along ``hops`` (no field named, so none checked)."""
+    prop = model_info(model).mapper.relationships[hops[0]]
+    target = prop.mapper.class_
+    inner: list[ColumnElement[bool]] = []
+    if len(hops) > 1:
+        inner.append(_any_live(target, hops[1:]))
+    if model_info(target).soft_delete:
+        inner.append(target.deleted_at.is_(None))
+    criterion = and_(*inner) if inner else None
+    attr = getattr(model, hops[0])
+    return attr.any(criterion) if prop.uselist else attr.has(criterion)  # type: ignore[no-any-return]
+
+
+def _count(model: type[Any], aggregate: Count, fields: frozenset[str]) -> ColumnElement[int]:
     hops = _hops(aggregate.path)
     info = model_info(model)
     if len(hops) == 1:
@@ -169,10 +235,10 @@ def _count(model: type[Any], aggregate: Count) -> ColumnElement[int]:
         if model_info(target_cls).soft_delete:
             stmt = stmt.where(target.deleted_at.is_(None))
         current_cls, current = target_cls, target
-    target_info = model_info(current_cls)
+    target_fields = fields if current_cls is model else model_info(current_cls).filterable
     # Checked on the class (messages name it), then built on the alias.
-    build_filters(current_cls, aggregate.filters, target_info.filterable)
-    stmt = stmt.where(*build_filters(current, aggregate.filters, target_info.filterable))
+    build_filters(current_cls, aggregate.filters, target_fields)
+    stmt = stmt.where(*build_filters(current, aggregate.filters, target_fields))
     stmt = stmt.where(
         *(getattr(parent, key) == getattr(model, key) for key in info.pk_names)
     ).correlate(model)

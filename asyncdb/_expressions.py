@@ -10,7 +10,8 @@ has no key the cache could trust).
 
 Checks, before any SQL:
 
-* an expression must be a boolean SQL expression (not a column, not raw ``text()``);
+* an expression must be a boolean SQL expression (not a column), with no raw SQL text
+  anywhere in it (``text()``, ``literal_column()``, also inside a subquery);
 * it may name only the model's own table(s) outside of subqueries: ``Writer.name ==
   "x"`` on a Post query would add a cross join and repeat every row, so it is refused
   with a pointer to ``writer__name=`` or ``Post.writer.has(...)``;
@@ -25,11 +26,17 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Boolean, ColumnElement, Select, tuple_
+from sqlalchemy.sql import visitors
+from sqlalchemy.sql.elements import ColumnClause, TextClause
 
 from ._errors import ValidationError
 from ._model_info import model_info
 
 __all__ = ["Where", "where_conditions"]
+
+#: The literal columns SQLAlchemy itself writes (``EXISTS (SELECT 1 ...)``,
+#: ``count(*)``); any other literal text is raw SQL.
+_OWN_LITERALS = frozenset({"1", "*"})
 
 #: What ``where=`` accepts: one expression or base select, or a sequence of them.
 Where = ColumnElement[bool] | Select[Any] | Sequence[ColumnElement[bool] | Select[Any]] | None
@@ -43,8 +50,28 @@ def where_conditions(model: type[Any], where: Where) -> list[ColumnElement[bool]
     return [_condition(model, item) for item in items]
 
 
+def _raw_sql(item: Any) -> bool:
+    """Does ``item`` hold raw SQL text (``text()``, ``literal_column()``) anywhere?"""
+    return any(
+        isinstance(element, TextClause)
+        or (
+            isinstance(element, ColumnClause)
+            and element.is_literal
+            and element.name not in _OWN_LITERALS
+        )
+        for element in visitors.iterate(item)
+    )
+
+
 def _condition(model: type[Any], item: Any) -> ColumnElement[bool]:
     info = model_info(model)
+    if isinstance(item, (Select, ColumnElement)) and _raw_sql(item):
+        msg = (
+            f"A where condition on {info.name} holds raw SQL text (text() or "
+            "literal_column()), which is not accepted: write it with the model's "
+            f"columns ({info.name}.<column> == value) and SQLAlchemy functions."
+        )
+        raise ValidationError(msg)
     if isinstance(item, Select):
         return _base(model, item)
     if not isinstance(item, ColumnElement) or not isinstance(item.type, Boolean):

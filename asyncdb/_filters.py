@@ -7,6 +7,7 @@ Filters are ``field=value`` or ``field__op=value``; orderings are ``"field"``,
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -21,6 +22,7 @@ from ._values import MAX_INT64, check_text, coerce_value
 __all__ = [
     "FILTER_OPS",
     "MAX_IN_VALUES",
+    "as_int",
     "build_filters",
     "build_order",
     "check_columns",
@@ -115,8 +117,31 @@ def check_int(
     ok = isinstance(value, int) and not isinstance(value, bool) and low <= value <= top
     if not ok:
         bound = f"between {low} and {top}"
-        msg = f"{name} must be an integer {bound} (got {value!r})."
+        msg = f"{name} must be an integer {bound} (got {_short(value)})."
         raise error(msg)
+
+
+#: A whole number as a query string carries it: ``"20"``, ``" 3 "`` (at most 19 digits).
+_INT_TEXT = re.compile(r"\s*\d{1,19}\s*")
+
+
+def as_int(name: str, value: object, low: int, high: int | None = None) -> int:
+    """``value`` as an int in ``[low, high]``: an int, or digits from a query string.
+
+    ``"20"`` converts like a filter value on an integer column does; ``"-1"``,
+    ``"abc"``, ``2.0`` and ``True`` are a :class:`ValidationError`.
+    """
+    if isinstance(value, str) and _INT_TEXT.fullmatch(value):
+        value = int(value)
+    check_int(name, value, low, high)
+    assert isinstance(value, int)
+    return value
+
+
+def _short(value: object) -> str:
+    """A caller's bad value for a message, cut short (a query string may be huge)."""
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:37]}..."
 
 
 def check_flag(name: str, value: object) -> bool:

@@ -20,10 +20,12 @@ collection does not hold them, a many-to-one target is None), through
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy.orm import (
+    Load,
     RelationshipProperty,
     joinedload,
     selectinload,
@@ -54,6 +56,23 @@ def relationship_of(model: type[Any], name: object, *, what: str) -> Relationshi
     raise ValidationError(msg)
 
 
+def _check_option(model: type[Any], option: ORMOption) -> ORMOption:
+    """A loader option must start at ``model``: SQLAlchemy would only refuse it while
+    compiling the statement, with an error of its own."""
+    path = option.path if isinstance(option, Load) else None
+    root = getattr(path[0], "mapper", None) if path else None
+    mapper = model_info(model).mapper
+    if root is not None and not (root.isa(mapper) or mapper.isa(root)):
+        msg = (
+            f"A loader option in load= starts at {root.class_.__name__}, not at "
+            f"{model.__name__}: start it at a relationship of {model.__name__} "
+            f"(selectinload({model.__name__}.<relationship>)...) or name the path in "
+            "load= ('comments.author')."
+        )
+        raise ValidationError(msg)
+    return option
+
+
 def _not_deleted(cls: Any) -> Any:
     return cls.deleted_at.is_(None)
 
@@ -62,7 +81,27 @@ def loader_options(model: type[Any], load: LoadArg, with_deleted: bool) -> list[
     """The ORM options for ``load`` (see the module docstring); [] for None."""
     if load is None:
         return []
-    items: Sequence[Any] = [load] if isinstance(load, str) else load
+    cls: Any = model  # hashable, though mypy does not see a class as such
+    if isinstance(load, str):
+        return list(_named_options(cls, (load,), with_deleted))
+    if isinstance(load, (list, tuple)) and all(type(item) is str for item in load):
+        # Names only: built and checked once (options are immutable), as a page
+        # endpoint asks for the same loads on every request.
+        return list(_named_options(cls, tuple(load), with_deleted))
+    return _options(model, load, with_deleted)
+
+
+@functools.lru_cache(maxsize=256)
+def _named_options(
+    model: Any,  # a class (typed Any: mypy does not see a class as Hashable)
+    names: tuple[str, ...],
+    with_deleted: bool,
+) -> tuple[ORMOption, ...]:
+    return tuple(_options(model, names, with_deleted))
+
+
+def _options(model: type[Any], load: Any, with_deleted: bool) -> list[ORMOption]:
+    items: Sequence[Any] = load
     if not isinstance(items, (list, tuple)):
         msg = (
             "load takes a relationship name such as 'author', a dotted path such as "
@@ -73,7 +112,7 @@ def loader_options(model: type[Any], load: LoadArg, with_deleted: bool) -> list[
     soft_targets: dict[type[Any], None] = {}
     for item in items:
         if isinstance(item, ORMOption):
-            options.append(item)
+            options.append(_check_option(model, item))
             continue
         if not isinstance(item, str) or not item:
             msg = f"load takes relationship names or SQLAlchemy loader options (got {item!r})."

@@ -57,16 +57,29 @@ def build_conditions(
 ) -> list[ColumnElement[bool]]:
     """SQL conditions for column filters and filters through relationships.
 
-    ``fields`` are the model's own filterable fields; a related model's are its own.
+    ``fields`` are the model's own filterable fields (a repository's allow-list), also
+    where a path comes back to the model (``author__articles__score``); a related
+    model's are its own.
     """
-    return _build(model, filters, fields, 0)
+    return _build(model, filters, _Fields(model, fields), 0)
+
+
+class _Fields:
+    """The filterable fields of each model a path reaches: the root's may be narrowed."""
+
+    def __init__(self, root: type[Any], fields: frozenset[str] | None) -> None:
+        self.root = root
+        self.fields = model_info(root).filterable if fields is None else fields
+
+    def of(self, model: type[Any]) -> frozenset[str]:
+        return self.fields if model is self.root else model_info(model).filterable
 
 
 def _build(
-    model: type[Any], filters: Mapping[str, Any], fields: frozenset[str] | None, hops: int
+    model: type[Any], filters: Mapping[str, Any], fields: _Fields, hops: int
 ) -> list[ColumnElement[bool]]:
     columns, related = _split(model, filters)
-    conditions = build_filters(model, columns, fields)
+    conditions = build_filters(model, columns, fields.of(model))
     if related and hops >= MAX_HOPS:
         msg = f"A filter may cross at most {MAX_HOPS} relationships."
         raise ValidationError(msg)
@@ -75,11 +88,11 @@ def _build(
         prop = relationships[name]
         target = prop.mapper.class_
         target_info = model_info(target)
-        link_only = _link_exists(prop, sub)
+        link_only = _link_exists(prop, sub, fields.of(target))
         if link_only is not None:
             conditions.append(link_only)
             continue
-        inner = _build(target, sub, target_info.filterable, hops + 1)
+        inner = _build(target, sub, fields, hops + 1)
         if target_info.soft_delete:
             inner.append(target.deleted_at.is_(None))
         attr = getattr(model, name)
@@ -88,7 +101,9 @@ def _build(
     return conditions
 
 
-def _link_exists(prop: RelationshipProperty[Any], sub: Mapping[str, Any]) -> Any:
+def _link_exists(
+    prop: RelationshipProperty[Any], sub: Mapping[str, Any], fields: frozenset[str]
+) -> Any:
     """``EXISTS`` over the association table alone, when that says it all; else None.
 
     A many-to-many filter on the related row's key only (``favorited_by__id=7``,
@@ -111,6 +126,6 @@ def _link_exists(prop: RelationshipProperty[Any], sub: Mapping[str, Any]) -> Any
             return None
         if column.key not in to_link:
             return None
-        check_filterable(target.model, field, target.filterable)
+        check_filterable(target.model, field, fields)
         conditions.append(FILTER_OPS[op or "eq"](to_link[column.key], value, field))
     return exists().where(*conditions).correlate_except(prop.secondary)

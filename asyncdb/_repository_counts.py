@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ._aggregates import Annotate
 from ._errors import ValidationError
 from ._expressions import Where
-from ._filters import check_filterable, check_int
+from ._filters import as_int, check_filterable
 from ._loading import LoadArg
 from ._offset_page import OffsetPage
 from ._repository_base import DEFAULT_PAGE_SIZE, RepositoryCore
@@ -46,10 +46,12 @@ class CountingReads(RepositoryCore[T]):
         """``limit`` rows from ``offset`` on, with the total: ``?limit=20&offset=3``.
 
         ``limit`` is capped by ``max_page_size`` like ``page_size``; the order always
-        ends in the primary key, so slices neither skip nor repeat rows.
+        ends in the primary key, so slices neither skip nor repeat rows. Both take an
+        int or its digits from a query string (``"20"``); ``"-1"`` or ``"abc"`` is a
+        :class:`ValidationError`.
         """
-        check_int("limit", limit, 1, self.max_page_size)
-        check_int("offset", offset, 0)
+        limit = as_int("limit", limit, 1, self.max_page_size)
+        offset = as_int("offset", offset, 0)
         conditions = self._where(filters, with_deleted, where)
         count_stmt = select(func.count()).select_from(self.model).where(*conditions)
         stmt = self._ordered(self._select(annotate).where(*conditions), order_by)

@@ -61,6 +61,7 @@ class FilterWrites(RepositoryCore[T]):
         if not isinstance(values, Mapping):
             msg = f"update_by() takes the new values as a mapping (got {type(values).__name__})."
             raise ValidationError(msg)
+        self._check_by_filter_values(values)
         checked = self._check_update(values)
         if not checked:
             msg = "update_by() needs at least one value to set."
@@ -96,6 +97,23 @@ class FilterWrites(RepositoryCore[T]):
             conditions.append(self.model.deleted_at.is_(None))  # type: ignore[attr-defined]
             return await self._change_where(conditions, values, stamped=False, soft_delete=True)
         return await self._change_where(conditions, None, stamped=False)
+
+    def _check_by_filter_values(self, values: Mapping[str, Any]) -> None:
+        """Keys and the soft-delete column are not update_by()'s to change."""
+        for name in values:
+            if name in self._info.pk_names:
+                msg = (
+                    f"update_by() cannot change the primary key {name!r} of "
+                    f"{self.model.__name__}: filter by it instead (update_by(values, "
+                    f"{name}=...)); to change a key, create a new row and delete the old one."
+                )
+                raise ValidationError(msg)
+            if self._soft and name == "deleted_at":
+                msg = (
+                    "update_by() does not set deleted_at: use delete_by(...) to soft-delete "
+                    "rows (audited as deletes), and restore(id) to bring one back."
+                )
+                raise ValidationError(msg)
 
     def _filter_where(
         self,

@@ -147,7 +147,7 @@ async def test_paginate_offset(db: AsyncDatabaseManager) -> None:
         ({"limit": 51}, "limit must be an integer between 1 and 50"),
         ({"limit": True}, "limit must be"),
         ({"offset": -1}, "offset must be"),
-        ({"offset": "3"}, "offset must be"),
+        ({"offset": "-3"}, "offset must be"),
         ({"nope": 1}, "Unknown field 'nope'"),
         ({"order_by": "nope"}, "Unknown order_by field"),
     ],
