@@ -6,8 +6,9 @@ import asyncio
 import contextlib
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -35,24 +36,48 @@ async def _admin(url: str, statement: str) -> None:
 
 
 @contextlib.contextmanager
-def fresh_postgres_database(prefix: str) -> Iterator[str]:
-    """The URL of a new, empty PostgreSQL database, dropped on exit.
+def _fresh_database(
+    prefix: str,
+    *,
+    server: str,
+    url: str,
+    env: str,
+    admin: Callable[[str, str], Coroutine[Any, Any, None]],
+    create: str,
+    drop: str,
+) -> Iterator[str]:
+    """The URL of a new, empty database on ``server`` (``url``'s), dropped on exit.
 
-    Skips the test when no server answers, except under CI=true, where it fails.
+    ``create`` and ``drop`` are statements with a ``{name}`` placeholder, run by
+    ``admin``. Skips the test when no server answers, except under CI=true, where it
+    fails.
     """
     name = f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
     try:
-        asyncio.run(_admin(POSTGRES_URL, f'CREATE DATABASE "{name}" TEMPLATE template0'))
+        asyncio.run(admin(url, create.format(name=name)))
     except Exception as exc:
-        reason = f"PostgreSQL is not reachable at {POSTGRES_URL} ({type(exc).__name__})"
+        reason = f"{server} is not reachable at {url} ({type(exc).__name__})"
         if IN_CI:
-            pytest.fail(f"{reason}; under CI=true the PostgreSQL tests must run.")
-        pytest.skip(f"{reason}; set ASYNCDB_TEST_POSTGRES_URL to run these tests.")
-    base, _, _ = POSTGRES_URL.rpartition("/")
+            pytest.fail(f"{reason}; under CI=true the {server} tests must run.")
+        pytest.skip(f"{reason}; set {env} to run these tests.")
+    base, _, _ = url.rpartition("/")
     try:
         yield f"{base}/{name}"
     finally:
-        asyncio.run(_admin(POSTGRES_URL, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        asyncio.run(admin(url, drop.format(name=name)))
+
+
+def fresh_postgres_database(prefix: str) -> contextlib.AbstractContextManager[str]:
+    """The URL of a new, empty PostgreSQL database, dropped on exit."""
+    return _fresh_database(
+        prefix,
+        server="PostgreSQL",
+        url=POSTGRES_URL,
+        env="ASYNCDB_TEST_POSTGRES_URL",
+        admin=_admin,
+        create='CREATE DATABASE "{name}" TEMPLATE template0',
+        drop='DROP DATABASE IF EXISTS "{name}" WITH (FORCE)',
+    )
 
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
@@ -107,25 +132,17 @@ async def _mysql_admin(url: str, statement: str) -> None:
         conn.close()
 
 
-@contextlib.contextmanager
-def fresh_mysql_database(prefix: str) -> Iterator[str]:
-    """The URL of a new, empty MariaDB/MySQL database, dropped on exit.
-
-    Skips the test when no server answers, except under CI=true, where it fails.
-    """
-    name = f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    try:
-        asyncio.run(_mysql_admin(MYSQL_URL, f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
-    except Exception as exc:
-        reason = f"MariaDB/MySQL is not reachable at {MYSQL_URL} ({type(exc).__name__})"
-        if IN_CI:
-            pytest.fail(f"{reason}; under CI=true the MariaDB tests must run.")
-        pytest.skip(f"{reason}; set ASYNCDB_TEST_MYSQL_URL to run these tests.")
-    base, _, _ = MYSQL_URL.rpartition("/")
-    try:
-        yield f"{base}/{name}"
-    finally:
-        asyncio.run(_mysql_admin(MYSQL_URL, f"DROP DATABASE IF EXISTS `{name}`"))
+def fresh_mysql_database(prefix: str) -> contextlib.AbstractContextManager[str]:
+    """The URL of a new, empty MariaDB/MySQL database, dropped on exit."""
+    return _fresh_database(
+        prefix,
+        server="MariaDB/MySQL",
+        url=MYSQL_URL,
+        env="ASYNCDB_TEST_MYSQL_URL",
+        admin=_mysql_admin,
+        create="CREATE DATABASE `{name}` CHARACTER SET utf8mb4",
+        drop="DROP DATABASE IF EXISTS `{name}`",
+    )
 
 
 @pytest.fixture(scope="session")
