@@ -26,9 +26,9 @@ from ._errors import (
 )
 from ._expressions import Where
 from ._filters import (
+    as_int,
     build_order,
     check_flag,
-    check_int,
     parse_order_with_key,
 )
 from ._loading import LoadArg
@@ -323,9 +323,9 @@ class Repository(CountingReads[T], FilterWrites[T], BulkWrites[T]):
         (``annotate={"favorites": Count("favorited_by")}``), in the same query.
         """
         if limit is not None:
-            check_int("limit", limit, 0)
+            limit = as_int("limit", limit, 0)
         if offset is not None:
-            check_int("offset", offset, 0)
+            offset = as_int("offset", offset, 0)
         stmt = self._ordered(
             self._select(annotate).where(*self._where(filters, with_deleted, where)), order_by
         )
@@ -399,8 +399,8 @@ class Repository(CountingReads[T], FilterWrites[T], BulkWrites[T]):
         **filters: Any,
     ) -> Page[T]:
         """Page ``page`` (from 1) of ``page_size`` rows, with the total count."""
-        check_int("page", page, 1)
-        check_int("page_size", page_size, 1, self.max_page_size)
+        page = as_int("page", page, 1)
+        page_size = as_int("page_size", page_size, 1, self.max_page_size)
         if (page - 1) * page_size > MAX_INT64:
             msg = f"page {page} is beyond any table: the offset would exceed {MAX_INT64}."
             raise ValidationError(msg)
@@ -434,7 +434,7 @@ class Repository(CountingReads[T], FilterWrites[T], BulkWrites[T]):
         The ordering always ends in the primary key, so rows with equal sort values
         are neither skipped nor repeated. Pass ``next_cursor`` back unchanged.
         """
-        check_int("limit", limit, 1, self.max_page_size)
+        limit = as_int("limit", limit, 1, self.max_page_size)
         order = parse_order_with_key(self.model, order_by, self._info.pk_names, self.filterable)
         scope = f"{self.table.name}|" + ",".join(("-" if d else "") + f for f, d in order)
         codec = self._cursor_codec()

@@ -76,6 +76,11 @@ async def test_query_string_values_are_converted(db: AsyncDatabaseManager) -> No
     assert await items.count(qty="3") == 1
     assert await items.count(qty__gte="3") == 2
     assert await items.count(qty__in=["1", "2", 4]) == 3
+    # page numbers and sizes from a query string convert the same way
+    page = await items.paginate(page="2", page_size="2", order_by="qty")
+    assert ([i.qty for i in page.items], page.total) == ([2, 3], 5)
+    assert [i.qty for i in await items.find_by(limit="2", offset="3", order_by="qty")] == [3, 4]
+    assert len((await items.paginate_keyset(limit="4")).items) == 4
     accounts = Repository(Account, db)
     acct = await accounts.create(email="a@x", balance="12.50")
     assert acct.balance == decimal.Decimal("12.50")
@@ -153,7 +158,8 @@ async def test_bad_ids_are_validation_errors(db: AsyncDatabaseManager, ident: An
         ("limit", 2**64),
         ("offset", 2**63),
         ("page", -1),
-        ("page", "2"),
+        ("page", "2.0"),
+        ("page", "-2"),
     ],
 )
 async def test_huge_or_bad_pagination_numbers(
