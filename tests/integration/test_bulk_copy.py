@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import delete, event, select
 
 from asyncdb import AsyncDatabaseManager, AsyncUnitOfWork, ConflictError, Repository
+from asyncdb._capabilities import supports
 from asyncdb._copy import COPY_MIN_ROWS
 from tests.integration.conftest import empty_tables, manager_for
 from tests.integration.models import Account, Color, Item, Order
@@ -98,7 +99,10 @@ async def test_a_rejected_copy_batch_names_the_row_and_writes_nothing(
     await items.create(name="existing", sku="DUP")
     rows: list[dict[str, Any]] = [{"name": f"r{i}", "sku": None} for i in range(300)]
     rows[234]["sku"] = "DUP"
-    with pytest.raises(ConflictError, match="Row 234") as info:
+    # Without savepoints (DuckDB) the failed batch cannot be replayed row by row to find
+    # the row: the error names the batch's rows instead.
+    exact = supports(db.backend, "savepoint")
+    with pytest.raises(ConflictError, match="Row 234" if exact else "Rows 200-299") as info:
         await items.bulk_create(rows, batch_size=100)
     assert "DUP" not in str(info.value)
     assert await items.count() == 1
@@ -106,7 +110,7 @@ async def test_a_rejected_copy_batch_names_the_row_and_writes_nothing(
     orders = Repository(Order, db, audit=False)
     dangling = _order_rows(account.id, 0, 100)
     dangling[77]["account_id"] = account.id + 1000
-    with pytest.raises(ConflictError, match=r"Row 77.*foreign-key"):
+    with pytest.raises(ConflictError, match=r"Row 77.*foreign-key" if exact else "Rows 0-99"):
         await orders.bulk_create(dangling)
     assert await orders.count() == 0
 

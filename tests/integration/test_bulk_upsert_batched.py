@@ -90,11 +90,29 @@ async def _upsert_story(db: AsyncDatabaseManager, batch_size: int) -> list[tuple
     return sorted((_comparable(log) for log in logs), key=lambda t: int(t[1] or 0))
 
 
+def _without_new_ids(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """The rows with the ids of inserted rows left out, in a fixed order.
+
+    MariaDB/MySQL's ``INSERT ... ON DUPLICATE KEY UPDATE`` takes an AUTO_INCREMENT value
+    for every row it tries, also those that turn into updates, so which ids new rows get
+    depends on how the rows were batched.
+    """
+    out = []
+    for action, entity, old, new, changed in rows:
+        if old is None:
+            entity, new = None, {k: v for k, v in (new or {}).items() if k != "id"}
+        out.append((action, entity, old, new, changed))
+    return sorted(out, key=repr)
+
+
 async def test_audit_rows_match_the_row_by_row_path(db: AsyncDatabaseManager) -> None:
     by_row = await _upsert_story(db, batch_size=1)
     await empty_tables(db)
     batched = await _upsert_story(db, batch_size=100)
-    assert batched == by_row
+    if db.backend == "mysql":
+        assert _without_new_ids(batched) == _without_new_ids(by_row)
+    else:
+        assert batched == by_row
     assert len(batched) == 9
     assert [t[2] for t in batched[:4]] == [
         {},

@@ -312,6 +312,7 @@ async def test_update_by_refuses_the_soft_delete_column_with_directions(
     assert "update_by" in message
 
 
+@pytest.mark.requires("foreign_key_actions")  # DuckDB: rows others refer to
 async def test_update_by_writes_secret_columns_without_logging_them(
     db: AsyncDatabaseManager, blog: dict[str, Any]
 ) -> None:
@@ -325,6 +326,7 @@ async def test_update_by_writes_secret_columns_without_logging_them(
     assert (await writers.get(blog["jake"])).password_hash == "h9"
 
 
+@pytest.mark.requires("foreign_key_actions")  # DuckDB: rows others refer to
 async def test_writes_by_filter_with_relations_where_and_with_deleted(
     db: AsyncDatabaseManager, blog: dict[str, Any]
 ) -> None:
@@ -395,6 +397,7 @@ async def test_update_by_and_update_audit_the_same_change_alike(db: AsyncDatabas
             assert single.old_values == {"deleted_at": None} == bulk.old_values
 
 
+@pytest.mark.requires("foreign_key_actions")  # DuckDB: rows others refer to
 async def test_cache_never_serves_a_row_or_count_from_before_a_write_by_filter(
     db: AsyncDatabaseManager, blog: dict[str, Any]
 ) -> None:
