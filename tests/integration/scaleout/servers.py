@@ -132,7 +132,9 @@ max_wal_senders = 10
 hot_standby = on
 hot_standby_feedback = on
 wal_receiver_status_interval = 1s
-max_standby_streaming_delay = -1
+# a standby session holding a lock on a table the primary drops (reset_schema between
+# tests) is cancelled after 10 s; with -1 replay waited for it forever
+max_standby_streaming_delay = 10s
 logging_collector = off
 """
         hba = "local all all trust\nhost all all 127.0.0.1/32 trust\n" + HBA_LINE + "\n"
@@ -212,7 +214,7 @@ def new_primary(prefix: str = "asyncdb-primary-") -> PgServer:
     return server
 
 
-def wait_replayed(primary_port: int, standby: PgServer, timeout: float = 60.0) -> None:
+def wait_replayed(primary_port: int, standby: PgServer, timeout: float = 120.0) -> None:
     """Return once ``standby`` replayed everything ``primary_port`` has written so far."""
     lsn = psql(primary_port, "SELECT pg_current_wal_lsn()")
     query = f"SELECT pg_last_wal_replay_lsn() >= '{lsn}'::pg_lsn"
