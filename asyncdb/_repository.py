@@ -6,7 +6,7 @@ come from :class:`~asyncdb._repository_bulk.BulkWrites`, writes by filter from
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from sqlalchemy import (
@@ -20,6 +20,8 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ._aggregates import Annotate
+from ._audit_create import create_audited
+from ._bulk import with_defaults
 from ._context import AuditContext
 from ._errors import (
     ValidationError,
@@ -158,7 +160,24 @@ class Repository(CountingReads[T], FilterWrites[T], BulkWrites[T]):
         if instance is None and self._fast_path():
             # Column values only, no audit row: the flush is a single INSERT.
             return await self._write_one_statement(op)
+        if instance is None and self._audited and self._one_statement_audit():
+            # PostgreSQL: the row and its audit row in one statement (_audit_create).
+            return await self._write_one_statement(lambda s: self._create_audited(s, obj, op))
         return await self._write(op)
+
+    async def _create_audited(
+        self, session: AsyncSession, obj: T, op: Callable[[AsyncSession], Awaitable[T]]
+    ) -> T:
+        context = self._audit_context(session)
+        assert context is not None
+        values = with_defaults(
+            self._info, {k: v for k, v in vars(obj).items() if k in self._info.columns}
+        )
+        created = await create_audited(session, self._info, values, context)
+        if created is None:
+            return await op(session)
+        self._changed(session, [self._info.key_of(created)])
+        return created  # type: ignore[no-any-return]
 
     async def update(self, id: Any, /, **values: Any) -> T:
         """Set ``values`` on the row with primary key ``id`` and return it.
