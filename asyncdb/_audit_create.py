@@ -158,7 +158,10 @@ def _statement(info: ModelInfo, keys: tuple[str, ...], slots: int, id_in_new: bo
             values.append(cast(bindparam(f"a_{name}", type_=column_type), column_type))
     source = select(*values, seq, head.c.hash, link).select_from(ins.outerjoin(head, true()))
     aud = insert(_AUDIT).from_select([*CHAIN_FIELDS, "chain_seq", "prev_hash", "row_hash"], source)
-    return select(*ins.c).add_cte(aud.cte("aud"))
+    core = select(*ins.c).add_cte(aud.cte("aud"))
+    # Kept whole: a statement object reused keeps its memoized cache key (generating the
+    # key of this CTE costs about as much as the rest of the call).
+    return select(info.model).from_statement(core)
 
 
 async def create_audited(
@@ -194,7 +197,6 @@ async def create_audited(
     columns = {info.attr_to_column[k].key: v for k, v in values.items()}
     keys = tuple(sorted(columns))
     params.update({f"v_{key}": value for key, value in columns.items()})
-    core = _statement(info, keys, len(pieces) - 1, id_in_new)
-    stmt = select(info.model).from_statement(core)
+    stmt = _statement(info, keys, len(pieces) - 1, id_in_new)
     result = await session.execute(stmt, params)
     return result.scalars().one()
