@@ -16,7 +16,8 @@ test holds the two paths' rows equal and runs the verifier over them).
 Only models whose INSERT the client can describe fully take this path (:func:`eligible`):
 a single integer key the database generates (and the caller did not give), no server
 defaults, computed or identity columns besides it, no SQL-expression defaults, one
-table, no version counter. Others keep the ORM flush, whose audit hook writes the row.
+table, no version counter, no ``before_insert``/``after_insert`` mapper listeners.
+Others keep the ORM flush, whose audit hook writes the row.
 Concurrency: the chain head is read in the statement's snapshot, which is safe because
 the key is new (from a sequence): no other writer can be extending that chain.
 """
@@ -59,9 +60,16 @@ _ID_TEXT = f"asyncdb-entity-id-{_TOKEN}"  # inside the quotes of "entity_id"
 _ID_NUMBER = f"asyncdb-entity-pk-{_TOKEN}"  # a JSON string standing for the bare number
 
 
-@functools.cache
 def eligible(info: ModelInfo) -> bool:
     """Whether ``info``'s model can be created with its audit row in one statement."""
+    dispatch = info.mapper.dispatch
+    if dispatch.before_insert or dispatch.after_insert:
+        return False  # the application's mapper events run in the ORM flush only
+    return _eligible_table(info)
+
+
+@functools.cache
+def _eligible_table(info: ModelInfo) -> bool:
     table = info.table
     if len(info.pk_columns) != 1 or len(info.mapper.tables) != 1:
         return False
@@ -173,8 +181,9 @@ async def create_audited(
     ``values`` are the checked attribute values with the Python defaults filled in.
     """
     pk_name = info.pk_names[0]
-    if pk_name in values:
-        return None
+    if values.get(pk_name) is not None:
+        return None  # the caller chose the key: the ORM path
+    values = {k: v for k, v in values.items() if k != pk_name}
     new = {**values, pk_name: _ID_NUMBER}
     row = audit_row(info.model, AuditAction.CREATE, _ID_TEXT, context, new=new, changed=new)
     texts = field_texts(row)

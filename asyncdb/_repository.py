@@ -6,7 +6,7 @@ come from :class:`~asyncdb._repository_bulk.BulkWrites`, writes by filter from
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
 from sqlalchemy import (
@@ -51,6 +51,11 @@ from ._values import MAX_INT64
 from ._writes_by_filter import FilterWrites
 
 __all__ = ["Repository"]
+
+
+class _NotOneStatement(Exception):
+    """The values do not allow the one-statement audited create (raised before any SQL)."""
+
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -162,12 +167,13 @@ class Repository(CountingReads[T], FilterWrites[T], BulkWrites[T]):
             return await self._write_one_statement(op)
         if instance is None and self._audited and self._one_statement_audit():
             # PostgreSQL: the row and its audit row in one statement (_audit_create).
-            return await self._write_one_statement(lambda s: self._create_audited(s, obj, op))
+            try:
+                return await self._write_one_statement(lambda s: self._create_audited(s, obj))
+            except _NotOneStatement:
+                pass  # nothing was sent: the two statements go in one transaction instead
         return await self._write(op)
 
-    async def _create_audited(
-        self, session: AsyncSession, obj: T, op: Callable[[AsyncSession], Awaitable[T]]
-    ) -> T:
+    async def _create_audited(self, session: AsyncSession, obj: T) -> T:
         context = self._audit_context(session)
         assert context is not None
         values = with_defaults(
@@ -175,7 +181,9 @@ class Repository(CountingReads[T], FilterWrites[T], BulkWrites[T]):
         )
         created = await create_audited(session, self._info, values, context)
         if created is None:
-            return await op(session)
+            # Never the ORM flush here: outside a unit this session autocommits each
+            # statement, and the row and its audit row must commit together.
+            raise _NotOneStatement
         self._changed(session, [self._info.key_of(created)])
         return created  # type: ignore[no-any-return]
 

@@ -15,12 +15,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import event, select
+import pytest
+from sqlalchemy import event, select, text
 
 from asyncdb import (
     AsyncDatabaseManager,
     AsyncUnitOfWork,
     AuditLog,
+    QueryError,
     Repository,
     audit_context,
     utcnow,
@@ -29,6 +31,7 @@ from asyncdb import (
 from asyncdb._audit import audit_row, write_audit_rows
 from asyncdb._audit_model import AuditAction
 from asyncdb._context import AuditContext
+from tests.integration.conftest import empty_tables, manager_for
 from tests.integration.models import Account, Color, Item, Order
 
 # Compared as written: everything but the surrogate key, the entity and the chain links
@@ -157,6 +160,65 @@ async def test_a_given_key_takes_the_orm_path_and_chains(db: AsyncDatabaseManage
     assert [r.chain_seq for r in chain] == [1, 2]
     assert chain[1].prev_hash == chain[0].row_hash
     assert (await verify_audit_chain(db)).ok
+
+
+@pytest.mark.postgres_only
+async def test_a_failing_audit_insert_leaves_no_row_on_either_path(postgres_url: str) -> None:
+    db = manager_for(postgres_url)
+    await db.connect()
+    try:
+        await empty_tables(db)
+        async with db.engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$ "
+                    "BEGIN IF NEW.new_values->>'name' = 'poison' THEN "
+                    "RAISE EXCEPTION 'audit refused'; END IF; RETURN NEW; END $$"
+                )
+            )
+            await conn.execute(
+                text(
+                    "CREATE TRIGGER refuse_poison BEFORE INSERT ON asyncdb_audit_log "
+                    "FOR EACH ROW EXECUTE FUNCTION refuse_poison()"
+                )
+            )
+        items = Repository(Item, db)
+        # The one-statement path (a database key) and the ORM path (a key the caller
+        # gives, which must not run as two autocommitted statements): neither leaves the
+        # row behind when its audit row cannot be written.
+        for values in ({"name": "poison"}, {"id": 777, "name": "poison"}):
+            with pytest.raises(QueryError, match="rejected the statement"):
+                await items.create(**values)
+            assert await items.count(name="poison") == 0, values
+        assert (await items.create(id=778, name="fine")).id == 778
+    finally:
+        async with db.engine.begin() as conn:
+            await conn.execute(text("DROP FUNCTION IF EXISTS refuse_poison() CASCADE"))
+        await db.dispose()
+
+
+async def test_mapper_insert_listeners_keep_the_orm_flush(
+    db: AsyncDatabaseManager, is_postgres: bool
+) -> None:
+    seen: list[str] = []
+
+    def listener(mapper: Any, connection: Any, target: Item) -> None:
+        seen.append(target.name)
+
+    items = Repository(Item, db)
+    await items.create(name="before")
+    event.listen(Item, "before_insert", listener)
+    try:
+        with statements(db) as sent:
+            await items.create(name="heard")
+    finally:
+        event.remove(Item, "before_insert", listener)
+    assert seen == ["heard"]
+    assert not any(s.startswith("WITH") for s in sent)
+    assert len(audit_inserts(sent)) == 1
+    with statements(db) as sent:
+        await items.create(name="after")
+    assert any(s.startswith("WITH") for s in sent) == is_postgres
 
 
 async def test_a_flushs_audit_rows_are_one_insert(db: AsyncDatabaseManager) -> None:
