@@ -33,6 +33,7 @@ from asyncdb._audit_model import AuditAction
 from asyncdb._context import AuditContext
 from tests.integration.conftest import empty_tables, manager_for
 from tests.integration.models import Account, Color, Item, Order
+from tests.integration.test_audit_chain import chain_of
 
 # Compared as written: everything but the surrogate key, the entity and the chain links
 # (each entity starts its own chain, so its hashes differ by construction).
@@ -59,16 +60,6 @@ def audit_inserts(sent: list[str]) -> list[str]:
     return [s for s in sent if s.startswith("INSERT INTO ASYNCDB_AUDIT_LOG")]
 
 
-async def rows_of(db: AsyncDatabaseManager, table: str, entity: object) -> list[AuditLog]:
-    async with db.session() as session:
-        stmt = (
-            select(AuditLog)
-            .where(AuditLog.table_name == table, AuditLog.entity_id == str(entity))
-            .order_by(AuditLog.chain_seq)
-        )
-        return list((await session.scalars(stmt)).all())
-
-
 def without_key(values: dict[str, Any] | None, key: str = "id") -> dict[str, Any]:
     assert values is not None
     return {k: v for k, v in values.items() if k != key}
@@ -82,8 +73,8 @@ async def test_create_rows_equal_the_orm_paths(db: AsyncDatabaseManager) -> None
         by_orm = await items.create(Item(name='ä\n"q"', qty=3, sku="x-2"))
     after = utcnow()
     fast, slow = (
-        (await rows_of(db, "t_item", by_values.id)),
-        (await rows_of(db, "t_item", by_orm.id)),
+        (await chain_of(db, "t_item", by_values.id)),
+        (await chain_of(db, "t_item", by_orm.id)),
     )
     assert len(fast) == len(slow) == 1
     a, b = fast[0], slow[0]
@@ -125,9 +116,9 @@ async def test_odd_value_types_hash_the_same_on_both_paths(db: AsyncDatabaseMana
     with audit_context(user_id="u2"):
         fast = await orders.create(**values)
         slow = await orders.create(Order(**values))
-    a, b = (await rows_of(db, "t_order", fast.id))[0], (await rows_of(db, "t_order", slow.id))[0]
+    a, b = (await chain_of(db, "t_order", fast.id))[0], (await chain_of(db, "t_order", slow.id))[0]
     assert without_key(a.new_values) == without_key(b.new_values)
-    account_row = (await rows_of(db, "t_account", account.id))[0]
+    account_row = (await chain_of(db, "t_account", account.id))[0]
     assert account_row.new_values is not None and "password_hash" not in account_row.new_values
     assert (await verify_audit_chain(db)).ok
 
@@ -156,7 +147,7 @@ async def test_a_given_key_takes_the_orm_path_and_chains(db: AsyncDatabaseManage
     with audit_context(user_id="u3"):
         item = await items.create(id=4242, name="given")
         await items.update(item.id, qty=5)
-    chain = await rows_of(db, "t_item", 4242)
+    chain = await chain_of(db, "t_item", 4242)
     assert [r.chain_seq for r in chain] == [1, 2]
     assert chain[1].prev_hash == chain[0].row_hash
     assert (await verify_audit_chain(db)).ok
@@ -233,7 +224,7 @@ async def test_a_flushs_audit_rows_are_one_insert(db: AsyncDatabaseManager) -> N
     assert len(flushed) == 1  # five CREATE rows
     assert len(audit_inserts(sent)) == 2  # then five UPDATE rows at commit
     for item in items:
-        chain = await rows_of(db, "t_item", item.id)
+        chain = await chain_of(db, "t_item", item.id)
         assert [(r.action, r.chain_seq, r.user_id) for r in chain] == [
             ("CREATE", 1, "u4"),
             ("UPDATE", 2, "u4"),
@@ -252,7 +243,7 @@ async def test_one_chain_twice_in_a_batch_links_in_order(db: AsyncDatabaseManage
     async with db.session() as session:
         await session.run_sync(write_audit_rows, rows)
         await session.commit()
-    chain = await rows_of(db, "t_item", 77)
+    chain = await chain_of(db, "t_item", 77)
     assert [(r.chain_seq, r.new_values) for r in chain] == [
         (1, {"qty": 0}),
         (2, {"qty": 1}),
