@@ -18,7 +18,6 @@ from tests.integration.scaleout.servers import (
     wait_replayed,
 )
 
-
 #: The xdist groups (--dist loadgroup) of the scale-out test files. A group runs on one
 #: worker, which builds what its files need once (a base backup is not cheap); three
 #: groups of about the same length keep them off the suite's critical path (one group
