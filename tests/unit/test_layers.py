@@ -41,6 +41,7 @@ LAYERS: list[set[str]] = [
         "_schema",
         "_audit_model",
         "_audit_chain",
+        "_audit_batch",
         "_audit_guard",
         "_settings",
         "_session",
@@ -80,7 +81,16 @@ LAYERS: list[set[str]] = [
     # unit of work
     {"_completion", "_isolation", "_uow"},
     # audit / bulk / cache
-    {"_audit", "_audit_verify", "_audit_export", "_bulk", "_copy", "_upsert", "_cache"},
+    {
+        "_audit",
+        "_audit_create",
+        "_audit_verify",
+        "_audit_export",
+        "_bulk",
+        "_copy",
+        "_upsert",
+        "_cache",
+    },
     # repository
     {
         "_repository_base",
