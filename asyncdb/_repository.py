@@ -120,6 +120,10 @@ class Repository(CountingReads[T], FilterWrites[T], BulkWrites[T]):
             if hit is not None:
                 return None if not with_deleted and self._is_deleted(hit) else hit
 
+        if self.cache is None and self._bound_session() is None:
+            # A session of its own: one statement built once per model (no Session.get).
+            return await self._read(lambda own: self._select_by_id(own, ident, with_deleted))
+
         async def op(session: AsyncSession) -> T | None:
             obj = await self._load_by_id(session, ident)
             if obj is None or (not with_deleted and self._is_deleted(obj)):

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from sqlalchemy import Select, Table, and_, select
+from sqlalchemy import Select, Table, and_, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ._aggregates import Annotate, annotation_columns
@@ -66,6 +67,9 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 DEFAULT_PAGE_SIZE = 50
+#: Per model: ``SELECT model WHERE pk = :pk`` by ``with_deleted`` (see _select_by_id).
+_BY_ID: weakref.WeakKeyDictionary[type[Any], dict[bool, Select[Any]]] = weakref.WeakKeyDictionary()
+_PK_PARAM = "asyncdb_pk_{}"
 DEFAULT_BATCH_SIZE = 1000
 MAX_BATCH_SIZE = 100_000
 
@@ -280,6 +284,36 @@ class RepositoryCore(Generic[T]):
             cached: T | None = await self.cache.get_by_id(self, session, ident)
             return cached
         return await session.get(self.model, ident, with_for_update=for_update or None)
+
+    async def _select_by_id(
+        self, session: AsyncSession, ident: Any, with_deleted: bool
+    ) -> T | None:
+        """The row ``ident`` through a statement built once per model, not ``Session.get``.
+
+        For a session of the call's own only (a standalone read): its identity map is
+        empty, so ``Session.get``'s look-up there, its per-call statement and cache key
+        buy nothing; a soft-deleted row is filtered out in SQL. The ORM still loads the
+        instance (events, eager loaders, inheritance as for ``Session.get``).
+        """
+        built = _BY_ID.get(self.model)
+        if built is None:
+            built = _BY_ID.setdefault(self.model, {})
+        stmt = built.get(with_deleted)
+        if stmt is None:
+            columns = self._info.pk_columns
+            stmt = select(self.model).where(
+                *(c == bindparam(_PK_PARAM.format(i), type_=c.type) for i, c in enumerate(columns))
+            )
+            if self._soft and not with_deleted:
+                stmt = stmt.where(self.model.deleted_at.is_(None))  # type: ignore[attr-defined]
+            built[with_deleted] = stmt
+        if len(self._info.pk_columns) == 1:
+            params = {"asyncdb_pk_0": ident}
+        else:
+            values = ident.values() if isinstance(ident, Mapping) else ident
+            params = {_PK_PARAM.format(i): v for i, v in enumerate(values)}
+        found: T | None = (await session.execute(stmt, params)).unique().scalar_one_or_none()
+        return found
 
     def _check_values(self, values: Mapping[str, Any], *, row: int | None = None) -> dict[str, Any]:
         """``values`` with known field names and each value checked against its column."""
