@@ -33,7 +33,7 @@ from sqlalchemy.orm.interfaces import MANYTOMANY, ONETOMANY
 
 from ._errors import ValidationError
 from ._filters import build_filters
-from ._loading import MAX_DEPTH, relationship_of
+from ._loading import relationship_of, split_path
 from ._model_info import model_info
 from ._relation_filters import build_conditions
 
@@ -180,11 +180,7 @@ def _hops(path: object) -> list[str]:
     if not isinstance(path, str) or not path:
         msg = f"A Count/Exists path names relationships such as 'comments' (got {path!r})."
         raise ValidationError(msg)
-    names = path.split(".")
-    if len(names) > MAX_DEPTH:
-        msg = f"Count/Exists path {path!r} is deeper than {MAX_DEPTH} relationships."
-        raise ValidationError(msg)
-    return names
+    return split_path(path, "Count/Exists path")
 
 
 def _exists(model: type[Any], aggregate: Exists, fields: frozenset[str]) -> ColumnElement[bool]:

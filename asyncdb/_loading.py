@@ -36,7 +36,7 @@ from sqlalchemy.orm.interfaces import ORMOption
 from ._errors import ValidationError
 from ._model_info import model_info
 
-__all__ = ["LoadArg", "loader_options", "relationship_of"]
+__all__ = ["LoadArg", "loader_options", "relationship_of", "split_path"]
 
 #: What ``load=`` accepts: one relationship path, or a sequence of paths and options.
 LoadArg = str | Sequence[str | ORMOption] | None
@@ -54,6 +54,16 @@ def relationship_of(model: type[Any], name: object, *, what: str) -> Relationshi
     known = ", ".join(sorted(relationships.keys())) or "none"
     msg = f"Unknown relationship {name!r} in {what} for {model.__name__}. Use one of: {known}."
     raise ValidationError(msg)
+
+
+def split_path(path: str, what: str) -> list[str]:
+    """The relationship names of a dotted ``path``; :class:`ValidationError` when it is
+    deeper than :data:`MAX_DEPTH` (``what`` names the argument in the message)."""
+    names = path.split(".")
+    if len(names) > MAX_DEPTH:
+        msg = f"{what} {path!r} is deeper than {MAX_DEPTH} relationships."
+        raise ValidationError(msg)
+    return names
 
 
 def _check_option(model: type[Any], option: ORMOption) -> ORMOption:
@@ -117,10 +127,7 @@ def _options(model: type[Any], load: Any, with_deleted: bool) -> list[ORMOption]
         if not isinstance(item, str) or not item:
             msg = f"load takes relationship names or SQLAlchemy loader options (got {item!r})."
             raise ValidationError(msg)
-        names = item.split(".")
-        if len(names) > MAX_DEPTH:
-            msg = f"load path {item!r} is deeper than {MAX_DEPTH} relationships."
-            raise ValidationError(msg)
+        names = split_path(item, "load path")
         option: Any = None  # a chain of loader options (SQLAlchemy types it privately)
         current = model
         for name in names:

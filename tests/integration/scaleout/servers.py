@@ -79,8 +79,9 @@ def run(cmd: list[str], *, as_postgres: bool = True, timeout: float = 120.0) -> 
 
 
 def private_dir(prefix: str) -> Path:
-    """A temporary directory the postgres OS user owns."""
+    """A temporary directory the postgres OS user owns (``owner.pid``: this process)."""
     path = Path(tempfile.mkdtemp(prefix=prefix))
+    (path / "owner.pid").write_text(str(os.getpid()))
     if os.geteuid() == 0:
         entry = pwd.getpwnam("postgres")
         os.chown(path, entry.pw_uid, entry.pw_gid)
@@ -106,6 +107,56 @@ def ensure_replication_hba() -> None:
     psql(MAIN_PORT, "SELECT pg_reload_conf()")
 
 
+#: Temporary directories of the servers below; each holds ``owner.pid``, the test process
+#: that made it, so a later run can remove what a killed run left (see reap_orphans).
+_PREFIXES = ("asyncdb-standby-", "asyncdb-primary-", "asyncdb-failover-")
+#: Physical replication slots of the test standbys: ``asyncdb_standby_<owner pid>_<port>``.
+SLOT_PREFIX = "asyncdb_standby_"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def reap_orphans() -> None:
+    """Stop and remove the servers, and drop the main cluster's standby slots, of test
+    processes that are gone (a killed run): an orphan standby keeps a WAL sender busy, an
+    orphan slot keeps WAL on the main cluster forever."""
+    for root in Path(tempfile.gettempdir()).iterdir():
+        if not root.name.startswith(_PREFIXES):
+            continue
+        try:
+            owner = int((root / "owner.pid").read_text())
+        except (OSError, ValueError):
+            continue  # made by an older run, or being made: not ours to judge
+        if not _alive(owner):
+            PgServer(root, 0).remove()
+    slots = psql(
+        MAIN_PORT,
+        f"SELECT slot_name FROM pg_replication_slots WHERE slot_name LIKE '{SLOT_PREFIX}%' "
+        "AND NOT active",
+    )
+    for slot in slots.split():
+        owner_text = slot.removeprefix(SLOT_PREFIX).split("_")[0]
+        if owner_text.isdigit() and not _alive(int(owner_text)):
+            drop_slot(MAIN_PORT, slot)
+
+
+def drop_slot(port: int, slot: str) -> None:
+    with contextlib.suppress(RuntimeError):
+        psql(
+            port,
+            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+            f"WHERE slot_name = '{slot}'",
+        )
+
+
 class PgServer:
     """A throwaway PostgreSQL server in a temporary directory."""
 
@@ -114,6 +165,8 @@ class PgServer:
         self.data = root / "data"
         self.port = port
         self.bin = pg_bin()
+        #: A standby's replication slot on its source: (source port, slot name).
+        self.slot: tuple[int, str] | None = None
 
     def url(self, database: str) -> str:
         return f"postgresql+asyncpg://postgres@{MAIN_HOST}:{self.port}/{database}"
@@ -167,13 +220,17 @@ logging_collector = off
         return psql(self.port, statement, db)
 
     def remove(self) -> None:
-        with contextlib.suppress(RuntimeError):
-            self.stop("immediate")
+        if self.data.exists():
+            with contextlib.suppress(RuntimeError):
+                self.stop("immediate")
+        if self.slot is not None:
+            drop_slot(*self.slot)
         shutil.rmtree(self.root, ignore_errors=True)
 
 
 def standby_of(source_port: int, prefix: str = "asyncdb-standby-") -> PgServer:
     """A streaming standby of the server on ``source_port``, started."""
+    reap_orphans()
     server = PgServer(private_dir(prefix), free_port())
     try:
         _basebackup(server, source_port)
@@ -184,9 +241,15 @@ def standby_of(source_port: int, prefix: str = "asyncdb-standby-") -> PgServer:
 
 
 def _basebackup(server: PgServer, source_port: int, attempts: int = 3) -> None:
-    # A checkpoint that runs while pg_basebackup sets up its temporary slot (DROP
-    # DATABASE forces one; parallel test workers drop databases) can end the stream
-    # with "terminating process ... to release replication slot": take it again.
+    # The standby streams through a replication slot of its own (-C -S; -R writes
+    # primary_slot_name), so the source keeps every WAL segment the standby has not
+    # received yet: without one, a standby that fell behind while the suite wrote a lot
+    # (bulk tests, other workers) found its next segment recycled and never caught up.
+    # A checkpoint that runs while pg_basebackup sets up (DROP DATABASE forces one;
+    # parallel test workers drop databases) can end the stream with "terminating
+    # process ... to release replication slot": take it again.
+    slot = f"{SLOT_PREFIX}{os.getpid()}_{server.port}"
+    server.slot = (source_port, slot)
     for attempt in range(1, attempts + 1):
         try:
             run(
@@ -194,11 +257,13 @@ def _basebackup(server: PgServer, source_port: int, attempts: int = 3) -> None:
                     str(server.bin / "pg_basebackup"),
                     "-h", MAIN_HOST, "-p", str(source_port), "-U", "postgres",
                     "-D", str(server.data), "-X", "stream", "-c", "fast", "-R",
+                    "-C", "-S", slot,
                 ]
             )  # fmt: skip
             break
         except RuntimeError:
             shutil.rmtree(server.data, ignore_errors=True)
+            drop_slot(source_port, slot)
             if attempt == attempts:
                 raise
     server.configure()
