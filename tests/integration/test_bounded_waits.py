@@ -28,7 +28,9 @@ async def test_exhausted_pool_fails_at_pool_timeout_through_every_entry(
             with pytest.raises(PoolTimeoutError, match="pool_timeout"):
                 await enter(db, entry)
             elapsed = time.monotonic() - started
-        assert POOL_TIMEOUT - 0.1 <= elapsed <= POOL_TIMEOUT + 0.1, f"{entry}: {elapsed:.3f} s"
+        # Waited for the pool, and gave up at its timeout: the upper bound only has to
+        # tell "bounded" from "hung", with room for a loaded machine (0.7 s was seen).
+        assert POOL_TIMEOUT - 0.1 <= elapsed <= POOL_TIMEOUT + 1.5, f"{entry}: {elapsed:.3f} s"
         # Nothing is stuck afterwards: the same entry works once the pool has room.
         await enter(db, entry)
     finally:
