@@ -12,7 +12,8 @@ which names the failing row and raises the translated error.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import operator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from sqlalchemy import Table
@@ -21,7 +22,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ._errors import DatabaseUnavailableError, TransactionError
 from ._model_info import ModelInfo
 
-__all__ = ["COPY_MIN_ROWS", "can_copy", "copy_batch"]
+__all__ = [
+    "COPY_MIN_ROWS",
+    "bind_processors",
+    "can_copy",
+    "copy_batch",
+    "copy_records",
+    "copyable",
+    "records_of",
+]
 
 #: Below this many rows a batch goes as INSERT: COPY's extra round trip (the server
 #: describes the table first) costs more than it saves on a handful of rows.
@@ -43,6 +52,26 @@ def _needs_sqlalchemy(info: ModelInfo, names: Sequence[str]) -> bool:
     )
 
 
+def bind_processors(session: AsyncSession, table: Table, names: Sequence[str]) -> list[Any]:
+    """Each column's bind processor (None: the value goes as it is) on this dialect."""
+    dialect = session.get_bind().dialect
+    return [table.c[n].type.dialect_impl(dialect).bind_processor(dialect) for n in names]
+
+
+def records_of(
+    params: Sequence[dict[str, Any]], names: Sequence[str], processors: Sequence[Any]
+) -> Iterator[tuple[Any, ...]]:
+    """The rows as COPY takes them: one tuple per row, values in ``names`` order, each
+    passed through its column's bind processor."""
+    if len(names) > 1 and all(process is None for process in processors):
+        return map(operator.itemgetter(*names), params)  # a tuple per row, built in C
+    columns = []
+    for name, process in zip(names, processors, strict=True):
+        values = [row[name] for row in params]
+        columns.append(values if process is None else [process(v) for v in values])
+    return zip(*columns, strict=True)
+
+
 async def copy_batch(
     info: ModelInfo, session: AsyncSession, table: Table, params: list[dict[str, Any]]
 ) -> bool:
@@ -52,17 +81,24 @@ async def copy_batch(
     can fill, or the server refused the COPY (its SAVEPOINT is rolled back first).
     """
     names = list(params[0])
-    if len(params) < COPY_MIN_ROWS:
+    if len(params) < COPY_MIN_ROWS or not copyable(info, names):
         return False
-    if _needs_sqlalchemy(info, [info.column_to_attr[n] for n in names]):
-        return False
-    dialect = session.get_bind().dialect
-    processors = [table.c[n].type.dialect_impl(dialect).bind_processor(dialect) for n in names]
-    columns = []
-    for name, process in zip(names, processors, strict=True):
-        values = [row[name] for row in params]
-        columns.append(values if process is None else [process(v) for v in values])
-    records = list(zip(*columns, strict=True))
+    records = list(records_of(params, names, bind_processors(session, table, names)))
+    return await copy_records(session, table, names, records)
+
+
+def copyable(info: ModelInfo, names: Sequence[str]) -> bool:
+    """False when a column left out has a default only SQLAlchemy's INSERT can fill."""
+    return not _needs_sqlalchemy(info, [info.column_to_attr[n] for n in names])
+
+
+async def copy_records(
+    session: AsyncSession, table: Table, names: list[str], records: Iterable[tuple[Any, ...]]
+) -> bool:
+    """One COPY of ``records`` (an iterable, read while the COPY streams) into ``table``,
+    in a SAVEPOINT of the session's transaction. False when the server refused it: the
+    SAVEPOINT is rolled back, nothing of it stays. ``records`` must not raise.
+    """
     await session.flush()  # as an INSERT's autoflush would: pending parents go first
     try:
         async with session.begin_nested():
