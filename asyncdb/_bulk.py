@@ -8,10 +8,7 @@ SAVEPOINT, so nothing of a failed call is written.
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import itertools
-import operator
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -20,18 +17,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ._audit import audit_row, entity_id_of, write_audit_rows
 from ._audit_model import AuditAction
+from ._bulk_rows import batch_values, row_values, to_columns
 from ._capabilities import supports
 from ._changes import record_changes
 from ._context import AuditContext
-from ._copy import (
-    COPY_MIN_ROWS,
-    bind_processors,
-    can_copy,
-    copy_batch,
-    copy_records,
-    copyable,
-    records_of,
-)
+from ._copy import can_copy, copy_batch, copy_leading
 from ._errors import (
     AsyncDBError,
     ConflictError,
@@ -42,20 +32,15 @@ from ._errors import (
 )
 from ._model_info import ModelInfo
 from ._models import utcnow
-from ._values import ColumnCheck, coerce_values, column_check_for
 
 __all__ = [
     "as_attrs",
-    "batch_values",
     "chunks",
     "delete_rows",
     "execute_batch",
     "group_by_keys",
     "insert_rows",
-    "row_values",
-    "to_columns",
     "update_rows",
-    "with_defaults",
     "written",
 ]
 
@@ -77,112 +62,6 @@ MAX_KEYS_PER_STATEMENT = 10_000
 def _key_batch(info: ModelInfo, batch_size: int) -> int:
     """``batch_size``, lowered so that a batch's keys fit in one statement."""
     return max(1, min(batch_size, MAX_KEYS_PER_STATEMENT // len(info.pk_columns)))
-
-
-@functools.cache
-def _python_defaults(info: ModelInfo) -> tuple[tuple[str, bool, Any], ...]:
-    """``(key, callable?, value or function)`` of each Python-side column default, read
-    off the columns once per model instead of once per row."""
-    found: list[tuple[str, bool, Any]] = []
-    for key, column in info.defaulted_columns:
-        default: Any = column.default
-        if default is None or getattr(default, "is_sequence", False):
-            continue
-        if getattr(default, "is_scalar", False):
-            found.append((key, False, default.arg))
-        elif getattr(default, "is_callable", False):
-            found.append((key, True, default.arg))
-    return tuple(found)
-
-
-def row_values(info: ModelInfo, row: Any, index: int) -> dict[str, Any]:
-    if isinstance(row, info.model):
-        state_dict = row.__dict__
-        return {k: state_dict[k] for k in info.columns if k in state_dict}
-    if not isinstance(row, Mapping):
-        msg = (
-            f"Row {index}: expected a mapping of field names to values or a "
-            f"{info.model.__name__} (got {type(row).__name__})."
-        )
-        raise ValidationError(msg)
-    if not info.columns.issuperset(row):
-        unknown = [k for k in row if k not in info.columns]
-        msg = (
-            f"Row {index}: unknown field {unknown[0]!r} for {info.model.__name__}. "
-            f"Use one of: {', '.join(sorted(info.columns))}."
-        )
-        raise ValidationError(msg)
-    return coerce_values(info.value_checkers, row, row=index)
-
-
-@functools.cache
-def _column_checks(info: ModelInfo) -> dict[str, ColumnCheck]:
-    """Per column attribute, the batch form of its value checker (read once per model)."""
-    return {key: column_check_for(info.column_types[key]) for key in info.value_checkers}
-
-
-def _as_they_are(info: ModelInfo, batch: Sequence[Any]) -> bool:
-    """True when the checks would return every row of ``batch`` unchanged: each row a
-    plain dict naming the same known fields, each column's values passing the batch form
-    of its checks (:func:`~._values.column_check_for`: one pass per column in C instead
-    of one Python call per value)."""
-    if not batch or type(batch[0]) is not dict:
-        return False
-    keys = batch[0].keys()
-    if not info.columns.issuperset(keys):
-        return False
-    # One pass each in C: every row a dict, every row with the same keys.
-    if set(map(type, batch)) != {dict} or not all(map(keys.__eq__, map(dict.keys, batch))):
-        return False
-    checks = _column_checks(info)
-    return all(
-        checks[key](list(map(operator.itemgetter(key), batch))) for key in keys if key in checks
-    )
-
-
-def batch_values(
-    info: ModelInfo, batch: Sequence[Any], first: int
-) -> tuple[list[dict[str, Any]], bool]:
-    """``[with_defaults(info, row_values(info, row, first + i)) ...]`` for a batch, and
-    whether every row is known to name the same fields.
-
-    When the checks would return the rows unchanged (:func:`_as_they_are`) they are
-    copied as they are and the defaults filled once for the batch. Otherwise (a model
-    instance, a string to convert, a bool for an integer, an unknown field, a row
-    naming other fields...) every row goes through :func:`row_values`, with its
-    conversions and its errors naming the row.
-    """
-    if not _as_they_are(info, batch):
-        checked = [row_values(info, row, first + i) for i, row in enumerate(batch)]
-        return [with_defaults(info, values) for values in checked], False
-    keys = batch[0].keys()
-    missing = [item for item in _python_defaults(info) if item[0] not in keys]
-    if any(is_callable for _, is_callable, _ in missing):
-        return [with_defaults(info, row.copy()) for row in batch], True
-    if missing:
-        constants = {key: value for key, _, value in missing}
-        return [{**row, **constants} for row in batch], True
-    return [row.copy() for row in batch], True
-
-
-def with_defaults(info: ModelInfo, values: dict[str, Any]) -> dict[str, Any]:
-    """Fill Python-side column defaults, so every row of a batch has the same keys and
-    the audit log sees the values that were really written."""
-    for key, is_callable, default in _python_defaults(info):
-        if key not in values:
-            if not is_callable:
-                values[key] = default
-                continue
-            with contextlib.suppress(TypeError):  # needs an execution context: SQLAlchemy's
-                values[key] = default(None)
-    return values
-
-
-def to_columns(info: ModelInfo, values: Mapping[str, Any]) -> dict[str, Any]:
-    if info.names_are_columns:
-        return values if isinstance(values, dict) else dict(values)
-    mapping = info.attr_to_column
-    return {mapping[k].key: v for k, v in values.items()}
 
 
 def _relabel(exc: AsyncDBError, where: str) -> AsyncDBError:
@@ -298,7 +177,7 @@ async def insert_rows(
     copy = context is None and can_copy(session, info)
     start = 0
     if copy and isinstance(rows, (list, tuple)):
-        start = await _copy_leading(info, session, rows, batch_size)
+        start = await copy_leading(info, session, rows, batch_size)
         rows = itertools.islice(rows, start, None)
     total = start
     for batch_no, batch in enumerate(chunks(rows, batch_size)):
@@ -329,80 +208,6 @@ async def insert_rows(
             total += len(group)
             record_changes(session.sync_session, info.model, keys)
     return total
-
-
-def _copy_params(info: ModelInfo, batch: Sequence[Any], first: int) -> list[dict[str, Any]] | None:
-    """A batch's rows as the batch-by-batch path would send them (checked, defaults
-    filled, by column key), or None when that path must take the batch: a row the checks
-    refuse or anything else that raises (that path raises it again, naming the row), or
-    rows naming different fields."""
-    try:
-        values, same_keys = batch_values(info, batch, first)
-    except Exception:
-        return None
-    params = values if info.names_are_columns else [to_columns(info, v) for v in values]
-    if same_keys:
-        return params
-    keys = params[0].keys()
-    return params if all(p.keys() == keys for p in params) else None
-
-
-def _records(
-    params: list[dict[str, Any]], names: list[str], processors: list[Any]
-) -> list[tuple[Any, ...]] | None:
-    try:
-        return list(records_of(params, names, processors))
-    except Exception:  # a bind processor refused a value: the batch path raises it again
-        return None
-
-
-async def _copy_leading(
-    info: ModelInfo, session: AsyncSession, rows: Sequence[Any], batch_size: int
-) -> int:
-    """COPY the leading batches of a list in one COPY; how many rows it wrote.
-
-    The batch-by-batch path pays a SAVEPOINT, a COPY and a RELEASE per batch (about four
-    round trips); a list can go in one COPY, its batches checked and converted one at a
-    time while the COPY streams (the memory of one batch, as before). Where the
-    batch-by-batch path would stop copying (a batch below COPY_MIN_ROWS, a batch that
-    fails its checks or names other fields) the stream ends before that batch and this
-    returns how far it got; that path goes on from there, with the same checks and
-    errors. A COPY the server refuses is rolled back (0): that path replays the list
-    from its first row and names the row the database rejects, as before.
-    """
-    if len(rows) < COPY_MIN_ROWS or batch_size < COPY_MIN_ROWS or len(rows) <= batch_size:
-        return 0  # one batch (or INSERTs): nothing to gain over the batch-by-batch path
-    table = info.table
-    head = _copy_params(info, rows[:batch_size], 0)
-    if head is None or not copyable(info, list(head[0])):
-        return 0
-    names = list(head[0])
-    processors = bind_processors(session, table, names)
-    first_records = _records(head, names, processors)
-    if first_records is None:
-        return 0
-    copied = 0
-
-    def batches() -> Iterator[list[tuple[Any, ...]]]:
-        # Never raises: asyncpg answers an exception here with a cancel request.
-        nonlocal copied
-        current: list[tuple[Any, ...]] | None = first_records
-        while current is not None:
-            yield current
-            copied += len(current)
-            batch = rows[copied : copied + batch_size]
-            if len(batch) < COPY_MIN_ROWS:
-                return
-            params = _copy_params(info, batch, copied)
-            if params is None or list(params[0]) != names:
-                return
-            current = _records(params, names, processors)
-
-    records = itertools.chain.from_iterable(batches())
-    if not await copy_records(session, table, names, records):
-        return 0
-    record_changes(session.sync_session, info.model, None)
-    return copied
 
 
 # -- update ------------------------------------------------------------------------------

@@ -8,10 +8,16 @@ through its column type's bind processor (a ``TypeDecorator`` such as ``UTCDateT
 an ``Enum``, JSON). COPY runs inside a SAVEPOINT of the session's transaction, so a
 rejected batch leaves nothing behind and the caller replays it through the INSERT path,
 which names the failing row and raises the translated error.
+
+A list (its rows already in memory) goes in one COPY whatever its batch size: its
+batches are checked and converted one at a time while the COPY streams
+(:func:`copy_leading`), sparing a SAVEPOINT, a COPY and a RELEASE per batch. A
+generator keeps one COPY per batch, so only one batch is ever held.
 """
 
 from __future__ import annotations
 
+import itertools
 import operator
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
@@ -19,6 +25,8 @@ from typing import Any
 from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ._bulk_rows import batch_values, to_columns
+from ._changes import record_changes
 from ._errors import DatabaseUnavailableError, TransactionError
 from ._model_info import ModelInfo
 
@@ -27,6 +35,7 @@ __all__ = [
     "bind_processors",
     "can_copy",
     "copy_batch",
+    "copy_leading",
     "copy_records",
     "copyable",
     "records_of",
@@ -116,3 +125,77 @@ async def copy_records(
     except Exception:  # the INSERT replay raises the precise, translated error
         return False
     return True
+
+
+def _copy_params(info: ModelInfo, batch: Sequence[Any], first: int) -> list[dict[str, Any]] | None:
+    """A batch's rows as the batch-by-batch path would send them (checked, defaults
+    filled, by column key), or None when that path must take the batch: a row the checks
+    refuse or anything else that raises (that path raises it again, naming the row), or
+    rows naming different fields."""
+    try:
+        values, same_keys = batch_values(info, batch, first)
+    except Exception:
+        return None
+    params = values if info.names_are_columns else [to_columns(info, v) for v in values]
+    if same_keys:
+        return params
+    keys = params[0].keys()
+    return params if all(p.keys() == keys for p in params) else None
+
+
+def _records(
+    params: list[dict[str, Any]], names: list[str], processors: list[Any]
+) -> list[tuple[Any, ...]] | None:
+    try:
+        return list(records_of(params, names, processors))
+    except Exception:  # a bind processor refused a value: the batch path raises it again
+        return None
+
+
+async def copy_leading(
+    info: ModelInfo, session: AsyncSession, rows: Sequence[Any], batch_size: int
+) -> int:
+    """COPY the leading batches of a list in one COPY; how many rows it wrote.
+
+    The batch-by-batch path pays a SAVEPOINT, a COPY and a RELEASE per batch (about four
+    round trips); a list can go in one COPY, its batches checked and converted one at a
+    time while the COPY streams (the memory of one batch, as before). Where the
+    batch-by-batch path would stop copying (a batch below COPY_MIN_ROWS, a batch that
+    fails its checks or names other fields) the stream ends before that batch and this
+    returns how far it got; that path goes on from there, with the same checks and
+    errors. A COPY the server refuses is rolled back (0): that path replays the list
+    from its first row and names the row the database rejects, as before.
+    """
+    if len(rows) < COPY_MIN_ROWS or batch_size < COPY_MIN_ROWS or len(rows) <= batch_size:
+        return 0  # one batch (or INSERTs): nothing to gain over the batch-by-batch path
+    table = info.table
+    head = _copy_params(info, rows[:batch_size], 0)
+    if head is None or not copyable(info, list(head[0])):
+        return 0
+    names = list(head[0])
+    processors = bind_processors(session, table, names)
+    first_records = _records(head, names, processors)
+    if first_records is None:
+        return 0
+    copied = 0
+
+    def batches() -> Iterator[list[tuple[Any, ...]]]:
+        # Never raises: asyncpg answers an exception here with a cancel request.
+        nonlocal copied
+        current: list[tuple[Any, ...]] | None = first_records
+        while current is not None:
+            yield current
+            copied += len(current)
+            batch = rows[copied : copied + batch_size]
+            if len(batch) < COPY_MIN_ROWS:
+                return
+            params = _copy_params(info, batch, copied)
+            if params is None or list(params[0]) != names:
+                return
+            current = _records(params, names, processors)
+
+    records = itertools.chain.from_iterable(batches())
+    if not await copy_records(session, table, names, records):
+        return 0
+    record_changes(session.sync_session, info.model, None)
+    return copied

@@ -18,16 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ._audit import audit_row, entity_id_of, write_audit_rows
 from ._audit_model import AuditAction
-from ._bulk import (
-    as_attrs,
-    chunks,
-    execute_batch,
-    group_by_keys,
-    row_values,
-    to_columns,
-    with_defaults,
-    written,
-)
+from ._bulk import as_attrs, chunks, execute_batch, group_by_keys, written
+from ._bulk_rows import row_values, to_columns, with_defaults
 from ._changes import record_changes
 from ._context import AuditContext
 from ._errors import (

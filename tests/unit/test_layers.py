@@ -80,7 +80,16 @@ LAYERS: list[set[str]] = [
     # unit of work
     {"_completion", "_isolation", "_uow"},
     # audit / bulk / cache
-    {"_audit", "_audit_verify", "_audit_export", "_bulk", "_copy", "_upsert", "_cache"},
+    {
+        "_audit",
+        "_audit_verify",
+        "_audit_export",
+        "_bulk_rows",
+        "_bulk",
+        "_copy",
+        "_upsert",
+        "_cache",
+    },
     # repository
     {
         "_repository_base",
