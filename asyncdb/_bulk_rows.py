@@ -12,14 +12,14 @@ from __future__ import annotations
 import contextlib
 import functools
 import operator
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from ._errors import ValidationError
 from ._model_info import ModelInfo
 from ._values import ColumnCheck, coerce_values, column_check_for
 
-__all__ = ["batch_values", "row_values", "to_columns", "with_defaults"]
+__all__ = ["batch_values", "iter_values", "row_values", "to_columns", "with_defaults"]
 
 
 @functools.cache
@@ -87,17 +87,27 @@ def batch_values(
     info: ModelInfo, batch: Sequence[Any], first: int
 ) -> tuple[list[dict[str, Any]], bool]:
     """``[with_defaults(info, row_values(info, row, first + i)) ...]`` for a batch, and
-    whether every row is known to name the same fields.
+    whether every row is known to name the same fields (see :func:`iter_values`)."""
+    values, same_keys = iter_values(info, batch, first)
+    return list(values), same_keys
+
+
+def iter_values(
+    info: ModelInfo, batch: Sequence[Any], first: int
+) -> tuple[Iterable[dict[str, Any]], bool]:
+    """The rows of ``batch`` checked and with their defaults filled, and whether every
+    row is known to name the same fields.
 
     When the checks would return the rows unchanged (:func:`_as_they_are`) they are
     copied as they are and the defaults filled once for the batch. Otherwise (a model
     instance, a string to convert, a bool for an integer, an unknown field, a row
-    naming other fields...) every row goes through :func:`row_values`, with its
-    conversions and its errors naming the row.
+    naming other fields...) each row goes through :func:`row_values` as it is read,
+    with its conversions and its errors naming the row, in row order.
     """
     if not _as_they_are(info, batch):
-        checked = [row_values(info, row, first + i) for i, row in enumerate(batch)]
-        return [with_defaults(info, values) for values in checked], False
+        return (
+            with_defaults(info, row_values(info, row, first + i)) for i, row in enumerate(batch)
+        ), False
     keys = batch[0].keys()
     missing = [item for item in _python_defaults(info) if item[0] not in keys]
     if any(is_callable for _, is_callable, _ in missing):
