@@ -84,16 +84,16 @@ def _as_they_are(info: ModelInfo, batch: Sequence[Any]) -> bool:
 
 
 def batch_values(
-    info: ModelInfo, batch: Sequence[Any], first: int
+    info: ModelInfo, batch: Sequence[Any], first: int, *, read_only: bool = False
 ) -> tuple[list[dict[str, Any]], bool]:
     """``[with_defaults(info, row_values(info, row, first + i)) ...]`` for a batch, and
     whether every row is known to name the same fields (see :func:`iter_values`)."""
-    values, same_keys = iter_values(info, batch, first)
+    values, same_keys = iter_values(info, batch, first, read_only=read_only)
     return list(values), same_keys
 
 
 def iter_values(
-    info: ModelInfo, batch: Sequence[Any], first: int
+    info: ModelInfo, batch: Sequence[Any], first: int, *, read_only: bool = False
 ) -> tuple[Iterable[dict[str, Any]], bool]:
     """The rows of ``batch`` checked and with their defaults filled, and whether every
     row is known to name the same fields.
@@ -103,6 +103,9 @@ def iter_values(
     instance, a string to convert, a bool for an integer, an unknown field, a row
     naming other fields...) each row goes through :func:`row_values` as it is read,
     with its conversions and its errors naming the row, in row order.
+
+    ``read_only``: the caller only reads the rows (COPY turns them into tuples), so
+    rows that need no default are handed over without a copy.
     """
     if not _as_they_are(info, batch):
         return (
@@ -115,7 +118,7 @@ def iter_values(
     if missing:
         constants = {key: value for key, _, value in missing}
         return [{**row, **constants} for row in batch], True
-    return [row.copy() for row in batch], True
+    return (list(batch) if read_only else [row.copy() for row in batch]), True
 
 
 def with_defaults(info: ModelInfo, values: dict[str, Any]) -> dict[str, Any]:

@@ -133,7 +133,7 @@ def _copy_params(info: ModelInfo, batch: Sequence[Any], first: int) -> list[dict
     refuse or anything else that raises (that path raises it again, naming the row), or
     rows naming different fields."""
     try:
-        values, same_keys = batch_values(info, batch, first)
+        values, same_keys = batch_values(info, batch, first, read_only=True)
     except Exception:
         return None
     params = values if info.names_are_columns else [to_columns(info, v) for v in values]
