@@ -14,6 +14,7 @@ from asyncdb import (
     Repository,
     ValidationError,
 )
+from tests.cases import each_case
 from tests.integration.models import Comment, Item, Post, Writer
 from tests.integration.test_loading import seed_blog
 from tests.integration.test_repository import counting
@@ -79,7 +80,7 @@ async def test_annotations_with_pages_loads_and_filters(
     assert {w.username: w.n_posts for w in with_counts} == {"jake": 1, "ann": 1}
 
 
-@pytest.mark.parametrize(
+@each_case(
     ("annotate", "fragment"),
     [
         ({"n": Count("nope")}, "Unknown relationship 'nope'"),

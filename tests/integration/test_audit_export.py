@@ -103,6 +103,7 @@ async def _peak_while_streaming(db: AsyncDatabaseManager, rows: int) -> int:
     return peak
 
 
+@pytest.mark.slow  # several seconds per backend
 async def test_export_memory_does_not_grow_with_the_log(db: AsyncDatabaseManager) -> None:
     small = await _peak_while_streaming(db, 1_000)
     large = await _peak_while_streaming(db, 8_000)

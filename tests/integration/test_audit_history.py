@@ -186,6 +186,7 @@ async def step(items: Repository[Item], state: State, op: tuple[Any, ...]) -> No
         state[target] = (row[0], False)
 
 
+@pytest.mark.slow  # 20 generated histories per backend: several seconds each
 @settings(
     max_examples=20,
     deadline=None,

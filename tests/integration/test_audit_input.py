@@ -20,6 +20,7 @@ from asyncdb import (
 from asyncdb._audit import TRUNCATED_MARKER, audit_row
 from asyncdb._audit_model import AuditAction
 from asyncdb._context import EMPTY_CONTEXT, MAX_AUDIT_ID_LENGTH, AuditContext
+from tests.cases import each_case
 from tests.integration.models import Item
 from tests.integration.test_repository import counting
 
@@ -59,7 +60,7 @@ async def test_bad_ids_are_refused_where_they_are_set(
     assert [r.entity_id for r in await get_audit_logs(db)] == [str(item.id)]
 
 
-@pytest.mark.parametrize("extra", BAD_EXTRAS)
+@each_case("extra", BAD_EXTRAS)
 async def test_bad_extras_are_refused_where_they_are_set(
     db: AsyncDatabaseManager, extra: dict[str, Any]
 ) -> None:

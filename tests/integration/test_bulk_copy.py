@@ -126,6 +126,7 @@ async def test_copied_rows_soft_delete_like_inserted_ones(db: AsyncDatabaseManag
     assert total == COPY_MIN_ROWS
 
 
+@pytest.mark.slow  # a million rows through COPY: several seconds
 async def test_a_generator_streams_in_constant_memory(postgres_url: str) -> None:
     db = manager_for(postgres_url)
     await db.connect()

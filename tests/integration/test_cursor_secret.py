@@ -13,6 +13,7 @@ import pytest
 
 from asyncdb import AsyncDatabaseManager, ConfigurationError, Repository, ValidationError
 from asyncdb._pagination import CursorCodec, codec_for_secrets
+from tests.cases import each_case
 from tests.integration.conftest import manager_for, reset_schema
 from tests.integration.models import Item
 from tests.integration.test_repository import counting
@@ -84,7 +85,7 @@ async def test_rotation_first_signs_all_verify(db_url: str) -> None:
         await only_new.dispose()
 
 
-@pytest.mark.parametrize(
+@each_case(
     "values",
     [
         ["1; DROP TABLE t_item"],  # a string where the key is an integer

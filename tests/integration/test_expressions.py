@@ -8,6 +8,7 @@ import pytest
 from sqlalchemy import func, or_, select, text
 
 from asyncdb import AsyncDatabaseManager, Repository, RepositoryCache, ValidationError
+from tests.cases import each_case
 from tests.integration.models import Post, Tag, Writer
 from tests.integration.test_loading import seed_blog
 from tests.integration.test_repository import counting
@@ -94,7 +95,7 @@ async def test_counts_with_where_bypass_the_cache(
         assert len(seen) == 2
 
 
-@pytest.mark.parametrize(
+@each_case(
     ("where", "fragment"),
     [
         (Writer.username == "jake", "names other table"),

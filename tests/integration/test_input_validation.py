@@ -15,13 +15,14 @@ from sqlalchemy import insert, text
 
 from asyncdb import AsyncDatabaseManager, DataError, Repository, ValidationError
 from asyncdb._filters import MAX_IN_VALUES
+from tests.cases import each_case
 from tests.integration.models import Account, Color, Counter, Item, Order
 from tests.integration.test_repository import counting
 
 # -- 8: flags are bools, order_by is names -------------------------------------------------
 
 
-@pytest.mark.parametrize("flag", ["false", "true", 0, 1, None, "0"])
+@each_case("flag", ["false", "true", 0, 1, None, "0"])
 async def test_with_deleted_accepts_only_bool(db: AsyncDatabaseManager, flag: Any) -> None:
     items = Repository(Item, db)
     item = await items.create(name="gone")
@@ -221,6 +222,7 @@ async def test_huge_in_list_is_refused_before_sql(db: AsyncDatabaseManager) -> N
     assert await items.count(id__in=list(range(MAX_IN_VALUES))) == 1
 
 
+@pytest.mark.slow  # several seconds per backend
 async def test_bulk_batches_never_exceed_the_parameter_limit(db: AsyncDatabaseManager) -> None:
     # 33,000 keys in one batch: more than PostgreSQL's 32,767 parameters per statement.
     rows = 33_000

@@ -16,6 +16,7 @@ from asyncdb import (
     ValidationError,
 )
 from asyncdb._models import utcnow
+from tests.cases import each_case
 from tests.integration.models import Comment, Post, Tag, Writer
 from tests.integration.test_repository import counting
 
@@ -130,7 +131,7 @@ async def test_sqlalchemy_loader_options_pass_through(
     assert rows[0].writer.username == "jake" and len(rows[0].tags) == 2
 
 
-@pytest.mark.parametrize(
+@each_case(
     ("load", "fragment"),
     [
         ("author", "Unknown relationship 'author'"),

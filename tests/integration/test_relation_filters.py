@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from asyncdb import AsyncDatabaseManager, Repository, RepositoryCache, ValidationError
+from tests.cases import each_case
 from tests.integration.models import Comment, Post, Writer
 from tests.integration.test_loading import seed_blog
 from tests.integration.test_repository import counting
@@ -86,7 +87,7 @@ async def test_relation_filters_with_pages_and_loads(
     assert one is not None and one.title == "p1"
 
 
-@pytest.mark.parametrize(
+@each_case(
     ("filters", "fragment"),
     [
         ({"writer__password_hash": "h1"}, "Writer.password_hash cannot be used to filter"),

@@ -23,6 +23,7 @@ from asyncdb import (
     audit_context,
     get_audit_logs,
 )
+from tests.cases import each_case
 from tests.integration.models import Account, Comment, Item, Post, Reader, Writer
 from tests.integration.test_loading import seed_blog
 from tests.integration.test_repository import counting
@@ -54,7 +55,7 @@ async def refused(
 # -- relationship paths -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
+@each_case(
     ("filters", "fragment"),
     [
         ({"writer__password_hash": "h1"}, "password_hash cannot be used"),
@@ -114,7 +115,7 @@ async def test_a_path_back_to_the_model_keeps_the_repository_allow_list(
 # -- load= --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
+@each_case(
     ("load", "fragment"),
     [
         (123, "load takes"),
@@ -151,7 +152,7 @@ async def test_hostile_load(
 # -- where= -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
+@each_case(
     ("where", "fragment"),
     [
         (True, "boolean SQL conditions"),
@@ -210,7 +211,7 @@ async def test_where_subqueries_on_other_tables_cannot_revive_rows(
 # -- annotate= ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
+@each_case(
     ("annotate", "fragment"),
     [
         ({"title": Count("comments")}, "already an attribute"),
@@ -275,7 +276,7 @@ async def test_annotations_never_count_through_soft_deleted_rows(
 # -- update_by / delete_by ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
+@each_case(
     ("values", "fragment"),
     [
         ({"id": 99}, "cannot change the primary key"),
@@ -432,7 +433,7 @@ async def test_paginate_offset_takes_query_string_integers(
     assert (len(page.items), page.total, page.limit, page.offset) == (1, 3, 1, 0)
 
 
-@pytest.mark.parametrize(
+@each_case(
     ("kwargs", "fragment"),
     [
         ({"limit": -1}, "limit must be an integer between 1 and 100"),
@@ -475,7 +476,7 @@ async def test_paginate_offset_far_beyond_the_end(
 # -- count_by -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
+@each_case(
     ("field", "fragment"),
     [
         ("password_hash", "password_hash cannot be used"),

@@ -19,6 +19,7 @@ from asyncdb import (
     Repository,
     ValidationError,
 )
+from tests.cases import each_case
 from tests.integration.models import Account, Counter, Item, Kind, Order
 
 
@@ -233,7 +234,7 @@ async def test_filter_operators(items: Repository[Item]) -> None:
     assert first is not None and first.qty == 5
 
 
-@pytest.mark.parametrize(
+@each_case(
     "filters",
     [
         {"metadata": 1},
@@ -260,7 +261,7 @@ async def test_hostile_filters_fail_before_sql(
     assert seen == []
 
 
-@pytest.mark.parametrize("order", ["metadata", "-__class__", "name desc", ["name", "--qty"], [""]])
+@each_case("order", ["metadata", "-__class__", "name desc", ["name", "--qty"], [""]])
 async def test_hostile_order_by_fails_before_sql(
     db: AsyncDatabaseManager, items: Repository[Item], order: Any
 ) -> None:
