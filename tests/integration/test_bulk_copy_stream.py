@@ -4,31 +4,16 @@ the stream ends and that path goes on, with the same rows and the same errors.""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import select
 
 from asyncdb import AsyncDatabaseManager, ConflictError, Repository, ValidationError
 from asyncdb._capabilities import supports
 from asyncdb._copy import COPY_MIN_ROWS
 from tests.integration.models import Item
-
-
-@contextmanager
-def sent(db: AsyncDatabaseManager) -> Iterator[list[str]]:
-    statements: list[str] = []
-
-    def listener(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        statements.append(statement.split()[0].upper())
-
-    event.listen(db.engine.sync_engine, "before_cursor_execute", listener)
-    try:
-        yield statements
-    finally:
-        event.remove(db.engine.sync_engine, "before_cursor_execute", listener)
+from tests.integration.test_bulk_copy import sent
 
 
 def _rows(count: int) -> list[dict[str, Any]]:
