@@ -29,6 +29,7 @@ from sqlalchemy import Table, event, inspect, select
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.base import NO_VALUE
 
+from ._audit_batch import insert_batch_pg
 from ._audit_chain import insert_linked, prune_batch
 from ._audit_model import AuditAction, AuditLog
 from ._context import EMPTY_CONTEXT, ActingUnit, AuditContext, get_audit_context
@@ -203,13 +204,18 @@ def mark_instance(
 def write_audit_rows(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     """INSERT ``rows`` into the audit log on the session's connection, in batches.
 
-    Each row is first linked into its entity's hash chain (see ``_audit_chain``).
+    Each row is linked into its entity's hash chain (see ``_audit_chain``). A batch is
+    one statement on PostgreSQL (``_audit_batch``), one executemany elsewhere.
     """
     if not rows:
         return
     conn = session.connection()
+    batched = conn.dialect.name == "postgresql" and all(r["entity_id"] is not None for r in rows)
     for start in range(0, len(rows), AUDIT_BATCH):
-        insert_linked(conn, rows[start : start + AUDIT_BATCH])
+        if batched:
+            insert_batch_pg(conn, rows[start : start + AUDIT_BATCH])
+        else:
+            insert_linked(conn, rows[start : start + AUDIT_BATCH])
 
 
 def _column_values(obj: Any) -> dict[str, Any]:

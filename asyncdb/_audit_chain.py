@@ -275,7 +275,8 @@ def insert_linked(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
     """INSERT ``rows`` into the audit log, each linked into its chain.
 
     PostgreSQL and SQLite link in the INSERT itself (:func:`_linked_insert`); elsewhere
-    one query per table reads the heads first.
+    one query per table reads the heads first. (The audit writers send PostgreSQL batches
+    through ``_audit_batch.insert_batch_pg`` instead: one statement per batch.)
     """
     audit: Table = AuditLog.__table__  # type: ignore[assignment]
     statement = _LINKED_INSERTS.get(conn.dialect.name)
@@ -289,6 +290,11 @@ def insert_linked(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
         conn.execute(statement, params)
         return
     link_rows(conn, rows)
+    if conn.dialect.name == "duckdb" and len(rows) > 1:
+        # One multi-row INSERT: DuckDB runs an executemany one statement per row
+        # (MariaDB's driver already rewrites an executemany into one multi-row INSERT).
+        conn.execute(insert(audit).values(list(rows)))
+        return
     conn.execute(insert(audit), list(rows))
 
 

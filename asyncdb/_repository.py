@@ -20,6 +20,8 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ._aggregates import Annotate
+from ._audit_create import create_audited
+from ._bulk import with_defaults
 from ._context import AuditContext
 from ._errors import (
     ValidationError,
@@ -49,6 +51,11 @@ from ._values import MAX_INT64
 from ._writes_by_filter import FilterWrites
 
 __all__ = ["Repository"]
+
+
+class _NotOneStatement(Exception):
+    """The values do not allow the one-statement audited create (raised before any SQL)."""
+
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -158,7 +165,27 @@ class Repository(CountingReads[T], FilterWrites[T], BulkWrites[T]):
         if instance is None and self._fast_path():
             # Column values only, no audit row: the flush is a single INSERT.
             return await self._write_one_statement(op)
+        if instance is None and self._audited and self._one_statement_audit():
+            # PostgreSQL: the row and its audit row in one statement (_audit_create).
+            try:
+                return await self._write_one_statement(lambda s: self._create_audited(s, obj))
+            except _NotOneStatement:
+                pass  # nothing was sent: the two statements go in one transaction instead
         return await self._write(op)
+
+    async def _create_audited(self, session: AsyncSession, obj: T) -> T:
+        context = self._audit_context(session)
+        assert context is not None
+        values = with_defaults(
+            self._info, {k: v for k, v in vars(obj).items() if k in self._info.columns}
+        )
+        created = await create_audited(session, self._info, values, context)
+        if created is None:
+            # Never the ORM flush here: outside a unit this session autocommits each
+            # statement, and the row and its audit row must commit together.
+            raise _NotOneStatement
+        self._changed(session, [self._info.key_of(created)])
+        return created  # type: ignore[no-any-return]
 
     async def update(self, id: Any, /, **values: Any) -> T:
         """Set ``values`` on the row with primary key ``id`` and return it.

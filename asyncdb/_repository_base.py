@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ._aggregates import Annotate, annotation_columns
 from ._audit import mark_instance, resolve_context
+from ._audit_create import eligible
 from ._capabilities import supports
 from ._changes import record_changes, recorded_by_caller
 from ._context import AuditContext
@@ -301,6 +302,16 @@ class RepositoryCore(Generic[T]):
                 )
                 raise ValidationError(msg)
         return checked
+
+    def _one_statement_audit(self) -> bool:
+        """Whether an audited create can write its audit row in the same statement."""
+        session = self._bound_session()
+        if session is not None:
+            dialect = session.get_bind().dialect.name
+        else:
+            assert self.db is not None
+            dialect = self.db.backend
+        return dialect == "postgresql" and eligible(self._info)
 
     def _fast_path(self) -> bool:
         # One UPDATE ... RETURNING instead of SELECT + UPDATE, when no old values are

@@ -160,10 +160,17 @@ def check_targets(result: BenchResult) -> list[TargetCheck]:
             _across(result, ("bulk_upsert", "bulk_create"), "asyncdb"),
             at_least=0.8,
         ),
+        # PostgreSQL writes an audited create as one statement (issue 16: <= 1.15x); the
+        # other backends keep the round-1 target.
         _check(
             "create: cost of audit on vs off",
             cost("create", "asyncdb+audit", "asyncdb"),
-            at_most=1.35,
+            at_most=1.15 if result.backend == "postgresql" else 1.35,
+        ),
+        _check(
+            "update: cost of audit on vs off",
+            cost("update", "asyncdb+audit", "asyncdb") if result.backend == "postgresql" else [],
+            at_most=1.15,
         ),
         _check(
             "bulk_create: cost of audit on vs off",

@@ -100,9 +100,11 @@ def manager_for(url: str, **overrides: Any) -> AsyncDatabaseManager:
     """A manager with test-friendly bounds: few retries; pool and SQLite lock waits that
     outlast a loaded CI machine's queue of 1,000 concurrent writers, yet still end a hang."""
     options: dict[str, Any] = {"connect_retries": 1, "pool_timeout": 30.0, "busy_timeout": 30.0}
-    if url.startswith("duckdb"):
-        # DuckDB commits one transaction at a time, each writing its log: 1,000 writers
-        # queued on 15 connections wait several times longer than on the other backends.
+    if url.startswith(("duckdb", "mysql")):
+        # DuckDB commits one transaction at a time, each writing its log, and MariaDB
+        # flushes its log at every commit: 1,000 writers queued on 15 connections wait
+        # several times longer than on the other backends (a 30 s wait ran out on MariaDB
+        # with two suites sharing the machine).
         options["pool_timeout"] = 120.0
     options.update(overrides)
     return AsyncDatabaseManager(url, **options)

@@ -41,6 +41,7 @@ LAYERS: list[set[str]] = [
         "_schema",
         "_audit_model",
         "_audit_chain",
+        "_audit_batch",
         "_audit_guard",
         "_settings",
         "_session",
@@ -82,6 +83,7 @@ LAYERS: list[set[str]] = [
     # audit / bulk / cache
     {
         "_audit",
+        "_audit_create",
         "_audit_verify",
         "_audit_export",
         "_bulk_rows",

@@ -19,13 +19,26 @@ from tests.integration.scaleout.servers import (
 )
 
 
+#: The xdist groups (--dist loadgroup) of the scale-out test files. A group runs on one
+#: worker, which builds what its files need once (a base backup is not cheap); three
+#: groups of about the same length keep them off the suite's critical path (one group
+#: ran 50-80 s on one worker while the others finished).
+_GROUPS = {
+    "test_replicas.py": "scaleout-replicas",
+    "test_commit_outcome.py": "scaleout-standby",
+    "test_fastapi_routing.py": "scaleout-standby",
+    "test_failover.py": "scaleout-services",
+    "test_pgbouncer.py": "scaleout-services",
+    "test_redis_cache.py": "scaleout-services",
+}
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "scaleout" in item.nodeid:
             item.add_marker(pytest.mark.scaleout)
-            # One xdist worker runs them all (--dist loadgroup): the standby, pgbouncer
-            # and redis-server are built once per worker, and a base backup is not cheap.
-            item.add_marker(pytest.mark.xdist_group("scaleout"))
+            group = _GROUPS.get(item.path.name, "scaleout")
+            item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(scope="session")
