@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ._audit import audit_row, entity_id_of, write_audit_rows
 from ._audit_model import AuditAction
-from ._bulk_rows import batch_values, row_values, to_columns
+from ._bulk_rows import batch_values, row_values, to_columns, with_defaults
 from ._capabilities import supports
 from ._changes import record_changes
 from ._context import AuditContext
@@ -41,6 +41,7 @@ __all__ = [
     "group_by_keys",
     "insert_rows",
     "update_rows",
+    "with_defaults",  # lives in _bulk_rows; kept here for its callers
     "written",
 ]
 
