@@ -8,8 +8,6 @@ SAVEPOINT, so nothing of a failed call is written.
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import itertools
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
@@ -19,10 +17,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ._audit import audit_row, entity_id_of, write_audit_rows
 from ._audit_model import AuditAction
+from ._bulk_rows import batch_values, row_values, to_columns, with_defaults
 from ._capabilities import supports
 from ._changes import record_changes
 from ._context import AuditContext
-from ._copy import can_copy, copy_batch
+from ._copy import can_copy, copy_batch, copy_leading
 from ._errors import (
     AsyncDBError,
     ConflictError,
@@ -33,7 +32,6 @@ from ._errors import (
 )
 from ._model_info import ModelInfo
 from ._models import utcnow
-from ._values import coerce_values
 
 __all__ = [
     "as_attrs",
@@ -42,10 +40,8 @@ __all__ = [
     "execute_batch",
     "group_by_keys",
     "insert_rows",
-    "row_values",
-    "to_columns",
     "update_rows",
-    "with_defaults",
+    "with_defaults",  # lives in _bulk_rows; kept here for its callers
     "written",
 ]
 
@@ -67,62 +63,6 @@ MAX_KEYS_PER_STATEMENT = 10_000
 def _key_batch(info: ModelInfo, batch_size: int) -> int:
     """``batch_size``, lowered so that a batch's keys fit in one statement."""
     return max(1, min(batch_size, MAX_KEYS_PER_STATEMENT // len(info.pk_columns)))
-
-
-@functools.cache
-def _python_defaults(info: ModelInfo) -> tuple[tuple[str, bool, Any], ...]:
-    """``(key, callable?, value or function)`` of each Python-side column default, read
-    off the columns once per model instead of once per row."""
-    found: list[tuple[str, bool, Any]] = []
-    for key, column in info.defaulted_columns:
-        default: Any = column.default
-        if default is None or getattr(default, "is_sequence", False):
-            continue
-        if getattr(default, "is_scalar", False):
-            found.append((key, False, default.arg))
-        elif getattr(default, "is_callable", False):
-            found.append((key, True, default.arg))
-    return tuple(found)
-
-
-def row_values(info: ModelInfo, row: Any, index: int) -> dict[str, Any]:
-    if isinstance(row, info.model):
-        state_dict = row.__dict__
-        return {k: state_dict[k] for k in info.columns if k in state_dict}
-    if not isinstance(row, Mapping):
-        msg = (
-            f"Row {index}: expected a mapping of field names to values or a "
-            f"{info.model.__name__} (got {type(row).__name__})."
-        )
-        raise ValidationError(msg)
-    if not info.columns.issuperset(row):
-        unknown = [k for k in row if k not in info.columns]
-        msg = (
-            f"Row {index}: unknown field {unknown[0]!r} for {info.model.__name__}. "
-            f"Use one of: {', '.join(sorted(info.columns))}."
-        )
-        raise ValidationError(msg)
-    return coerce_values(info.value_checkers, row, row=index)
-
-
-def with_defaults(info: ModelInfo, values: dict[str, Any]) -> dict[str, Any]:
-    """Fill Python-side column defaults, so every row of a batch has the same keys and
-    the audit log sees the values that were really written."""
-    for key, is_callable, default in _python_defaults(info):
-        if key not in values:
-            if not is_callable:
-                values[key] = default
-                continue
-            with contextlib.suppress(TypeError):  # needs an execution context: SQLAlchemy's
-                values[key] = default(None)
-    return values
-
-
-def to_columns(info: ModelInfo, values: Mapping[str, Any]) -> dict[str, Any]:
-    if info.names_are_columns:
-        return values if isinstance(values, dict) else dict(values)
-    mapping = info.attr_to_column
-    return {mapping[k].key: v for k, v in values.items()}
 
 
 def _relabel(exc: AsyncDBError, where: str) -> AsyncDBError:
@@ -236,13 +176,14 @@ async def insert_rows(
     else executemany INSERT (multi-VALUES on both backends)."""
     table = info.table
     copy = context is None and can_copy(session, info)
-    total = 0
+    start = 0
+    if copy and isinstance(rows, (list, tuple)):
+        start = await copy_leading(info, session, rows, batch_size)
+        rows = itertools.islice(rows, start, None)
+    total = start
     for batch_no, batch in enumerate(chunks(rows, batch_size)):
-        first = batch_no * batch_size
-        prepared = [
-            (first + i, with_defaults(info, row_values(info, row, first + i)))
-            for i, row in enumerate(batch)
-        ]
+        first = start + batch_no * batch_size
+        prepared = list(enumerate(batch_values(info, batch, first)[0], first))
         for group in group_by_keys(prepared):
             params = [to_columns(info, values) for _, values in group]
             if context is None:

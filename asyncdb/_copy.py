@@ -8,20 +8,38 @@ through its column type's bind processor (a ``TypeDecorator`` such as ``UTCDateT
 an ``Enum``, JSON). COPY runs inside a SAVEPOINT of the session's transaction, so a
 rejected batch leaves nothing behind and the caller replays it through the INSERT path,
 which names the failing row and raises the translated error.
+
+A list (its rows already in memory) goes in one COPY whatever its batch size: its
+batches are checked and converted one at a time while the COPY streams
+(:func:`copy_leading`), sparing a SAVEPOINT, a COPY and a RELEASE per batch. A
+generator keeps one COPY per batch, so only one batch is ever held.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import itertools
+import operator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ._bulk_rows import batch_values, to_columns
+from ._changes import record_changes
 from ._errors import DatabaseUnavailableError, TransactionError
 from ._model_info import ModelInfo
 
-__all__ = ["COPY_MIN_ROWS", "can_copy", "copy_batch"]
+__all__ = [
+    "COPY_MIN_ROWS",
+    "bind_processors",
+    "can_copy",
+    "copy_batch",
+    "copy_leading",
+    "copy_records",
+    "copyable",
+    "records_of",
+]
 
 #: Below this many rows a batch goes as INSERT: COPY's extra round trip (the server
 #: describes the table first) costs more than it saves on a handful of rows.
@@ -43,6 +61,26 @@ def _needs_sqlalchemy(info: ModelInfo, names: Sequence[str]) -> bool:
     )
 
 
+def bind_processors(session: AsyncSession, table: Table, names: Sequence[str]) -> list[Any]:
+    """Each column's bind processor (None: the value goes as it is) on this dialect."""
+    dialect = session.get_bind().dialect
+    return [table.c[n].type.dialect_impl(dialect).bind_processor(dialect) for n in names]
+
+
+def records_of(
+    params: Sequence[dict[str, Any]], names: Sequence[str], processors: Sequence[Any]
+) -> Iterator[tuple[Any, ...]]:
+    """The rows as COPY takes them: one tuple per row, values in ``names`` order, each
+    passed through its column's bind processor."""
+    if len(names) > 1 and all(process is None for process in processors):
+        return map(operator.itemgetter(*names), params)  # a tuple per row, built in C
+    columns = []
+    for name, process in zip(names, processors, strict=True):
+        values = [row[name] for row in params]
+        columns.append(values if process is None else [process(v) for v in values])
+    return zip(*columns, strict=True)
+
+
 async def copy_batch(
     info: ModelInfo, session: AsyncSession, table: Table, params: list[dict[str, Any]]
 ) -> bool:
@@ -52,17 +90,24 @@ async def copy_batch(
     can fill, or the server refused the COPY (its SAVEPOINT is rolled back first).
     """
     names = list(params[0])
-    if len(params) < COPY_MIN_ROWS:
+    if len(params) < COPY_MIN_ROWS or not copyable(info, names):
         return False
-    if _needs_sqlalchemy(info, [info.column_to_attr[n] for n in names]):
-        return False
-    dialect = session.get_bind().dialect
-    processors = [table.c[n].type.dialect_impl(dialect).bind_processor(dialect) for n in names]
-    columns = []
-    for name, process in zip(names, processors, strict=True):
-        values = [row[name] for row in params]
-        columns.append(values if process is None else [process(v) for v in values])
-    records = list(zip(*columns, strict=True))
+    records = list(records_of(params, names, bind_processors(session, table, names)))
+    return await copy_records(session, table, names, records)
+
+
+def copyable(info: ModelInfo, names: Sequence[str]) -> bool:
+    """False when a column left out has a default only SQLAlchemy's INSERT can fill."""
+    return not _needs_sqlalchemy(info, [info.column_to_attr[n] for n in names])
+
+
+async def copy_records(
+    session: AsyncSession, table: Table, names: list[str], records: Iterable[tuple[Any, ...]]
+) -> bool:
+    """One COPY of ``records`` (an iterable, read while the COPY streams) into ``table``,
+    in a SAVEPOINT of the session's transaction. False when the server refused it: the
+    SAVEPOINT is rolled back, nothing of it stays. ``records`` must not raise.
+    """
     await session.flush()  # as an INSERT's autoflush would: pending parents go first
     try:
         async with session.begin_nested():
@@ -80,3 +125,77 @@ async def copy_batch(
     except Exception:  # the INSERT replay raises the precise, translated error
         return False
     return True
+
+
+def _copy_params(info: ModelInfo, batch: Sequence[Any], first: int) -> list[dict[str, Any]] | None:
+    """A batch's rows as the batch-by-batch path would send them (checked, defaults
+    filled, by column key), or None when that path must take the batch: a row the checks
+    refuse or anything else that raises (that path raises it again, naming the row), or
+    rows naming different fields."""
+    try:
+        values, same_keys = batch_values(info, batch, first, read_only=True)
+    except Exception:
+        return None
+    params = values if info.names_are_columns else [to_columns(info, v) for v in values]
+    if same_keys:
+        return params
+    keys = params[0].keys()
+    return params if all(p.keys() == keys for p in params) else None
+
+
+def _records(
+    params: list[dict[str, Any]], names: list[str], processors: list[Any]
+) -> list[tuple[Any, ...]] | None:
+    try:
+        return list(records_of(params, names, processors))
+    except Exception:  # a bind processor refused a value: the batch path raises it again
+        return None
+
+
+async def copy_leading(
+    info: ModelInfo, session: AsyncSession, rows: Sequence[Any], batch_size: int
+) -> int:
+    """COPY the leading batches of a list in one COPY; how many rows it wrote.
+
+    The batch-by-batch path pays a SAVEPOINT, a COPY and a RELEASE per batch (about four
+    round trips); a list can go in one COPY, its batches checked and converted one at a
+    time while the COPY streams (the memory of one batch, as before). Where the
+    batch-by-batch path would stop copying (a batch below COPY_MIN_ROWS, a batch that
+    fails its checks or names other fields) the stream ends before that batch and this
+    returns how far it got; that path goes on from there, with the same checks and
+    errors. A COPY the server refuses is rolled back (0): that path replays the list
+    from its first row and names the row the database rejects, as before.
+    """
+    if len(rows) < COPY_MIN_ROWS or batch_size < COPY_MIN_ROWS or len(rows) <= batch_size:
+        return 0  # one batch (or INSERTs): nothing to gain over the batch-by-batch path
+    table = info.table
+    head = _copy_params(info, rows[:batch_size], 0)
+    if head is None or not copyable(info, list(head[0])):
+        return 0
+    names = list(head[0])
+    processors = bind_processors(session, table, names)
+    first_records = _records(head, names, processors)
+    if first_records is None:
+        return 0
+    copied = 0
+
+    def batches() -> Iterator[list[tuple[Any, ...]]]:
+        # Never raises: asyncpg answers an exception here with a cancel request.
+        nonlocal copied
+        current: list[tuple[Any, ...]] | None = first_records
+        while current is not None:
+            yield current
+            copied += len(current)
+            batch = rows[copied : copied + batch_size]
+            if len(batch) < COPY_MIN_ROWS:
+                return
+            params = _copy_params(info, batch, copied)
+            if params is None or list(params[0]) != names:
+                return
+            current = _records(params, names, processors)
+
+    records = itertools.chain.from_iterable(batches())
+    if not await copy_records(session, table, names, records):
+        return 0
+    record_changes(session.sync_session, info.model, None)
+    return copied

@@ -9,6 +9,7 @@ SQL); each upserted row gets an UPSERT audit row with what it inserted or change
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -18,16 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ._audit import audit_row, entity_id_of, write_audit_rows
 from ._audit_model import AuditAction
-from ._bulk import (
-    as_attrs,
-    chunks,
-    execute_batch,
-    group_by_keys,
-    row_values,
-    to_columns,
-    with_defaults,
-    written,
-)
+from ._bulk import as_attrs, chunks, execute_batch, group_by_keys, written
+from ._bulk_rows import iter_values, to_columns, with_defaults
 from ._changes import record_changes
 from ._context import AuditContext
 from ._errors import (
@@ -227,15 +220,22 @@ async def upsert_rows(
     for batch_no, batch in enumerate(chunks(rows, batch_size)):
         first = batch_no * batch_size
         prepared = []
-        for i, row in enumerate(batch):
-            values = with_defaults(info, row_values(info, row, first + i))
-            missing = [n for n in conflict if n not in values]
-            if missing:
-                msg = f"Row {first + i}: bulk_upsert rows need the conflict_on column(s) {missing}."
-                raise ValidationError(msg)
+        checked, same_keys = iter_values(info, batch, first)
+        # Rows naming the same fields lack the same conflict columns: the first says.
+        check_each = not same_keys
+        pick = operator.itemgetter(*conflict) if len(conflict) > 1 else None
+        for i, values in enumerate(checked):
+            if check_each or i == 0:
+                missing = [n for n in conflict if n not in values]
+                if missing:
+                    msg = (
+                        f"Row {first + i}: bulk_upsert rows need the conflict_on "
+                        f"column(s) {missing}."
+                    )
+                    raise ValidationError(msg)
             if info.has_updated_at:
                 values["updated_at"] = utcnow()
-            target = tuple(values[n] for n in conflict)
+            target = pick(values) if pick is not None else (values[conflict[0]],)
             if target in seen:
                 msg = (
                     f"Row {first + i} repeats the conflict_on values of row {seen[target]}; "
@@ -256,7 +256,7 @@ async def upsert_rows(
             for found in (await session.execute(select(table).where(cond))).mappings():
                 values = as_attrs(info, found)
                 old_rows[tuple(values[n] for n in conflict)] = values
-        for group in group_by_keys(prepared):
+        for group in [prepared] if same_keys else group_by_keys(prepared):
             ins = _dialect_insert(session, table)
             if _duplicate_key_dialect(session):
                 keys = await _upsert_group_duplicate_key(info, session, ins, group, conflict)

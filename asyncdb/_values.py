@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import functools
+import itertools
 import json
 import math
 import re
@@ -33,6 +34,7 @@ __all__ = [
     "checker_for",
     "coerce_value",
     "coerce_values",
+    "column_check_for",
 ]
 
 MAX_INT64 = 2**63 - 1
@@ -288,6 +290,73 @@ def checker_for(column_type: sa_types.TypeEngine[Any], field: str) -> Checker:
         return slow(value)
 
     return check
+
+
+#: A whole column of a batch at once: True when every value would pass its column's
+#: checker unchanged (its fast path), so the batch can skip the checks value by value.
+#: False says nothing about the values: the caller checks them one by one, as before.
+ColumnCheck = Callable[[list[Any]], bool]
+
+_NONE = type(None)
+
+
+def _present(values: list[Any], kinds: set[type[Any]]) -> list[Any]:
+    return [v for v in values if v is not None] if _NONE in kinds else values
+
+
+def column_check_for(column_type: sa_types.TypeEngine[Any]) -> ColumnCheck:
+    """The batch form of :func:`checker_for`'s fast path, one pass per column in C.
+
+    It accepts exactly a subset of what the value-by-value fast path returns unchanged
+    (None; an int in range; ASCII text without NUL within the length; a value of the
+    column's exact Python type), so a batch it accepts is the batch the checks would
+    have returned. Anything else (a bool for an integer, non-ASCII text, a string to
+    convert, a Decimal) is False: the per-value checks run and decide, or refuse.
+    """
+    base = _base_type(column_type)
+    if isinstance(base, sa_types.Integer):
+        high = next((h for kind, h in _INT_RANGES if isinstance(base, kind)), MAX_INT64)
+
+        def ints(values: list[Any]) -> bool:
+            kinds = set(map(type, values))
+            if not kinds <= {int, _NONE}:
+                return False
+            present = _present(values, kinds)
+            return not present or (min(present) >= -high - 1 and max(present) <= high)
+
+        return ints
+    if isinstance(base, sa_types.String) and not isinstance(base, sa_types.Enum):
+        length = base.length
+
+        def texts(values: list[Any]) -> bool:
+            kinds = set(map(type, values))
+            if not kinds <= {str, _NONE}:
+                return False
+            present = _present(values, kinds)
+            return (
+                all(map(str.isascii, present))
+                and (length is None or max(map(len, present), default=0) <= length)
+                and not any(map(str.__contains__, present, itertools.repeat("\x00")))
+            )
+
+        return texts
+    fast: type[Any] | None = None
+    if isinstance(base, sa_types.Enum):
+        fast = base.enum_class
+    elif isinstance(base, sa_types.Boolean):
+        fast = bool
+    elif isinstance(base, sa_types.DateTime):
+        fast = dt.datetime
+    elif isinstance(base, sa_types.Time):
+        fast = dt.time
+    elif isinstance(base, sa_types.Uuid):
+        fast = uuid.UUID
+    allowed = {_NONE} if fast is None else {fast, _NONE}
+
+    def typed(values: list[Any]) -> bool:
+        return set(map(type, values)) <= allowed
+
+    return typed
 
 
 def _bytes(field: str, value: Any) -> Any:

@@ -16,6 +16,7 @@ from asyncdb import (
     Audited,
     AuditLog,
     Repository,
+    ValidationError,
     audit_context,
     get_audit_logs,
     verify_audit_chain,
@@ -177,3 +178,28 @@ async def test_rows_whose_conflict_values_come_back_changed_are_matched(
     logs = await get_audit_logs(sqlite_db, action="UPSERT", limit=10)
     assert sorted(log.entity_id or "" for log in logs) == ["1", "2", "3"]
     assert (await verify_audit_chain(sqlite_db)).ok
+
+
+async def test_refusals_name_the_first_bad_row_in_row_order(db: AsyncDatabaseManager) -> None:
+    # Plain batches are checked a column at a time; the refusals and their order stay
+    # those of the row-by-row checks.
+    kinds = Repository(Kind, db, audit=False)
+    conflict = ["namespace", "code"]
+    rows = [{"namespace": "a", "code": str(i), "label": "x"} for i in range(6)]
+    with pytest.raises(ValidationError, match=r"Row 4 repeats the conflict_on values of row 1"):
+        await kinds.bulk_upsert([*rows[:4], rows[1], *rows[4:]], conflict_on=conflict)
+    no_code = [{"namespace": "a", "label": "x"} for _ in range(3)]
+    with pytest.raises(ValidationError, match=r"Row 0: bulk_upsert rows need .*'code'"):
+        await kinds.bulk_upsert(no_code, conflict_on=conflict)
+    mixed = [dict(row) for row in rows]
+    mixed[1] = {"namespace": "a", "label": "x"}  # names other fields: row by row
+    with pytest.raises(ValidationError, match=r"Row 1: bulk_upsert rows need"):
+        await kinds.bulk_upsert(mixed, conflict_on=conflict)
+    repeated_then_bad = [*rows[:3], rows[0], {**rows[4], "label": 5}]
+    with pytest.raises(ValidationError, match=r"Row 3 repeats"):
+        await kinds.bulk_upsert(repeated_then_bad, conflict_on=conflict)
+    bad_then_repeated = [*rows[:2], {**rows[2], "label": 5}, rows[0]]
+    with pytest.raises(ValidationError, match=r"Row 2: label"):
+        await kinds.bulk_upsert(bad_then_repeated, conflict_on=conflict)
+    assert await kinds.count() == 0
+    assert await kinds.bulk_upsert(rows, conflict_on=conflict, batch_size=4) == 6

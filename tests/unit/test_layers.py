@@ -86,6 +86,7 @@ LAYERS: list[set[str]] = [
         "_audit_create",
         "_audit_verify",
         "_audit_export",
+        "_bulk_rows",
         "_bulk",
         "_copy",
         "_upsert",
