@@ -22,6 +22,7 @@ from typing import Any
 import aiosqlite
 import pytest
 from sqlalchemy import Table, select, text
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from asyncdb import AsyncDatabaseManager, Base
 from asyncdb._capabilities import reason as capability_reason
@@ -202,25 +203,32 @@ async def _empty_mysql_tables(db: AsyncDatabaseManager, tables: list[Table]) -> 
                 params,
             )
         ).one()
-        if found != len(names) or columns != sum(len(table.columns) for table in tables):
-            await conn.rollback()
-            await reset_schema(db)
+        if found == len(names) and columns == sum(len(table.columns) for table in tables):
+            await _truncate_used(conn, names)
             return
-        rows = " UNION ALL ".join(
-            f"SELECT '{name}' FROM DUAL WHERE EXISTS (SELECT 1 FROM `{name}`)" for name in names
-        )
-        advanced = (
-            f"SELECT table_name FROM information_schema.tables WHERE {where} AND auto_increment > 1"
-        )
-        used = set((await conn.scalars(text(rows))).all())
-        used |= set((await conn.scalars(text(advanced), params)).all())
-        if used:
-            await conn.execute(text("SET FOREIGN_KEY_CHECKS = 0"))
-            for name in names:
-                if name in used:
-                    await conn.execute(text(f"TRUNCATE TABLE `{name}`"))
-            await conn.execute(text("SET FOREIGN_KEY_CHECKS = 1"))
-        await conn.commit()
+    await reset_schema(db)  # on a connection of its own: the pool may hold only one
+
+
+async def _truncate_used(conn: AsyncConnection, names: list[str]) -> None:
+    """TRUNCATE the tables among ``names`` that hold rows or moved their AUTO_INCREMENT."""
+    rows = " UNION ALL ".join(
+        f"SELECT '{name}' FROM DUAL WHERE EXISTS (SELECT 1 FROM `{name}`)" for name in names
+    )
+    marks = ", ".join(f":n{i}" for i in range(len(names)))
+    advanced = (
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = DATABASE() "
+        f"AND table_name IN ({marks}) AND auto_increment > 1"
+    )
+    params = {f"n{i}": name for i, name in enumerate(names)}
+    used = set((await conn.scalars(text(rows))).all())
+    used |= set((await conn.scalars(text(advanced), params)).all())
+    if used:
+        await conn.execute(text("SET FOREIGN_KEY_CHECKS = 0"))
+        for name in names:
+            if name in used:
+                await conn.execute(text(f"TRUNCATE TABLE `{name}`"))
+        await conn.execute(text("SET FOREIGN_KEY_CHECKS = 1"))
+    await conn.commit()
 
 
 #: Per process: a database file of each embedded kind holding every table as
@@ -285,17 +293,28 @@ def schema_templates(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("schema-templates")
 
 
-@pytest.fixture
-async def db(db_url: str, schema_templates: Path) -> AsyncIterator[AsyncDatabaseManager]:
-    """A connected manager on fresh tables; fails the test if a connection is left out."""
-    copied = await copy_schema_template(db_url, schema_templates)
-    manager = manager_for(db_url)
+async def connect_fresh(url: str, templates: Path, **overrides: Any) -> AsyncDatabaseManager:
+    """``manager_for(url, **overrides)``, connected, on every table of the matrix, empty:
+    a template copied for a new SQLite or DuckDB database, :func:`empty_tables` else."""
+    copied = await copy_schema_template(url, templates)
+    manager = manager_for(url, **overrides)
     await manager.connect()
     try:
         if manager.settings.is_memory and manager.backend == "sqlite":
-            await restore_schema_template(manager, schema_templates)
+            await restore_schema_template(manager, templates)
         elif not copied:
             await empty_tables(manager)
+    except BaseException:
+        await manager.dispose()
+        raise
+    return manager
+
+
+@pytest.fixture
+async def db(db_url: str, schema_templates: Path) -> AsyncIterator[AsyncDatabaseManager]:
+    """A connected manager on fresh tables; fails the test if a connection is left out."""
+    manager = await connect_fresh(db_url, schema_templates)
+    try:
         yield manager
         checked_out = manager.pool_status().get("checked_out", 0)
         assert checked_out == 0, f"{checked_out} connection(s) left checked out after the test"
@@ -335,4 +354,12 @@ def is_postgres(backend: str) -> bool:
     return backend == "postgres"
 
 
-__all__ = ["Base", "empty_tables", "manager_for", "names", "reset_schema", "wait_until"]
+__all__ = [
+    "Base",
+    "connect_fresh",
+    "empty_tables",
+    "manager_for",
+    "names",
+    "reset_schema",
+    "wait_until",
+]

@@ -3,25 +3,26 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
 from asyncdb import PoolTimeoutError
-from tests.integration.conftest import manager_for, reset_schema
+from tests.integration.conftest import connect_fresh
 from tests.integration.entry_points import ENTRIES, enter
 
-POOL_TIMEOUT = 0.5
+POOL_TIMEOUT = 0.2
 
 
 @pytest.mark.parametrize("entry", ENTRIES)
 async def test_exhausted_pool_fails_at_pool_timeout_through_every_entry(
-    db_url: str, entry: str
+    db_url: str, schema_templates: Path, entry: str
 ) -> None:
-    db = manager_for(db_url, pool_size=1, max_overflow=0, pool_timeout=POOL_TIMEOUT)
-    await db.connect()
+    db = await connect_fresh(
+        db_url, schema_templates, pool_size=1, max_overflow=0, pool_timeout=POOL_TIMEOUT
+    )
     try:
-        await reset_schema(db)
         async with db.session() as holder:
             await holder.execute(select(1))  # the pool's only connection is now checked out
             started = time.monotonic()
@@ -30,7 +31,7 @@ async def test_exhausted_pool_fails_at_pool_timeout_through_every_entry(
             elapsed = time.monotonic() - started
         # Waited for the pool, and gave up at its timeout: the upper bound only has to
         # tell "bounded" from "hung", with room for a loaded machine (0.7 s was seen).
-        assert POOL_TIMEOUT - 0.1 <= elapsed <= POOL_TIMEOUT + 1.5, f"{entry}: {elapsed:.3f} s"
+        assert POOL_TIMEOUT - 0.05 <= elapsed <= POOL_TIMEOUT + 1.5, f"{entry}: {elapsed:.3f} s"
         # Nothing is stuck afterwards: the same entry works once the pool has room.
         await enter(db, entry)
     finally:

@@ -14,7 +14,7 @@ import pytest
 from asyncdb import AsyncDatabaseManager, ConfigurationError, Repository, ValidationError
 from asyncdb._pagination import CursorCodec, codec_for_secrets
 from tests.cases import each_case
-from tests.integration.conftest import manager_for, reset_schema
+from tests.integration.conftest import empty_tables, manager_for
 from tests.integration.models import Item
 from tests.integration.test_repository import counting
 
@@ -31,7 +31,7 @@ def _forge(key: bytes, scope: str, values: list[Any]) -> str:
 async def _seeded(db_url: str, **settings: Any) -> AsyncDatabaseManager:
     manager = manager_for(db_url, **settings)
     await manager.connect()
-    await reset_schema(manager)
+    await empty_tables(manager)
     await Repository(Item, manager).bulk_create(
         [{"name": f"n{i:02d}", "qty": i % 5} for i in range(20)]
     )
