@@ -25,14 +25,41 @@ def _dsn(url: str) -> str:
     return url.replace("postgresql+asyncpg://", "postgresql://", 1)
 
 
-async def _admin(url: str, statement: str) -> None:
+async def _admin(url: str, statement: str) -> list[str]:
+    """Run ``statement`` on ``url``'s server; a SELECT's first column is returned."""
     import asyncpg
 
     conn = await asyncpg.connect(_dsn(url), timeout=5)
     try:
+        if statement.startswith("SELECT"):
+            return [str(row[0]) for row in await conn.fetch(statement)]
         await conn.execute(statement)
+        return []
     finally:
         await conn.close()
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` runs on this machine (a test run that was not killed)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+Admin = Callable[[str, str], Coroutine[Any, Any, list[str]]]
+
+
+async def _reap(url: str, prefix: str, admin: Admin, databases: str, drop: str) -> None:
+    """Drop the ``<prefix>_<pid>_<hex>`` databases of test processes that are gone: a
+    killed run cannot drop its own."""
+    for name in await admin(url, databases):
+        pid, _, rest = name.removeprefix(f"{prefix}_").partition("_")
+        if name.startswith(f"{prefix}_") and pid.isdigit() and rest and not pid_alive(int(pid)):
+            await admin(url, drop.format(name=name))
 
 
 @contextlib.contextmanager
@@ -42,15 +69,17 @@ def _fresh_database(
     server: str,
     url: str,
     env: str,
-    admin: Callable[[str, str], Coroutine[Any, Any, None]],
+    admin: Admin,
+    databases: str,
     create: str,
     drop: str,
 ) -> Iterator[str]:
     """The URL of a new, empty database on ``server`` (``url``'s), dropped on exit.
 
     ``create`` and ``drop`` are statements with a ``{name}`` placeholder, run by
-    ``admin``. Skips the test when no server answers, except under CI=true, where it
-    fails.
+    ``admin``; ``databases`` lists the server's databases. Skips the test when no
+    server answers, except under CI=true, where it fails. The databases a killed run
+    left behind (its process is gone) are dropped.
     """
     name = f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
     try:
@@ -60,6 +89,7 @@ def _fresh_database(
         if IN_CI:
             pytest.fail(f"{reason}; under CI=true the {server} tests must run.")
         pytest.skip(f"{reason}; set {env} to run these tests.")
+    asyncio.run(_reap(url, prefix, admin, databases, drop))
     base, _, _ = url.rpartition("/")
     try:
         yield f"{base}/{name}"
@@ -75,6 +105,7 @@ def fresh_postgres_database(prefix: str) -> contextlib.AbstractContextManager[st
         url=POSTGRES_URL,
         env="ASYNCDB_TEST_POSTGRES_URL",
         admin=_admin,
+        databases="SELECT datname FROM pg_database",
         create='CREATE DATABASE "{name}" TEMPLATE template0',
         drop='DROP DATABASE IF EXISTS "{name}" WITH (FORCE)',
     )
@@ -113,7 +144,7 @@ def postgres_url() -> Iterator[str]:
         yield url
 
 
-async def _mysql_admin(url: str, statement: str) -> None:
+async def _mysql_admin(url: str, statement: str) -> list[str]:
     import asyncmy
     from sqlalchemy.engine import make_url
 
@@ -128,6 +159,9 @@ async def _mysql_admin(url: str, statement: str) -> None:
     try:
         async with conn.cursor() as cursor:
             await cursor.execute(statement)
+            if statement.startswith("SELECT"):
+                return [str(row[0]) for row in await cursor.fetchall()]
+            return []
     finally:
         conn.close()
 
@@ -140,6 +174,7 @@ def fresh_mysql_database(prefix: str) -> contextlib.AbstractContextManager[str]:
         url=MYSQL_URL,
         env="ASYNCDB_TEST_MYSQL_URL",
         admin=_mysql_admin,
+        databases="SELECT schema_name FROM information_schema.schemata",
         create="CREATE DATABASE `{name}` CHARACTER SET utf8mb4",
         drop="DROP DATABASE IF EXISTS `{name}`",
     )

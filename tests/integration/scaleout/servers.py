@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import IN_CI
+from tests.conftest import IN_CI, pid_alive
 
 MAIN_HOST = "127.0.0.1"
 MAIN_PORT = int(os.environ.get("ASYNCDB_TEST_POSTGRES_PORT", "5432"))
@@ -114,16 +114,6 @@ _PREFIXES = ("asyncdb-standby-", "asyncdb-primary-", "asyncdb-failover-")
 SLOT_PREFIX = "asyncdb_standby_"
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def reap_orphans() -> None:
     """Stop and remove the servers, and drop the main cluster's standby slots, of test
     processes that are gone (a killed run): an orphan standby keeps a WAL sender busy, an
@@ -135,7 +125,7 @@ def reap_orphans() -> None:
             owner = int((root / "owner.pid").read_text())
         except (OSError, ValueError):
             continue  # made by an older run, or being made: not ours to judge
-        if not _alive(owner):
+        if not pid_alive(owner):
             PgServer(root, 0).remove()
     slots = psql(
         MAIN_PORT,
@@ -144,7 +134,7 @@ def reap_orphans() -> None:
     )
     for slot in slots.split():
         owner_text = slot.removeprefix(SLOT_PREFIX).split("_")[0]
-        if owner_text.isdigit() and not _alive(int(owner_text)):
+        if owner_text.isdigit() and not pid_alive(int(owner_text)):
             drop_slot(MAIN_PORT, slot)
 
 
