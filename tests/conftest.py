@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from pathlib import Path
@@ -12,7 +13,14 @@ from typing import Any
 
 import pytest
 
-from tests.faults.proxy import FaultProxy
+# Keep the compiled, assertion-rewritten test modules (and the CLI subprocesses' compiled
+# asyncdb) even where PYTHONDONTWRITEBYTECODE is set, as on this project's machines:
+# every xdist worker rewrites and compiles all ~200 test modules again without them,
+# 8.5 s of CPU per worker against 3 s (see docs/testing.md). __pycache__ is ignored by git.
+sys.dont_write_bytecode = False
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+
+from tests.faults.proxy import FaultProxy  # noqa: E402
 
 POSTGRES_URL = os.environ.get(
     "ASYNCDB_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
@@ -37,6 +45,15 @@ async def _admin(url: str, statement: str) -> list[str]:
         return []
     finally:
         await conn.close()
+
+
+def examples(count: int) -> int:
+    """Hypothesis examples for a generated test: ``count`` under CI=true (or with
+    ``ASYNCDB_TEST_EXAMPLES=full``), a quarter of it in a developer's run, which keeps
+    the fast loop fast while CI explores as far as before."""
+    if IN_CI or os.environ.get("ASYNCDB_TEST_EXAMPLES", "").lower() == "full":
+        return count
+    return max(1, count // 4)
 
 
 def pid_alive(pid: int) -> bool:

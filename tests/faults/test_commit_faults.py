@@ -126,7 +126,7 @@ async def test_statement_cut_mid_flight_in_a_unit_leaves_nothing(
 async def test_black_holed_server_fails_within_connect_timeout(
     postgres_url: str, proxy: FaultProxy, entry: str
 ) -> None:
-    timeout = 1.0
+    timeout = 0.5
     db = manager_for(proxy.url_for(postgres_url), connect_retries=1, connect_timeout=timeout)
     try:
         if entry != "connect":

@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from asyncdb import AsyncDatabaseManager, Repository, ValidationError
+from tests.conftest import examples
 from tests.integration.models import Item
 from tests.integration.test_repository import counting
 
@@ -39,7 +40,7 @@ params = st.dictionaries(keys, values, max_size=4)
 
 
 @settings(
-    max_examples=100,
+    max_examples=examples(100),
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )

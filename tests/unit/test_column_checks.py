@@ -34,6 +34,7 @@ from sqlalchemy import types as sa_types
 from asyncdb import ValidationError
 from asyncdb._models import UTCDateTime
 from asyncdb._values import checker_for, column_check_for
+from tests.conftest import examples
 
 
 class Mood(enum.Enum):
@@ -92,7 +93,7 @@ def _unchanged(column_type: sa_types.TypeEngine[Any], value: Any) -> bool:
 
 
 @pytest.mark.parametrize("column_type", TYPES, ids=lambda t: repr(t))
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(values=st.lists(VALUES, min_size=1, max_size=6))
 def test_an_accepted_column_passes_every_value_unchanged(
     column_type: sa_types.TypeEngine[Any], values: list[Any]

@@ -32,12 +32,20 @@ _GROUPS = {
 }
 
 
+#: Fixtures that start a PostgreSQL server of their own: a base backup and a postmaster
+#: (``standby``), or initdb and two postmasters (the failover ``pair``): 4-15 s of set-up
+#: on this machine, so their tests are ``slow`` (left out of the fast loop, run by CI).
+_SERVER_FIXTURES = {"standby", "pair"}
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "scaleout" in item.nodeid:
             item.add_marker(pytest.mark.scaleout)
             group = _GROUPS.get(item.path.name, "scaleout")
             item.add_marker(pytest.mark.xdist_group(group))
+            if _SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+                item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")
