@@ -79,6 +79,10 @@ async def _reap(url: str, prefix: str, admin: Admin, databases: str, drop: str) 
             await admin(url, drop.format(name=name))
 
 
+#: The (server URL, prefix) pairs this process has reaped already.
+_reaped: set[tuple[str, str]] = set()
+
+
 @contextlib.contextmanager
 def _fresh_database(
     prefix: str,
@@ -106,7 +110,9 @@ def _fresh_database(
         if IN_CI:
             pytest.fail(f"{reason}; under CI=true the {server} tests must run.")
         pytest.skip(f"{reason}; set {env} to run these tests.")
-    asyncio.run(_reap(url, prefix, admin, databases, drop))
+    if (url, prefix) not in _reaped:  # once per process and server is enough
+        _reaped.add((url, prefix))
+        asyncio.run(_reap(url, prefix, admin, databases, drop))
     base, _, _ = url.rpartition("/")
     try:
         yield f"{base}/{name}"

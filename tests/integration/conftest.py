@@ -212,22 +212,23 @@ async def _empty_mysql_tables(db: AsyncDatabaseManager, tables: list[Table]) -> 
             )
         ).one()
         if found == len(names) and columns == sum(len(table.columns) for table in tables):
-            await _truncate_used(conn, names)
+            await _truncate_used(conn, names, marks, params)
             return
     await reset_schema(db)  # on a connection of its own: the pool may hold only one
 
 
-async def _truncate_used(conn: AsyncConnection, names: list[str]) -> None:
-    """TRUNCATE the tables among ``names`` that hold rows or moved their AUTO_INCREMENT."""
+async def _truncate_used(
+    conn: AsyncConnection, names: list[str], marks: str, params: dict[str, str]
+) -> None:
+    """TRUNCATE the tables among ``names`` that hold rows or moved their AUTO_INCREMENT
+    (``marks`` and ``params``: the names as bound parameters of an IN list)."""
     rows = " UNION ALL ".join(
         f"SELECT '{name}' FROM DUAL WHERE EXISTS (SELECT 1 FROM `{name}`)" for name in names
     )
-    marks = ", ".join(f":n{i}" for i in range(len(names)))
     advanced = (
         "SELECT table_name FROM information_schema.tables WHERE table_schema = DATABASE() "
         f"AND table_name IN ({marks}) AND auto_increment > 1"
     )
-    params = {f"n{i}": name for i, name in enumerate(names)}
     used = set((await conn.scalars(text(rows))).all())
     used |= set((await conn.scalars(text(advanced), params)).all())
     if used:
