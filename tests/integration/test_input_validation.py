@@ -58,7 +58,7 @@ async def test_soft_accepts_only_bool_and_deletes_nothing(
     assert (await items.get(item.id)).deleted_at is None
 
 
-@pytest.mark.parametrize("order_by", [5, 1.5, {"name": 1}, b"name", object()])
+@each_case("order_by", [5, 1.5, {"name": 1}, b"name", object()])
 async def test_order_by_takes_only_names(db: AsyncDatabaseManager, order_by: Any) -> None:
     items = Repository(Item, db)
     with counting(db) as seen, pytest.raises(ValidationError, match="order_by"):
@@ -243,7 +243,7 @@ async def test_bulk_batches_never_exceed_the_parameter_limit(db: AsyncDatabaseMa
     assert await counters.count() == 0
 
 
-@pytest.mark.parametrize("field", ["qty", "id", "created_at"])
+@each_case("field", ["qty", "id", "created_at"])
 async def test_like_needs_a_text_column(db: AsyncDatabaseManager, field: str) -> None:
     items = Repository(Item, db)
     with counting(db) as seen, pytest.raises(ValidationError, match="text columns"):
