@@ -141,7 +141,7 @@ async def test_paginate_offset(db: AsyncDatabaseManager) -> None:
     assert everything.total == 10 and not everything.has_previous
 
 
-@pytest.mark.parametrize(
+@each_case(
     ("kwargs", "fragment"),
     [
         ({"limit": 0}, "limit must be an integer between 1 and 50"),

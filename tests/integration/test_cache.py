@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
 from typing import Any
 
 import pytest
-from sqlalchemy import Table, event, inspect, text, update
+from sqlalchemy import Table, delete, event, inspect, text, update
 from sqlalchemy.util import await_only
 
 from asyncdb import (
@@ -21,6 +21,7 @@ from asyncdb import (
     StateError,
     get_audit_logs,
 )
+from tests.cases import each_case
 from tests.integration.conftest import manager_for, reset_schema
 from tests.integration.models import Counter, Item, Order
 
@@ -299,11 +300,16 @@ WRITES: dict[str, tuple[Write, str | None, bool]] = {
 }
 
 
-@pytest.mark.parametrize("path", list(WRITES))
-async def test_every_write_path_invalidates_at_commit(
-    db: AsyncDatabaseManager, cache: RepositoryCache, items: Repository[Item], path: str
-) -> None:
+@each_case("path", list(WRITES))
+async def test_every_write_path_invalidates_at_commit(db: AsyncDatabaseManager, path: str) -> None:
     write, name_after, deleted_after = WRITES[path]
+    # Every path runs on the same database: each starts from an empty t_item (written
+    # around the repositories, so it depends on no write path under test) and a cache of
+    # its own, as a fresh database would give it.
+    async with db.engine.begin() as conn:
+        await conn.execute(delete(Item))
+    cache = RepositoryCache(ttl=60.0)
+    items = Repository(Item, db, cache=cache)
     x = await seed(db, sku="s-1")
     await items.get_by_id(x)
     assert await items.count() == 1

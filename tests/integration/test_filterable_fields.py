@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from asyncdb import AsyncDatabaseManager, ConfigurationError, Repository, ValidationError
+from tests.cases import each_case
 from tests.integration.models import Account, Profile
 from tests.integration.test_repository import counting
 
@@ -27,7 +28,7 @@ SECRET_QUERIES: list[dict[str, Any]] = [
 ]
 
 
-@pytest.mark.parametrize("query", SECRET_QUERIES)
+@each_case("query", SECRET_QUERIES)
 async def test_secret_column_is_not_filterable(
     db: AsyncDatabaseManager, accounts: Repository[Account], query: dict[str, Any]
 ) -> None:
@@ -37,9 +38,7 @@ async def test_secret_column_is_not_filterable(
         assert seen == []
 
 
-@pytest.mark.parametrize(
-    "order_by", ["password_hash", "-password_hash", ["email", "password_hash"]]
-)
+@each_case("order_by", ["password_hash", "-password_hash", ["email", "password_hash"]])
 async def test_secret_column_is_not_orderable(
     db: AsyncDatabaseManager, accounts: Repository[Account], order_by: Any
 ) -> None:

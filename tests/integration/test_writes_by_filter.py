@@ -18,6 +18,7 @@ from asyncdb import (
     audit_context,
     get_audit_logs,
 )
+from tests.cases import each_case
 from tests.integration.models import Account, Counter, Item, Order, Post
 from tests.integration.test_loading import seed_blog
 from tests.integration.test_repository import counting
@@ -169,7 +170,13 @@ async def test_inside_a_unit_the_session_sees_the_change(db: AsyncDatabaseManage
     assert (await items.get(1)).qty == 1
 
 
-@pytest.mark.parametrize(
+@pytest.fixture
+async def seeded_items(db: AsyncDatabaseManager) -> Repository[Item]:
+    """The rows of :func:`make_items`, made once for a whole table of refusals."""
+    return await make_items(db)
+
+
+@each_case(
     ("call", "fragment"),
     [
         (lambda r: r.update_by({"qty": 1}), "without a filter would change every Item"),
@@ -186,10 +193,11 @@ async def test_inside_a_unit_the_session_sees_the_change(db: AsyncDatabaseManage
     ],
 )
 async def test_bad_writes_by_filter_send_no_sql(
-    db: AsyncDatabaseManager, call: Any, fragment: str
+    db: AsyncDatabaseManager, seeded_items: Repository[Item], call: Any, fragment: str
 ) -> None:
-    items = await make_items(db)
+    items = seeded_items
     before = await state(items)
+    assert before == {"a": (1, False), "b": (2, False), "c": (3, False), "d": (4, True)}
     with counting(db) as seen, pytest.raises(ValidationError, match=fragment):
         await call(items)
     assert seen == []
