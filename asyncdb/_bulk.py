@@ -171,15 +171,23 @@ async def insert_rows(
     rows: Iterable[Any],
     batch_size: int,
     context: AuditContext | None,
+    own: bool = False,
 ) -> int:
     """bulk_create: COPY per batch on PostgreSQL when no audit row needs the new ids,
-    else executemany INSERT (multi-VALUES on both backends)."""
+    else executemany INSERT (multi-VALUES on both backends).
+
+    ``own``: the session's transaction is the call's own. Until the call has written
+    something, a COPY then needs no SAVEPOINT: a refused one rolls back that
+    transaction, which holds nothing, and the rows go again as INSERT (see _copy).
+    """
     table = info.table
     copy = context is None and can_copy(session, info)
+    fresh = own and copy  # nothing of the call written yet
     start = 0
     if copy and isinstance(rows, (list, tuple)):
-        start = await copy_leading(info, session, rows, batch_size)
+        start = await copy_leading(info, session, rows, batch_size, own=fresh)
         rows = itertools.islice(rows, start, None)
+        fresh = fresh and start == 0
     total = start
     for batch_no, batch in enumerate(chunks(rows, batch_size)):
         first = start + batch_no * batch_size
@@ -187,8 +195,9 @@ async def insert_rows(
         for group in group_by_keys(prepared):
             params = [to_columns(info, values) for _, values in group]
             if context is None:
-                if not (copy and await copy_batch(info, session, table, params)):
+                if not (copy and await copy_batch(info, session, table, params, own=fresh)):
                     await execute_batch(session, insert(table), params, group[0][0])
+                fresh = False
                 keys: list[tuple[Any, ...]] | None = None
             else:
                 stmt = insert(table).returning(*info.pk_columns, sort_by_parameter_order=True)

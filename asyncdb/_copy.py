@@ -7,7 +7,9 @@ path would send: validated, Python-side defaults (timestamps) filled in, and eac
 through its column type's bind processor (a ``TypeDecorator`` such as ``UTCDateTime``,
 an ``Enum``, JSON). COPY runs inside a SAVEPOINT of the session's transaction, so a
 rejected batch leaves nothing behind and the caller replays it through the INSERT path,
-which names the failing row and raises the translated error.
+which names the failing row and raises the translated error. A standalone call's first
+COPY (its transaction its own and still empty) needs no SAVEPOINT: a rejected one rolls
+the whole transaction back instead, and the replay begins a new one.
 
 A list (its rows already in memory) goes in one COPY whatever its batch size: its
 batches are checked and converted one at a time while the COPY streams
@@ -82,18 +84,24 @@ def records_of(
 
 
 async def copy_batch(
-    info: ModelInfo, session: AsyncSession, table: Table, params: list[dict[str, Any]]
+    info: ModelInfo,
+    session: AsyncSession,
+    table: Table,
+    params: list[dict[str, Any]],
+    *,
+    own: bool = False,
 ) -> bool:
     """COPY ``params`` (column keys → values, all rows with the same keys) into ``table``.
 
     False when the batch must go as INSERT instead: too small, a default only SQLAlchemy
-    can fill, or the server refused the COPY (its SAVEPOINT is rolled back first).
+    can fill, or the server refused the COPY (rolled back first). ``own``: as for
+    :func:`copy_records`.
     """
     names = list(params[0])
     if len(params) < COPY_MIN_ROWS or not copyable(info, names):
         return False
     records = list(records_of(params, names, bind_processors(session, table, names)))
-    return await copy_records(session, table, names, records)
+    return await copy_records(session, table, names, records, own=own)
 
 
 def copyable(info: ModelInfo, names: Sequence[str]) -> bool:
@@ -102,29 +110,72 @@ def copyable(info: ModelInfo, names: Sequence[str]) -> bool:
 
 
 async def copy_records(
-    session: AsyncSession, table: Table, names: list[str], records: Iterable[tuple[Any, ...]]
+    session: AsyncSession,
+    table: Table,
+    names: list[str],
+    records: Iterable[tuple[Any, ...]],
+    *,
+    own: bool = False,
 ) -> bool:
     """One COPY of ``records`` (an iterable, read while the COPY streams) into ``table``,
     in a SAVEPOINT of the session's transaction. False when the server refused it: the
     SAVEPOINT is rolled back, nothing of it stays. ``records`` must not raise.
+
+    ``own``: the session's transaction is the caller's own and holds nothing yet. The
+    COPY then runs without a SAVEPOINT (two round trips fewer); a refused one rolls the
+    transaction back, and the session begins a new one with its next statement.
     """
     await session.flush()  # as an INSERT's autoflush would: pending parents go first
+    if own:
+        driver = await _in_transaction(session)
+        if driver is not None:
+            try:
+                await _copy_into(driver, table, names, records)
+            except Exception:  # the INSERT replay raises the precise, translated error
+                await session.rollback()  # the transaction held nothing else
+                return False
+            return True
     try:
         async with session.begin_nested():
             # A nested session transaction sends its SAVEPOINT when a connection is
             # first asked for: ask before the COPY, so a failure rolls back to it.
-            conn = await session.connection()
-            driver: Any = (await conn.get_raw_connection()).driver_connection
-            if not driver.is_in_transaction():
+            driver = await _in_transaction(session)
+            if driver is None:
                 return False  # never COPY outside the session's transaction
-            await driver.copy_records_to_table(
-                table.name, records=records, columns=names, schema_name=table.schema
-            )
+            await _copy_into(driver, table, names, records)
     except (DatabaseUnavailableError, TransactionError):
         raise
     except Exception:  # the INSERT replay raises the precise, translated error
         return False
     return True
+
+
+async def _in_transaction(session: AsyncSession) -> Any:
+    """The session's asyncpg connection, its transaction begun on the server; None in
+    autocommit, or when BEGIN cannot be sent here (a SAVEPOINT or INSERT then sends it).
+
+    SQLAlchemy's asyncpg adapter sends BEGIN with a transaction's first statement; the
+    COPY goes past SQLAlchemy, so when it comes first its BEGIN is sent here.
+    """
+    conn = await session.connection()
+    raw = await conn.get_raw_connection()
+    driver: Any = raw.driver_connection
+    if not driver.is_in_transaction():
+        begin = getattr(raw.dbapi_connection, "_start_transaction", None)
+        try:
+            if begin is not None:
+                await begin()
+        except Exception:  # the INSERT path begins again and raises the translated error
+            return None
+    return driver if driver.is_in_transaction() else None
+
+
+async def _copy_into(
+    driver: Any, table: Table, names: list[str], records: Iterable[tuple[Any, ...]]
+) -> None:
+    await driver.copy_records_to_table(
+        table.name, records=records, columns=names, schema_name=table.schema
+    )
 
 
 def _copy_params(info: ModelInfo, batch: Sequence[Any], first: int) -> list[dict[str, Any]] | None:
@@ -153,7 +204,7 @@ def _records(
 
 
 async def copy_leading(
-    info: ModelInfo, session: AsyncSession, rows: Sequence[Any], batch_size: int
+    info: ModelInfo, session: AsyncSession, rows: Sequence[Any], batch_size: int, *, own: bool
 ) -> int:
     """COPY the leading batches of a list in one COPY; how many rows it wrote.
 
@@ -164,7 +215,8 @@ async def copy_leading(
     fails its checks or names other fields) the stream ends before that batch and this
     returns how far it got; that path goes on from there, with the same checks and
     errors. A COPY the server refuses is rolled back (0): that path replays the list
-    from its first row and names the row the database rejects, as before.
+    from its first row and names the row the database rejects, as before. ``own``: as
+    for :func:`copy_records`.
     """
     if len(rows) < COPY_MIN_ROWS or batch_size < COPY_MIN_ROWS or len(rows) <= batch_size:
         return 0  # one batch (or INSERTs): nothing to gain over the batch-by-batch path
@@ -195,7 +247,7 @@ async def copy_leading(
             current = _records(params, names, processors)
 
     records = itertools.chain.from_iterable(batches())
-    if not await copy_records(session, table, names, records):
+    if not await copy_records(session, table, names, records, own=own):
         return 0
     record_changes(session.sync_session, info.model, None)
     return copied

@@ -198,6 +198,25 @@ class RepositoryCore(Generic[T]):
             with recorded_by_caller(unit.session.sync_session):
                 return await op(unit.session)
 
+    async def _write_atomic(self, op: Callable[[AsyncSession, bool], Awaitable[R]]) -> R:
+        """Run a write of many statements all or nothing: ``op(session, own)``.
+
+        In a caller's session or unit it runs inside a SAVEPOINT (see :meth:`_atomic`),
+        so a failure undoes the call and keeps the caller's earlier work; ``own`` is
+        False. Standalone it runs in a transaction of its own that holds nothing else:
+        a failure rolls that transaction back, so no SAVEPOINT is needed, and ``op`` may
+        roll it back and start again itself (``own`` is True).
+        """
+        session = self._bound_session()
+        if session is not None:
+            with recorded_by_caller(session.sync_session):
+                async with self._atomic(session):
+                    return await op(session, False)
+        assert self.db is not None
+        async with AsyncUnitOfWork(self.db) as unit:
+            with recorded_by_caller(unit.session.sync_session):
+                return await op(unit.session, True)
+
     async def _write_one_statement(self, op: Callable[[AsyncSession], Awaitable[R]]) -> R:
         """Run a write that sends exactly one statement.
 

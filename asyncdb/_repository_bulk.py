@@ -1,8 +1,8 @@
 """Bulk writes and upsert of :class:`~asyncdb.Repository`: many rows per statement.
 
 Each method checks its input, then runs the matching function of ``_bulk`` or
-``_upsert`` inside one atomic scope (a SAVEPOINT in an outer transaction), so a bad row
-fails the whole call and leaves the data as it was.
+``_upsert`` all or nothing (a SAVEPOINT in a caller's transaction; a standalone call's
+transaction is its own), so a bad row fails the whole call and leaves the data as it was.
 """
 
 from __future__ import annotations
@@ -33,13 +33,11 @@ class BulkWrites(RepositoryCore[T]):
         """
         self._check_batch(batch_size)
 
-        async def op(session: AsyncSession) -> int:
-            async with self._atomic(session):
-                return await _bulk.insert_rows(
-                    self._info, session, rows, batch_size, self._audit_context(session)
-                )
+        async def op(session: AsyncSession, own: bool) -> int:
+            context = self._audit_context(session)
+            return await _bulk.insert_rows(self._info, session, rows, batch_size, context, own)
 
-        return await self._write(op)
+        return await self._write_atomic(op)
 
     async def bulk_update(
         self, rows: Iterable[Mapping[str, Any]], *, batch_size: int = DEFAULT_BATCH_SIZE
@@ -51,13 +49,12 @@ class BulkWrites(RepositoryCore[T]):
         """
         self._check_batch(batch_size)
 
-        async def op(session: AsyncSession) -> int:
-            async with self._atomic(session):
-                return await _bulk.update_rows(
-                    self._info, session, rows, batch_size, self._audit_context(session)
-                )
+        async def op(session: AsyncSession, own: bool) -> int:
+            return await _bulk.update_rows(
+                self._info, session, rows, batch_size, self._audit_context(session)
+            )
 
-        return await self._write(op)
+        return await self._write_atomic(op)
 
     async def bulk_delete(
         self, ids: Iterable[Any], *, soft: bool | None = None, batch_size: int = DEFAULT_BATCH_SIZE
@@ -70,18 +67,17 @@ class BulkWrites(RepositoryCore[T]):
         soft_delete = self._resolve_soft(soft)
         idents = [self._coerce_id(i) for i in ids]
 
-        async def op(session: AsyncSession) -> int:
-            async with self._atomic(session):
-                return await _bulk.delete_rows(
-                    self._info,
-                    session,
-                    idents,
-                    soft_delete,
-                    batch_size,
-                    self._audit_context(session),
-                )
+        async def op(session: AsyncSession, own: bool) -> int:
+            return await _bulk.delete_rows(
+                self._info,
+                session,
+                idents,
+                soft_delete,
+                batch_size,
+                self._audit_context(session),
+            )
 
-        return await self._write(op)
+        return await self._write_atomic(op)
 
     async def upsert(self, values: Mapping[str, Any], *, conflict_on: Sequence[str]) -> T:
         """Insert ``values``, or update the row that has the same ``conflict_on`` values.
@@ -111,15 +107,14 @@ class BulkWrites(RepositoryCore[T]):
         self._check_batch(batch_size)
         conflict = _upsert.check_conflict_target(self._info, conflict_on, None)
 
-        async def op(session: AsyncSession) -> int:
-            async with self._atomic(session):
-                return await _upsert.upsert_rows(
-                    self._info,
-                    session,
-                    rows,
-                    conflict,
-                    batch_size,
-                    self._audit_context(session),
-                )
+        async def op(session: AsyncSession, own: bool) -> int:
+            return await _upsert.upsert_rows(
+                self._info,
+                session,
+                rows,
+                conflict,
+                batch_size,
+                self._audit_context(session),
+            )
 
-        return await self._write(op)
+        return await self._write_atomic(op)
