@@ -12,13 +12,13 @@ from __future__ import annotations
 import dataclasses
 import functools
 import weakref
-from collections.abc import Callable, Coroutine
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, AsyncSessionTransaction
 from sqlalchemy.orm import Session
 
-from ._translate import TRANSLATED, translate
+from ._stream import toolkit_result
+from ._translate import translated
 
 __all__ = [
     "TRANSLATED_METHODS",
@@ -141,32 +141,20 @@ class ToolkitAsyncSession(AsyncSession):
         return ToolkitAsyncSessionTransaction(self, nested=True)
 
 
-def _translated(
-    method: Callable[..., Coroutine[Any, Any, Any]],
-) -> Callable[..., Coroutine[Any, Any, Any]]:
-    # try/except rather than the translate_errors() context manager: one frame less on
-    # every query.
-    @functools.wraps(method)
-    async def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return await method(self, *args, **kwargs)
-        except TRANSLATED as exc:
-            mapped = translate(exc)
-            if mapped is exc:
-                raise
-            raise mapped from exc
-
-    wrapper.__asyncdb_translated__ = True  # type: ignore[attr-defined]
-    return wrapper
+async def _stream(self: AsyncSession, *args: Any, **kwargs: Any) -> Any:
+    # The rows of a stream arrive while it is read: its result raises asyncdb errors
+    # too (:mod:`._stream`). stream_scalars() calls stream(), then scalars().
+    return toolkit_result(await AsyncSession.stream(self, *args, **kwargs))
 
 
 for _name in TRANSLATED_METHODS:
     if hasattr(AsyncSession, _name):  # delete_all, merge_all: SQLAlchemy 2.1 only
-        setattr(ToolkitAsyncSession, _name, _translated(getattr(AsyncSession, _name)))
+        setattr(ToolkitAsyncSession, _name, translated(getattr(AsyncSession, _name)))
+ToolkitAsyncSession.stream = functools.wraps(AsyncSession.stream)(translated(_stream))  # type: ignore[method-assign]
 for _name in TRANSLATED_TRANSACTION_METHODS:
     setattr(
         ToolkitAsyncSessionTransaction,
         _name,
-        _translated(getattr(AsyncSessionTransaction, _name)),
+        translated(getattr(AsyncSessionTransaction, _name)),
     )
 del _name

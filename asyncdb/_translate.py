@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
 from sqlalchemy import exc as sa_exc
@@ -490,6 +491,26 @@ def translate_errors() -> Iterator[None]:
         if mapped is exc:
             raise
         raise mapped from exc
+
+
+def translated(
+    method: Callable[..., Coroutine[Any, Any, Any]],
+) -> Callable[..., Coroutine[Any, Any, Any]]:
+    """``method`` (a coroutine method) raising asyncdb errors, as :func:`translate_errors`
+    would (a try/except rather than that context manager: one frame less per query)."""
+
+    @functools.wraps(method)
+    async def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await method(self, *args, **kwargs)
+        except TRANSLATED as exc:
+            mapped = translate(exc)
+            if mapped is exc:
+                raise
+            raise mapped from exc
+
+    wrapper.__asyncdb_translated__ = True  # type: ignore[attr-defined]
+    return wrapper
 
 
 def exception_summary(exc: BaseException) -> str:

@@ -45,6 +45,8 @@ LAYERS: list[set[str]] = [
         "_audit_guard",
         "_settings",
         "_session",
+        # streamed results raising asyncdb errors while read (a toolkit session's)
+        "_stream",
         "_retry",
         "_model_info",
         "_filters",
