@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
-from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio.result import AsyncMappingResult, AsyncResult, AsyncScalarResult
 
-from ._translate import TRANSLATED, translate
+from ._translate import translated, translated_error
 
 __all__ = [
     "ToolkitAsyncMappingResult",
@@ -31,36 +30,6 @@ __all__ = [
 Result = TypeVar("Result")
 
 
-#: The drivers whose errors can reach a reader unwrapped: asyncpg's server-side cursor
-#: raises its own exceptions from a fetch, where SQLAlchemy's adapter does not wrap them.
-_DRIVERS = frozenset({"asyncpg", "aiosqlite", "sqlite3", "asyncmy", "pymysql", "duckdb"})
-
-
-def _mapped(exc: Exception) -> BaseException:
-    """``exc`` as an asyncdb error (itself when it is not a database error)."""
-    if isinstance(exc, TRANSLATED):
-        return translate(exc)
-    if type(exc).__module__.partition(".")[0] in _DRIVERS:
-        # As SQLAlchemy wraps a driver error raised by an execute.
-        return translate(sa_exc.DBAPIError.instance(None, None, exc, Exception))
-    return exc
-
-
-def _reading(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
-    @functools.wraps(method)
-    async def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return await method(self, *args, **kwargs)
-        except Exception as exc:
-            mapped = _mapped(exc)
-            if mapped is exc:
-                raise
-            raise mapped from exc
-
-    wrapper.__asyncdb_translated__ = True  # type: ignore[attr-defined]
-    return wrapper
-
-
 def _reading_partitions(
     method: Callable[..., AsyncIterator[Any]],
 ) -> Callable[..., AsyncIterator[Any]]:
@@ -70,7 +39,7 @@ def _reading_partitions(
             async for partition in method(self, *args, **kwargs):
                 yield partition
         except Exception as exc:
-            mapped = _mapped(exc)
+            mapped = translated_error(exc)
             if mapped is exc:
                 raise
             raise mapped from exc
@@ -88,7 +57,7 @@ def _translate_reads(cls: type[Result]) -> type[Result]:
             continue
         method = getattr(base, name)
         if inspect.iscoroutinefunction(method):
-            setattr(cls, name, _reading(method))
+            setattr(cls, name, translated(method))
         elif inspect.isasyncgenfunction(method):
             setattr(cls, name, _reading_partitions(method))
     return cls

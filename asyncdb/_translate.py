@@ -493,18 +493,34 @@ def translate_errors() -> Iterator[None]:
         raise mapped from exc
 
 
+#: The drivers whose own exceptions can reach a caller unwrapped: asyncpg's server-side
+#: cursor raises them from a fetch, where SQLAlchemy's adapter does not wrap them.
+_DRIVERS = frozenset({"asyncpg", "aiosqlite", "sqlite3", "asyncmy", "pymysql", "duckdb"})
+
+
+def translated_error(exc: Exception) -> BaseException:
+    """``exc`` as an asyncdb error, or ``exc`` itself when it is no database error: a
+    SQLAlchemy, socket or timeout error, or a driver's own exception (wrapped first as
+    SQLAlchemy wraps one raised by an execute)."""
+    if isinstance(exc, TRANSLATED):
+        return translate(exc)
+    if type(exc).__module__.partition(".")[0] in _DRIVERS:
+        return translate(sa_exc.DBAPIError.instance(None, None, exc, Exception))
+    return exc
+
+
 def translated(
     method: Callable[..., Coroutine[Any, Any, Any]],
 ) -> Callable[..., Coroutine[Any, Any, Any]]:
-    """``method`` (a coroutine method) raising asyncdb errors, as :func:`translate_errors`
-    would (a try/except rather than that context manager: one frame less per query)."""
+    """``method`` (a coroutine method) raising asyncdb errors, chained with ``from`` (a
+    try/except rather than :func:`translate_errors`: one frame less per query)."""
 
     @functools.wraps(method)
     async def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
         try:
             return await method(self, *args, **kwargs)
-        except TRANSLATED as exc:
-            mapped = translate(exc)
+        except Exception as exc:
+            mapped = translated_error(exc)
             if mapped is exc:
                 raise
             raise mapped from exc
