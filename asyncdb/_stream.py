@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio.result import AsyncMappingResult, AsyncResult, AsyncScalarResult
 
-from ._translate import translated, translated_error
+from ._translate import raise_translated, translated
 
 __all__ = [
     "ToolkitAsyncMappingResult",
@@ -39,10 +39,7 @@ def _reading_partitions(
             async for partition in method(self, *args, **kwargs):
                 yield partition
         except Exception as exc:
-            mapped = translated_error(exc)
-            if mapped is exc:
-                raise
-            raise mapped from exc
+            raise_translated(exc)
 
     wrapper.__asyncdb_translated__ = True  # type: ignore[attr-defined]
     return wrapper

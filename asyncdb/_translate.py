@@ -17,7 +17,7 @@ import contextlib
 import functools
 import re
 from collections.abc import Callable, Coroutine, Iterator
-from typing import Any
+from typing import Any, NoReturn
 
 from sqlalchemy import exc as sa_exc
 
@@ -520,13 +520,19 @@ def translated(
         try:
             return await method(self, *args, **kwargs)
         except Exception as exc:
-            mapped = translated_error(exc)
-            if mapped is exc:
-                raise
-            raise mapped from exc
+            raise_translated(exc)
 
     wrapper.__asyncdb_translated__ = True  # type: ignore[attr-defined]
     return wrapper
+
+
+def raise_translated(exc: Exception) -> NoReturn:
+    """Raise :func:`translated_error` of ``exc`` from it (``exc`` itself, when it is no
+    database error); called in an ``except`` clause."""
+    mapped = translated_error(exc)
+    if mapped is exc:
+        raise exc
+    raise mapped from exc
 
 
 def exception_summary(exc: BaseException) -> str:

@@ -8,7 +8,6 @@ run the work again; failures before COMMIT was sent are still retried.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 
 import pytest
 from sqlalchemy import select
@@ -28,27 +27,10 @@ from tests.integration.models import Counter
 
 
 @pytest.fixture
-async def direct(postgres_url: str) -> AsyncIterator[AsyncDatabaseManager]:
-    """A manager straight to the server, to read the truth after a fault."""
-    db = manager_for(postgres_url)
-    await db.connect()
-    await reset_schema(db)
-    await Repository(Counter, db).create(id=1, value=0)
-    try:
-        yield db
-    finally:
-        await db.dispose()
-
-
-@pytest.fixture
-async def proxied(postgres_url: str, proxy: FaultProxy) -> AsyncIterator[AsyncDatabaseManager]:
-    """A connected manager whose every connection goes through the fault proxy."""
-    db = manager_for(proxy.url_for(postgres_url), connect_retries=1, connect_timeout=2.0)
-    await db.connect()
-    try:
-        yield db
-    finally:
-        await db.dispose()
+async def direct(direct: AsyncDatabaseManager) -> AsyncDatabaseManager:
+    """The shared ``direct`` manager, with the counter the tests increment."""
+    await Repository(Counter, direct).create(id=1, value=0)
+    return direct
 
 
 async def _value(db: AsyncDatabaseManager) -> int:

@@ -7,36 +7,11 @@ must leave no row and raise a DatabaseUnavailableError, not a replayed INSERT's 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 
 from asyncdb import AsyncDatabaseManager, DatabaseUnavailableError, Repository
 from tests.faults.proxy import FaultProxy
-from tests.integration.conftest import manager_for, reset_schema
 from tests.integration.models import Item
-
-
-@pytest.fixture
-async def direct(postgres_url: str) -> AsyncIterator[AsyncDatabaseManager]:
-    """A manager straight to the server, to read the truth after a fault."""
-    db = manager_for(postgres_url)
-    await db.connect()
-    await reset_schema(db)
-    try:
-        yield db
-    finally:
-        await db.dispose()
-
-
-@pytest.fixture
-async def proxied(postgres_url: str, proxy: FaultProxy) -> AsyncIterator[AsyncDatabaseManager]:
-    db = manager_for(proxy.url_for(postgres_url), connect_retries=1, connect_timeout=2.0)
-    await db.connect()
-    try:
-        yield db
-    finally:
-        await db.dispose()
 
 
 @pytest.mark.parametrize("marker", [b"COPY ", b"row 2345"], ids=["before", "mid-rows"])
