@@ -188,15 +188,20 @@ class RepositoryCore(Generic[T]):
                 raise
 
     async def _write(self, op: Callable[[AsyncSession], Awaitable[R]]) -> R:
+        return await self._write_scope(lambda session, own: op(session))
+
+    async def _write_scope(self, op: Callable[[AsyncSession, bool], Awaitable[R]]) -> R:
+        """``op(session, own)`` on the caller's bound session (``own`` False) or in a unit
+        of work of its own (``own`` True: the transaction holds nothing else)."""
         session = self._bound_session()
         if session is not None:
             with recorded_by_caller(session.sync_session):
-                return await op(session)
+                return await op(session, False)
         assert self.db is not None
         async with AsyncUnitOfWork(self.db) as unit:
             # Each operation records the exact keys it changed (see _changed).
             with recorded_by_caller(unit.session.sync_session):
-                return await op(unit.session)
+                return await op(unit.session, True)
 
     async def _write_atomic(self, op: Callable[[AsyncSession, bool], Awaitable[R]]) -> R:
         """Run a write of many statements all or nothing: ``op(session, own)``.
@@ -207,15 +212,14 @@ class RepositoryCore(Generic[T]):
         a failure rolls that transaction back, so no SAVEPOINT is needed, and ``op`` may
         roll it back and start again itself (``own`` is True).
         """
-        session = self._bound_session()
-        if session is not None:
-            with recorded_by_caller(session.sync_session):
-                async with self._atomic(session):
-                    return await op(session, False)
-        assert self.db is not None
-        async with AsyncUnitOfWork(self.db) as unit:
-            with recorded_by_caller(unit.session.sync_session):
-                return await op(unit.session, True)
+
+        async def atomic(session: AsyncSession, own: bool) -> R:
+            if own:
+                return await op(session, True)
+            async with self._atomic(session):
+                return await op(session, False)
+
+        return await self._write_scope(atomic)
 
     async def _write_one_statement(self, op: Callable[[AsyncSession], Awaitable[R]]) -> R:
         """Run a write that sends exactly one statement.

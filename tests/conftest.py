@@ -16,7 +16,7 @@ import pytest
 # Keep the compiled, assertion-rewritten test modules (and the CLI subprocesses' compiled
 # asyncdb) even where PYTHONDONTWRITEBYTECODE is set, as on this project's machines:
 # every xdist worker rewrites and compiles all ~200 test modules again without them,
-# 8.5 s of CPU per worker against 3 s (see docs/testing.md). __pycache__ is ignored by git.
+# 8.5 s of CPU per worker against 3 s (README, Development). __pycache__ is git-ignored.
 sys.dont_write_bytecode = False
 os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 
