@@ -14,6 +14,10 @@ unchanged:
   ``SERIAL``.
 * ``SELECT ... FOR UPDATE`` compiles without the lock clause: DuckDB has no row locks,
   and its optimistic concurrency aborts the later of two conflicting writers instead.
+* Compiled statements are cached, as on the other backends (duckdb-driver opts out of
+  SQLAlchemy's statement cache, which made every execution compile its statement again).
+  The statement compiler is PostgreSQL's with one constant override, and the cache key
+  includes the dialect, so a cached statement is what compiling it again would give.
 * DuckDB has no SAVEPOINT. Beginning one raises ``NotSupportedError`` whose driver error
   is :class:`SavepointUnsupported`, which asyncdb translates into an error naming the
   feature and the backend (see :mod:`asyncdb._capabilities`).
@@ -182,7 +186,7 @@ class DuckDBDialect_aioduckdb(duckdb_driver.Dialect):
     driver = "aioduckdb"
     is_async = True
     has_terminate = True
-    supports_statement_cache = False
+    supports_statement_cache = True
     ddl_compiler = _DDLCompiler
     statement_compiler = _Compiler
     execution_ctx_cls = _ExecutionContext

@@ -20,7 +20,12 @@ import pytest
 sys.dont_write_bytecode = False
 os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 
+from tests import shared_dialects  # noqa: E402
 from tests.faults.proxy import FaultProxy  # noqa: E402
+
+# Engines of one configuration share a dialect and its compiled statements, as one
+# long-lived engine would (tests/shared_dialects.py).
+shared_dialects.install()
 
 POSTGRES_URL = os.environ.get(
     "ASYNCDB_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import aiosqlite
+import duckdb
 import pytest
 from sqlalchemy import Table, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -85,13 +86,13 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def db_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
-    if backend == "sqlite-file":
-        return f"sqlite+aiosqlite:///{tmp_path / 'test.db'}"
+def db_url(backend: str, request: pytest.FixtureRequest) -> str:
+    if backend == "sqlite-file":  # tmp_path only here: making one costs about 1 ms
+        return f"sqlite+aiosqlite:///{request.getfixturevalue('tmp_path') / 'test.db'}"
     if backend == "sqlite-memory":
         return "sqlite+aiosqlite:///:memory:"
     if backend == "duckdb":
-        return f"duckdb+aioduckdb:///{tmp_path / 'test.duckdb'}"
+        return str(request.getfixturevalue("duckdb_url"))
     if backend == "mariadb":
         return str(request.getfixturevalue("mysql_url"))
     return str(request.getfixturevalue("postgres_url"))
@@ -289,6 +290,78 @@ async def restore_schema_template(db: AsyncDatabaseManager, directory: Path) -> 
             await source.backup(raw.driver_connection)
 
 
+#: DuckDB: the catalogue as built, without the sequences' current values (``sql`` of
+#: ``duckdb_sequences()`` carries them): a test that ran DDL changes its digest.
+_DUCKDB_CATALOGUE = (
+    "SELECT md5(string_agg(sql, ';' ORDER BY sql)) FROM ("
+    "SELECT sql FROM duckdb_tables() UNION ALL SELECT sql FROM duckdb_indexes() "
+    "UNION ALL SELECT sql FROM duckdb_views() WHERE NOT internal "
+    "UNION ALL SELECT sequence_name FROM duckdb_sequences())"
+)
+
+#: Per DuckDB URL: the connection that keeps its database open for the whole run (see
+#: :func:`duckdb_url`), and the catalogue digest right after its tables were built.
+_duckdb_keepers: dict[str, duckdb.DuckDBPyConnection] = {}
+_duckdb_built: dict[str, str] = {}
+
+
+def _empty_duckdb_tables(keeper: duckdb.DuckDBPyConnection, url: str) -> bool:
+    """Empty the tables of the kept DuckDB database and restart its sequences, through
+    the connection that keeps it open (in this process, no round trip); False, with
+    nothing done, when DDL changed the catalogue since the tables were built.
+
+    One DELETE per table that holds rows, children first, each committing on its own:
+    DuckDB refuses to delete a parent row in the transaction that deleted the rows
+    referring to it."""
+    if keeper.execute(_DUCKDB_CATALOGUE).fetchone() != (_duckdb_built.get(url),):
+        return False
+    names = [table.name for table in reversed(_tables())]
+    used = " UNION ALL ".join(
+        f"SELECT '{name}' WHERE EXISTS (SELECT 1 FROM \"{name}\")" for name in names
+    )
+    holding = {row[0] for row in keeper.execute(used).fetchall()}
+    for name in names:
+        if name in holding:
+            keeper.execute(f'DELETE FROM "{name}"')
+    sequences = keeper.execute(
+        "SELECT sequence_name, start_value FROM duckdb_sequences() WHERE last_value IS NOT NULL"
+    ).fetchall()
+    if sequences:
+        restart = ", ".join(f"setval('{name}', {start}, false)" for name, start in sequences)
+        keeper.execute(f"SELECT {restart}")
+    return True
+
+
+def _record_duckdb_schema(url: str) -> None:
+    """Note the kept database's catalogue as :func:`reset_schema` built it."""
+    row = _duckdb_keepers[url].execute(_DUCKDB_CATALOGUE).fetchone()
+    _duckdb_built[url] = str(row[0]) if row else ""
+
+
+@pytest.fixture(scope="session")
+def duckdb_url(tmp_path_factory: pytest.TempPathFactory, schema_templates: Path) -> Iterator[str]:
+    """The DuckDB file the matrix's DuckDB tests of this process share, kept open.
+
+    Opening a DuckDB database costs about 12 ms of CPU and closing it a checkpoint, for
+    each test. A connection held for the whole run keeps the database in DuckDB's
+    instance cache, so a test's manager connects to it in well under a millisecond;
+    :func:`connect_fresh` empties its tables between tests, and rebuilds them when a test
+    changed the catalogue. A test that must open the file from another process (which
+    DuckDB's file lock refuses while this one holds it) takes a file of its own.
+    """
+    path = tmp_path_factory.mktemp("duckdb") / "matrix.duckdb"
+    url = f"duckdb+aioduckdb:///{path}"
+    asyncio.run(copy_schema_template(url, schema_templates))
+    # The configuration asyncdb's dialect opens it with: DuckDB refuses a second
+    # connection to one file with another.
+    _duckdb_keepers[url] = duckdb.connect(str(path), config={"custom_user_agent": "asyncdb"})
+    _record_duckdb_schema(url)
+    try:
+        yield url
+    finally:
+        _duckdb_keepers.pop(url).close()
+
+
 @pytest.fixture(params=["mariadb", "duckdb"])
 def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A new, empty MariaDB database or DuckDB file (for the new backends' own tests)."""
@@ -306,12 +379,17 @@ async def connect_fresh(url: str, templates: Path, **overrides: Any) -> AsyncDat
     """``manager_for(url, **overrides)``, connected, on every table of the matrix, empty:
     a template copied for a new SQLite or DuckDB database, :func:`empty_tables` else."""
     copied = await copy_schema_template(url, templates)
+    keeper = _duckdb_keepers.get(url)
+    emptied = keeper is not None and _empty_duckdb_tables(keeper, url)
     manager = manager_for(url, **overrides)
     await manager.connect()
     try:
         if manager.settings.is_memory and manager.backend == "sqlite":
             await restore_schema_template(manager, templates)
-        elif not copied:
+        elif keeper is not None and not emptied:
+            await reset_schema(manager)
+            _record_duckdb_schema(url)
+        elif not copied and not emptied:
             await empty_tables(manager)
     except BaseException:
         await manager.dispose()

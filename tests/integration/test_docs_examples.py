@@ -41,9 +41,14 @@ SCRIPT_NEEDS = {"unit_of_work.py": ("savepoint",)}
 
 
 @pytest.fixture
-def example_url(backend: str, db_url: str) -> Iterator[str]:
+def example_url(backend: str, db_url: str, tmp_path: Path) -> Iterator[str]:
     """``db_url``, but a PostgreSQL/MariaDB database of its own: the examples run the toolkit's
-    migrations, which refuse tables that other tests created without them."""
+    migrations, which refuse tables that other tests created without them; and a DuckDB
+    file of its own, as the example runs in another process (the matrix's file is held
+    open by this one)."""
+    if backend == "duckdb":
+        yield f"duckdb+aioduckdb:///{tmp_path / 'example.duckdb'}"
+        return
     if backend == "mariadb":
         with fresh_mysql_database("asyncdb_ex") as url:
             yield url

@@ -15,7 +15,7 @@ from asyncdb import AsyncDatabaseManager, Repository, TimestampMixin
 from tests.integration.conftest import manager_for
 from tests.integration.models import Item
 
-ROWS = 20_000
+ROWS = 5_000
 
 
 class _Base(DeclarativeBase):
