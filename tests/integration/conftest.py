@@ -155,7 +155,8 @@ async def empty_tables(db: AsyncDatabaseManager) -> None:
     """Every table of the matrix, present, as built, and empty, as cheaply as possible.
 
     A SQLite or DuckDB database gets ``drop_all``/``create_all`` (the ``db`` fixture copies
-    a template instead, see :func:`schema_template`). MariaDB's database lives for the
+    a template instead, see :func:`schema_template`, and empties the matrix's DuckDB file
+    in process, see :func:`duckdb_url`). MariaDB's database lives for the
     whole run: its tables are emptied by ``TRUNCATE`` while they are as the models define
     them. PostgreSQL's lives for the whole run too, and keeps its tables while no DDL ran
     since ``reset_schema`` built them (a test that added a constraint or trigger, or
@@ -344,9 +345,9 @@ def duckdb_url(tmp_path_factory: pytest.TempPathFactory, schema_templates: Path)
 
     Opening a DuckDB database costs about 12 ms of CPU and closing it a checkpoint, for
     each test. A connection held for the whole run keeps the database in DuckDB's
-    instance cache, so a test's manager connects to it in well under a millisecond;
-    :func:`connect_fresh` empties its tables between tests, and rebuilds them when a test
-    changed the catalogue. A test that must open the file from another process (which
+    instance cache, so a test's manager connects without opening the database again;
+    :func:`connect_fresh` empties its tables between tests (about 4 ms of CPU), and
+    rebuilds them when a test changed the catalogue. A test that must open the file from another process (which
     DuckDB's file lock refuses while this one holds it) takes a file of its own.
     """
     path = tmp_path_factory.mktemp("duckdb") / "matrix.duckdb"
@@ -377,7 +378,8 @@ def schema_templates(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 async def connect_fresh(url: str, templates: Path, **overrides: Any) -> AsyncDatabaseManager:
     """``manager_for(url, **overrides)``, connected, on every table of the matrix, empty:
-    a template copied for a new SQLite or DuckDB database, :func:`empty_tables` else."""
+    a template copied for a new SQLite or DuckDB database, the matrix's kept DuckDB file
+    emptied in process (:func:`duckdb_url`), :func:`empty_tables` else."""
     copied = await copy_schema_template(url, templates)
     keeper = _duckdb_keepers.get(url)
     emptied = keeper is not None and _empty_duckdb_tables(keeper, url)
