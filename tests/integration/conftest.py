@@ -347,8 +347,9 @@ def duckdb_url(tmp_path_factory: pytest.TempPathFactory, schema_templates: Path)
     each test. A connection held for the whole run keeps the database in DuckDB's
     instance cache, so a test's manager connects without opening the database again;
     :func:`connect_fresh` empties its tables between tests (about 4 ms of CPU), and
-    rebuilds them when a test changed the catalogue. A test that must open the file from another process (which
-    DuckDB's file lock refuses while this one holds it) takes a file of its own.
+    rebuilds them when a test changed the catalogue. A test that must open the file from
+    another process (which DuckDB's file lock refuses while this one holds it) takes a
+    file of its own.
     """
     path = tmp_path_factory.mktemp("duckdb") / "matrix.duckdb"
     url = f"duckdb+aioduckdb:///{path}"
