@@ -1,7 +1,9 @@
 """INSERT ... ON CONFLICT DO UPDATE: upsert of one row or many, with their audit rows.
 
 MariaDB/MySQL have ``INSERT ... ON DUPLICATE KEY UPDATE`` instead, without RETURNING:
-the rows are read back by their conflict columns in the same transaction.
+the rows are read back by their conflict columns in the same transaction. On PostgreSQL
+a batch goes as ``INSERT ... SELECT FROM unnest(...)``, one array per column, where the
+column types allow (:mod:`._upsert_unnest`).
 
 The conflict target must be the primary key or a unique constraint (checked before any
 SQL); each upserted row gets an UPSERT audit row with what it inserted or changed.
@@ -24,10 +26,14 @@ from ._bulk_rows import iter_values, to_columns, with_defaults
 from ._changes import record_changes
 from ._context import AuditContext
 from ._errors import (
+    AsyncDBError,
+    DatabaseUnavailableError,
+    TransactionError,
     ValidationError,
 )
 from ._model_info import ModelInfo
 from ._models import utcnow
+from ._upsert_unnest import can_unnest, unnest_params, unnest_source
 
 __all__ = ["check_conflict_target", "upsert_one", "upsert_rows"]
 
@@ -160,12 +166,37 @@ async def upsert_one(
     return obj
 
 
+async def _run_batch(
+    session: AsyncSession,
+    upsert: Any,
+    unnest: Any,
+    params: list[dict[str, Any]],
+    first_row: int,
+    returning: Sequence[Any] = (),
+) -> Any:
+    """One batch: as ``unnest`` (:mod:`._upsert_unnest`) when given, in a SAVEPOINT; as
+    multi-row ``upsert`` when not, or when the server refused it (that path names the
+    row the database rejects)."""
+    if unnest is not None:
+        stmt = unnest.returning(*returning) if returning else unnest
+        try:
+            async with session.begin_nested():
+                return await session.execute(stmt, unnest_params(params, list(params[0])))
+        except (DatabaseUnavailableError, TransactionError):
+            raise
+        except AsyncDBError:
+            pass  # rolled back to the SAVEPOINT: replayed below, row by row if need be
+    stmt = upsert.returning(*returning) if returning else upsert
+    return await execute_batch(session, stmt, params, first_row)
+
+
 async def _upsert_batch(
     info: ModelInfo,
     session: AsyncSession,
     upsert: Any,
     group: list[tuple[int, dict[str, Any]]],
     conflict: Sequence[str],
+    unnest: Any = None,
 ) -> list[tuple[Any, ...]]:
     """Run one batch as multi-row INSERT ... ON CONFLICT; the keys, in ``group``'s order.
 
@@ -180,12 +211,12 @@ async def _upsert_batch(
     params = [to_columns(info, values) for _, values in group]
     pk_names = info.pk_names
     if set(conflict) == set(pk_names):
-        await execute_batch(session, upsert, params, group[0][0])
+        await _run_batch(session, upsert, unnest, params, group[0][0])
         return [tuple(values[n] for n in pk_names) for _, values in group]
     columns = info.attr_to_column
     extra = [n for n in conflict if n not in pk_names]
-    stmt = upsert.returning(*info.pk_columns, *(columns[n] for n in extra))
-    result = await execute_batch(session, stmt, params, group[0][0])
+    returning = [*info.pk_columns, *(columns[n] for n in extra)]
+    result = await _run_batch(session, upsert, unnest, params, group[0][0], returning)
     width = len(pk_names)
     where = {name: width + i for i, name in enumerate(extra)}
     where.update({name: i for i, name in enumerate(pk_names)})
@@ -261,11 +292,13 @@ async def upsert_rows(
             if _duplicate_key_dialect(session):
                 keys = await _upsert_group_duplicate_key(info, session, ins, group, conflict)
             else:
+                target = [columns[n] for n in conflict]
                 upsert = ins.on_conflict_do_update(
-                    index_elements=[columns[n] for n in conflict],
-                    set_=_set_clause(info, ins, group[0][1], conflict),
+                    index_elements=target, set_=_set_clause(info, ins, group[0][1], conflict)
                 )
-                keys = await _upsert_batch(info, session, upsert, group, conflict)
+                keys = await _upsert_batch(
+                    info, session, upsert, group, conflict, _unnest(info, session, group, conflict)
+                )
             if context is not None:
                 audit = [
                     _upsert_audit(
@@ -281,6 +314,24 @@ async def upsert_rows(
             written(info, session, keys)
             total += len(group)
     return total
+
+
+def _unnest(
+    info: ModelInfo,
+    session: AsyncSession,
+    group: list[tuple[int, dict[str, Any]]],
+    conflict: Sequence[str],
+) -> Any:
+    """The group's ``INSERT … SELECT FROM unnest(…) ON CONFLICT`` (:mod:`._upsert_unnest`),
+    or None where it does not apply (another backend, a column type it does not carry)."""
+    names = [info.attr_to_column[k].key for k in group[0][1]]
+    if not can_unnest(session, info.table, names):
+        return None
+    ins = postgresql.insert(info.table).from_select(names, unnest_source(info.table, names))
+    return ins.on_conflict_do_update(
+        index_elements=[info.attr_to_column[n] for n in conflict],
+        set_=_set_clause(info, ins, group[0][1], conflict),
+    )
 
 
 async def _upsert_group_duplicate_key(

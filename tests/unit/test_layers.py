@@ -92,6 +92,8 @@ LAYERS: list[set[str]] = [
         "_bulk",
         "_copy",
         "_upsert",
+        # bulk_upsert's unnest form on PostgreSQL (imports nothing of the package)
+        "_upsert_unnest",
         "_cache",
     },
     # repository
