@@ -164,7 +164,37 @@ def _sqlite_engine(settings: DatabaseSettings, common: dict[str, Any]) -> AsyncE
             gate.acquire_for(proxied)  # its .info is the pool record's
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
+    _skip_idle_rollback(engine.sync_engine.dialect)
     return engine
+
+
+def _skip_idle_rollback(dialect: Any) -> None:
+    """Send ROLLBACK only when SQLite has a transaction open.
+
+    Outside a transaction a ROLLBACK does nothing in SQLite, yet through aiosqlite each
+    one is a round trip to the connection's thread, and SQLAlchemy sends two after every
+    read (the session's or connection's end, then the pool's reset on return): two of a
+    ``get_by_id``'s six. asyncdb emits BEGIN itself (the driver's autocommit mode), so
+    the driver's ``in_transaction`` is SQLite's own word on whether a transaction is
+    open. When it cannot be read (a connection already closed), the ROLLBACK is sent.
+    """
+    rollback = dialect.do_rollback
+    if getattr(rollback, _SKIPS_IDLE, False):
+        return
+
+    def do_rollback(dbapi_connection: Any) -> None:
+        try:
+            idle = dbapi_connection.driver_connection.in_transaction is False
+        except Exception:
+            idle = False
+        if not idle:
+            rollback(dbapi_connection)
+
+    setattr(do_rollback, _SKIPS_IDLE, True)
+    dialect.do_rollback = do_rollback
+
+
+_SKIPS_IDLE = "asyncdb_skips_idle_rollback"
 
 
 def _enable_wal(cursor: Any, busy_timeout: float) -> str:

@@ -91,6 +91,7 @@ def install() -> None:
             return engine
         if _free[key]:
             engine.dialect, engine._compiled_cache = _free[key].pop()
+            engine.pool._dialect = engine.dialect  # what the pool resets and pings with
             _held[engine] = (key, engine.dialect, engine._compiled_cache)
             return engine
         engine._compiled_cache = LRUCache(_CACHE_SIZE)
