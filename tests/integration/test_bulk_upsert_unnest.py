@@ -7,12 +7,11 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from sqlalchemy import Boolean, Float, LargeBinary, Numeric, String, Text, event, select
+from sqlalchemy import Boolean, Float, LargeBinary, Numeric, String, Text, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 import asyncdb._upsert
@@ -28,6 +27,7 @@ from asyncdb import (
 )
 from tests.integration.conftest import manager_for, reset_schema
 from tests.integration.models import Account, Color, Order
+from tests.integration.test_repository import counting
 
 
 class _Base(DeclarativeBase):
@@ -66,19 +66,9 @@ async def pg(postgres_url: str) -> AsyncIterator[AsyncDatabaseManager]:
         await db.dispose()
 
 
-@contextmanager
-def inserts(db: AsyncDatabaseManager) -> Iterator[list[str]]:
-    sent: list[str] = []
-
-    def listener(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if statement.lstrip().upper().startswith("INSERT INTO T_"):
-            sent.append(statement)
-
-    event.listen(db.engine.sync_engine, "before_cursor_execute", listener)
-    try:
-        yield sent
-    finally:
-        event.remove(db.engine.sync_engine, "before_cursor_execute", listener)
+def inserts(seen: list[str]) -> list[str]:
+    """The INSERTs into the test tables among the statements ``counting`` saw."""
+    return [s for s in seen if s.lstrip().upper().startswith("INSERT INTO T_")]
 
 
 def _rows(version: int) -> list[dict[str, Any]]:
@@ -117,19 +107,19 @@ async def _story(db: AsyncDatabaseManager) -> list[tuple[Any, ...]]:
 async def test_batches_are_one_unnest_statement_and_write_what_values_write(
     pg: AsyncDatabaseManager, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with inserts(pg) as sent:
+    with counting(pg) as seen:
         by_unnest = await _story(pg)
     # 120 rows in batches of 50, then 150: 3 + 3 statements (the new rows name other
     # fields: a group of their own), every one of them the unnest form.
-    assert len(sent) == 7
-    assert all("FROM unnest(" in statement for statement in sent)
+    assert len(inserts(seen)) == 7
+    assert all("FROM unnest(" in statement for statement in inserts(seen))
     async with pg.engine.begin() as conn:
         await conn.run_sync(_Base.metadata.drop_all)
         await conn.run_sync(_Base.metadata.create_all)
     monkeypatch.setattr(asyncdb._upsert, "can_unnest", lambda *args: False)
-    with inserts(pg) as sent:
+    with counting(pg) as seen:
         by_values = await _story(pg)
-    assert sent and not any("FROM unnest(" in statement for statement in sent)
+    assert inserts(seen) and not any("FROM unnest(" in statement for statement in inserts(seen))
     assert by_unnest == by_values
     assert len(by_unnest) == 150
     assert by_unnest[0][-1] == "new" and by_unnest[-1][-1] == "ünïcode 99 ' \" \\ v2"
@@ -143,11 +133,11 @@ async def test_audit_rows_are_those_of_the_values_form(
     async def story() -> list[tuple[Any, ...]]:
         await accounts.bulk_create([{"id": i, "email": f"a{i}@x"} for i in range(1, 6)])
         rows = [{"id": i, "email": f"a{i}@x" if i % 2 else f"b{i}@x"} for i in range(1, 9)]
-        with audit_context(user_id="u"), inserts(pg) as sent:
+        with audit_context(user_id="u"), counting(pg) as seen:
             assert await accounts.bulk_upsert(rows, conflict_on=["id"]) == 8
         assert (await verify_audit_chain(pg)).ok
         logs = await get_audit_logs(pg, action="UPSERT", limit=100)
-        forms.append({"unnest" if "FROM unnest(" in s else "values" for s in sent})
+        forms.append({"unnest" if "FROM unnest(" in s else "values" for s in inserts(seen)})
         return [
             (log.entity_id, log.old_values, log.new_values, log.changed_fields)
             for log in sorted(logs, key=lambda log: int(log.entity_id or 0))
@@ -171,9 +161,9 @@ async def test_a_type_arrays_do_not_carry_goes_as_multi_row_values(
     await Repository(Account, pg, audit=False).create(Account(id=1, email="a@x"))
     orders = Repository(Order, pg, audit=False)
     rows = [{"id": i, "account_id": 1, "color": Color.RED} for i in range(1, 4)]  # an Enum
-    with inserts(pg) as sent:
+    with counting(pg) as seen:
         assert await orders.bulk_upsert(rows, conflict_on=["id"]) == 3
-    assert len(sent) == 1 and "FROM unnest(" not in sent[0]
+    assert len(inserts(seen)) == 1 and "FROM unnest(" not in inserts(seen)[0]
     assert [o.color for o in await orders.find_by(order_by="id")] == [Color.RED] * 3
 
 
