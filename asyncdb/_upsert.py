@@ -119,6 +119,14 @@ def _set_clause(
     return set_
 
 
+def _on_conflict(info: ModelInfo, ins: Any, keys: Iterable[str], conflict: Sequence[str]) -> Any:
+    """``ins`` ON CONFLICT (``conflict``) DO UPDATE SET the other columns of ``keys``."""
+    return ins.on_conflict_do_update(
+        index_elements=[info.attr_to_column[n] for n in conflict],
+        set_=_set_clause(info, ins, keys, conflict),
+    )
+
+
 async def upsert_one(
     info: ModelInfo,
     session: AsyncSession,
@@ -149,10 +157,7 @@ async def upsert_one(
             select(info.model).where(*where), execution_options={"populate_existing": True}
         )
     else:
-        stmt = ins.values(**values).on_conflict_do_update(
-            index_elements=[getattr(info.model, n) for n in conflict],
-            set_=_set_clause(info, ins, values, conflict),
-        )
+        stmt = _on_conflict(info, ins.values(**values), values, conflict)
         result = await session.scalars(
             stmt.returning(info.model), execution_options={"populate_existing": True}
         )
@@ -292,10 +297,7 @@ async def upsert_rows(
             if _duplicate_key_dialect(session):
                 keys = await _upsert_group_duplicate_key(info, session, ins, group, conflict)
             else:
-                target = [columns[n] for n in conflict]
-                upsert = ins.on_conflict_do_update(
-                    index_elements=target, set_=_set_clause(info, ins, group[0][1], conflict)
-                )
+                upsert = _on_conflict(info, ins, group[0][1], conflict)
                 keys = await _upsert_batch(
                     info, session, upsert, group, conflict, _unnest(info, session, group, conflict)
                 )
@@ -328,10 +330,7 @@ def _unnest(
     if not can_unnest(session, info.table, names):
         return None
     ins = postgresql.insert(info.table).from_select(names, unnest_source(info.table, names))
-    return ins.on_conflict_do_update(
-        index_elements=[info.attr_to_column[n] for n in conflict],
-        set_=_set_clause(info, ins, group[0][1], conflict),
-    )
+    return _on_conflict(info, ins, group[0][1], conflict)
 
 
 async def _upsert_group_duplicate_key(
