@@ -36,16 +36,6 @@ from sqlalchemy.util import LRUCache
 #: The size of a reused cache: big enough for every statement of the suite.
 _CACHE_SIZE = 20_000
 _UNSTABLE = re.compile(r" at 0x[0-9a-f]+")
-#: The dialect events asyncdb (or a test) may listen to: none may be left on a reused one.
-_DIALECT_EVENTS = (
-    "do_execute",
-    "do_executemany",
-    "do_execute_no_params",
-    "handle_error",
-    "do_connect",
-    "do_setinputsizes",
-)
-
 Held = tuple[str, Any, Any]  # (configuration, dialect, compiled cache)
 _free: defaultdict[str, list[tuple[Any, Any]]] = defaultdict(list)
 _held: weakref.WeakKeyDictionary[Engine, Held] = weakref.WeakKeyDictionary()
@@ -72,8 +62,9 @@ def _key(url: Any, kwargs: dict[str, Any]) -> str | None:
 
 
 def _clean(dialect: Any) -> bool:
-    """Whether no listener is left on ``dialect``'s own events."""
-    return not any(getattr(dialect.dispatch, name, None) for name in _DIALECT_EVENTS)
+    """Whether no listener is left on ``dialect``'s own events (asyncdb's or a test's)."""
+    dispatch = dialect.dispatch
+    return not any(getattr(dispatch, name) for name in dispatch._event_names)
 
 
 def install() -> None:

@@ -8,6 +8,7 @@ import datetime as dt
 import decimal
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,7 +26,7 @@ from asyncdb import (
     get_audit_logs,
     verify_audit_chain,
 )
-from tests.integration.conftest import manager_for, reset_schema
+from tests.integration.conftest import connect_fresh, empty_tables
 from tests.integration.models import Account, Color, Order
 from tests.integration.test_repository import counting
 
@@ -51,11 +52,9 @@ class Reading(_Base):
 
 
 @pytest.fixture
-async def pg(postgres_url: str) -> AsyncIterator[AsyncDatabaseManager]:
-    db = manager_for(postgres_url)
-    await db.connect()
+async def pg(postgres_url: str, schema_templates: Path) -> AsyncIterator[AsyncDatabaseManager]:
+    db = await connect_fresh(postgres_url, schema_templates)
     try:
-        await reset_schema(db)
         async with db.engine.begin() as conn:
             await conn.run_sync(_Base.metadata.drop_all)
             await conn.run_sync(_Base.metadata.create_all)
@@ -145,7 +144,7 @@ async def test_audit_rows_are_those_of_the_values_form(
 
     forms: list[set[str]] = []
     by_unnest = await story()
-    await reset_schema(pg)
+    await empty_tables(pg)
     monkeypatch.setattr(asyncdb._upsert, "can_unnest", lambda *args: False)
     by_values = await story()
     assert forms == [{"unnest"}, {"values"}]
