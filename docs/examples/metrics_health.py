@@ -27,7 +27,10 @@ async def main() -> None:
         print("queries:", snapshot["queries"]["total"])
         print("p95 seconds:", snapshot["queries"]["p95_seconds"])
         print("pool:", json.dumps(db.pool_status()))
-        print("top statement:", snapshot["statements"]["top"][0]["statement"])
+        # The "top" list ranks statements by total time, which varies run to run (one slow
+        # BEGIN can outweigh twenty SELECTs); the call counts do not.
+        busiest = max(db.metrics.statements(), key=lambda figures: figures["calls"])
+        print("most run:", busiest["statement"], f"({busiest['calls']} calls)")
         db.metrics.reset()
         print("after reset:", db.metrics.snapshot()["queries"]["total"])
 

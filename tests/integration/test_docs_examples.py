@@ -60,9 +60,9 @@ def example_url(backend: str, db_url: str, tmp_path: Path) -> Iterator[str]:
         yield url
 
 
-# (a float is printed as 0.0012 or, when small enough, as 5.2e-05)
+# (a float is printed as 0.0012 or, when small enough, as 5.2e-05 or 9e-05)
 _VOLATILE = re.compile(
-    r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|\d+\.\d+(?:e[-+]?\d+)?"
+    r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|\d+(?:\.\d+)?e[-+]?\d+|\d+\.\d+"
 )
 
 
