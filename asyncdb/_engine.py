@@ -11,6 +11,9 @@ for its backend:
   ``BEGIN IMMEDIATE``, read-only work with ``BEGIN``. Writers of one engine first queue
   in arrival order in this process (:mod:`._sqlite_gate`); SQLite's busy timeout is
   left for writers of other processes.
+* SQLite, both kinds: each statement is one trip to aiosqlite's thread
+  (:mod:`asyncdb._sqlite_cursor`; SQLAlchemy's cursor makes four), and ROLLBACK goes
+  to the driver only while a transaction is open (:func:`_skip_idle_rollback`).
 * SQLite ``:memory:``: one connection, which is the database. A pool of exactly one,
   never recycled, so concurrent tasks queue for it instead of interleaving two
   transactions on one connection (which SQLite cannot do).
@@ -41,6 +44,7 @@ from sqlalchemy.util import await_only
 from ._backend_duckdb import duckdb_engine
 from ._backend_mysql import mysql_engine
 from ._settings import DatabaseSettings
+from ._sqlite_cursor import use_one_trip_cursors
 from ._sqlite_gate import WriterGate
 
 __all__ = ["AUTOCOMMIT_OPTION", "READ_ONLY_OPTION", "create_engine", "option_engines"]
@@ -126,6 +130,7 @@ def _sqlite_engine(settings: DatabaseSettings, common: dict[str, Any]) -> AsyncE
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, record: Any) -> None:
+        use_one_trip_cursors(dbapi_connection)
         # asyncdb emits BEGIN itself (see the module docstring).
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()

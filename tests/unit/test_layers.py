@@ -35,6 +35,8 @@ LAYERS: list[set[str]] = [
         "_driver_errors",
         # DuckDB's async adapter: a worker thread per connection (imports only duckdb)
         "_aioduckdb",
+        # SQLite's one-trip cursor over aiosqlite (imports only aiosqlite and SQLAlchemy)
+        "_sqlite_cursor",
     },
     # settings / filters / pagination / model info
     {
