@@ -30,6 +30,7 @@ from ._errors import (
     TransactionError,
     ValidationError,
 )
+from ._insert_tuples import can_send_tuples, insert_tuples
 from ._model_info import ModelInfo
 from ._models import utcnow
 
@@ -195,8 +196,7 @@ async def insert_rows(
         for group in group_by_keys(prepared):
             params = [to_columns(info, values) for _, values in group]
             if context is None:
-                if not (copy and await copy_batch(info, session, table, params, own=fresh)):
-                    await execute_batch(session, insert(table), params, group[0][0])
+                await _insert_plain(info, session, params, group[0][0], copy=copy, own=fresh)
                 fresh = False
                 keys: list[tuple[Any, ...]] | None = None
             else:
@@ -218,6 +218,28 @@ async def insert_rows(
             total += len(group)
             record_changes(session.sync_session, info.model, keys)
     return total
+
+
+async def _insert_plain(
+    info: ModelInfo,
+    session: AsyncSession,
+    params: list[dict[str, Any]],
+    first_row: int,
+    *,
+    copy: bool,
+    own: bool,
+) -> None:
+    """A batch with no audit rows to write: COPY on PostgreSQL, tuples on SQLite
+    (:mod:`._insert_tuples`), else executemany INSERT; the last also replays a batch
+    the others could not write, naming the failing row."""
+    table = info.table
+    if copy and await copy_batch(info, session, table, params, own=own):
+        return
+    if can_send_tuples(session, info, list(params[0])) and await insert_tuples(
+        session, table, params
+    ):
+        return
+    await execute_batch(session, insert(table), params, first_row)
 
 
 # -- update ------------------------------------------------------------------------------

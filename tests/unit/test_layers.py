@@ -96,6 +96,8 @@ LAYERS: list[set[str]] = [
         "_upsert",
         # bulk_upsert's unnest form on PostgreSQL (imports nothing of the package)
         "_upsert_unnest",
+        # bulk_create on SQLite: batches sent to the driver as tuples (reads _copy)
+        "_insert_tuples",
         "_cache",
     },
     # repository

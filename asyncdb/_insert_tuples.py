@@ -1,0 +1,66 @@
+"""bulk_create on SQLite: each batch handed to the driver as tuples.
+
+SQLAlchemy's executemany builds every row's parameters through its general machinery
+(per row: a walk of the compiled statement's binds, the lookups of extracted values,
+the type processing), which on SQLite costs more than sqlite3's own ``executemany``.
+When every column a batch leaves out has no Python-side default for SQLAlchemy to
+fill per row, asyncdb compiles the ``INSERT`` once per set of columns, passes each
+value through its column's bind processor itself (exactly what SQLAlchemy would bind)
+and sends the tuples through the session's connection: the same transaction, events
+and metrics. A batch the database refuses is replayed through SQLAlchemy
+(:func:`asyncdb._bulk.execute_batch`), which names the failing row.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Table, insert
+from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ._copy import bind_processors, copyable, records_of
+from ._errors import AsyncDBError, DatabaseUnavailableError, TransactionError
+from ._model_info import ModelInfo
+from ._translate import translate_errors
+
+__all__ = ["can_send_tuples", "insert_tuples"]
+
+
+def can_send_tuples(session: AsyncSession, info: ModelInfo, names: Sequence[str]) -> bool:
+    """Whether a batch of rows with these column keys may go as tuples (SQLite, and no
+    column left out that only SQLAlchemy's INSERT can fill)."""
+    return session.get_bind().dialect.name == "sqlite" and copyable(info, names)
+
+
+@functools.lru_cache(maxsize=256)
+def _compiled(table: Table, names: tuple[str, ...], dialect: Dialect) -> tuple[str, list[str]]:
+    """The INSERT's SQL for these columns and the order its positional markers take."""
+    compiled = insert(table).compile(dialect=dialect, column_keys=list(names))
+    return compiled.string, list(compiled.positiontup or ())
+
+
+async def insert_tuples(session: AsyncSession, table: Table, params: list[dict[str, Any]]) -> bool:
+    """INSERT ``params`` (column keys → values, every row with the same keys) as one
+    executemany of tuples, in a SAVEPOINT. False, with the SAVEPOINT rolled back, when
+    the database refused the batch (or the statement's markers are not the row's keys):
+    the caller replays it through SQLAlchemy, which names the failing row."""
+    names = tuple(params[0])
+    dialect = session.get_bind().dialect
+    sql, order = _compiled(table, names, dialect)
+    if sorted(order) != sorted(names):
+        return False
+    records = list(records_of(params, order, bind_processors(session, table, order)))
+    await session.flush()  # as an INSERT's autoflush would: pending parents go first
+    try:
+        async with session.begin_nested():
+            conn = await session.connection()  # in the nested transaction: its SAVEPOINT
+            with translate_errors():
+                await conn.exec_driver_sql(sql, records)
+    except (DatabaseUnavailableError, TransactionError):
+        raise  # not the rows' fault
+    except AsyncDBError:
+        return False
+    return True
