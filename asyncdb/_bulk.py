@@ -30,7 +30,7 @@ from ._errors import (
     TransactionError,
     ValidationError,
 )
-from ._insert_tuples import can_send_tuples, insert_tuples
+from ._insert_tuples import can_send_tuples, insert_tuples, insert_tuples_returning
 from ._model_info import ModelInfo
 from ._models import utcnow
 
@@ -181,7 +181,6 @@ async def insert_rows(
     something, a COPY then needs no SAVEPOINT: a refused one rolls back that
     transaction, which holds nothing, and the rows go again as INSERT (see _copy).
     """
-    table = info.table
     copy = context is None and can_copy(session, info)
     fresh = own and copy  # nothing of the call written yet
     start = 0
@@ -200,9 +199,7 @@ async def insert_rows(
                 fresh = False
                 keys: list[tuple[Any, ...]] | None = None
             else:
-                stmt = insert(table).returning(*info.pk_columns, sort_by_parameter_order=True)
-                result = await execute_batch(session, stmt, params, group[0][0])
-                keys = [tuple(r) for r in result.all()]
+                keys = await _insert_returning_keys(info, session, params, group[0][0])
                 audit = [
                     audit_row(
                         info.model,
@@ -240,6 +237,22 @@ async def _insert_plain(
     ):
         return
     await execute_batch(session, insert(table), params, first_row)
+
+
+async def _insert_returning_keys(
+    info: ModelInfo, session: AsyncSession, params: list[dict[str, Any]], first_row: int
+) -> list[tuple[Any, ...]]:
+    """INSERT a batch whose audit rows need the new keys: the keys, in the rows' order.
+    On SQLite one trip of tuples (:mod:`._insert_tuples`; SQLAlchemy sends such a batch
+    one statement per row there, as SQLite does not promise RETURNING's order of a
+    multi-row INSERT), else SQLAlchemy's INSERT ... RETURNING in parameter order."""
+    if can_send_tuples(session, info, list(params[0])):
+        keys = await insert_tuples_returning(session, info.table, params, info.pk_columns)
+        if keys is not None:
+            return keys
+    stmt = insert(info.table).returning(*info.pk_columns, sort_by_parameter_order=True)
+    result = await execute_batch(session, stmt, params, first_row)
+    return [tuple(row) for row in result.all()]
 
 
 # -- update ------------------------------------------------------------------------------

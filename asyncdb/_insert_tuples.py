@@ -17,7 +17,7 @@ import functools
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Table, insert
+from sqlalchemy import Column, Table, insert
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -26,7 +26,7 @@ from ._errors import AsyncDBError, DatabaseUnavailableError, TransactionError
 from ._model_info import ModelInfo
 from ._translate import translate_errors
 
-__all__ = ["can_send_tuples", "insert_tuples"]
+__all__ = ["can_send_tuples", "insert_tuples", "insert_tuples_returning"]
 
 
 def can_send_tuples(session: AsyncSession, info: ModelInfo, names: Sequence[str]) -> bool:
@@ -36,10 +36,17 @@ def can_send_tuples(session: AsyncSession, info: ModelInfo, names: Sequence[str]
 
 
 @functools.lru_cache(maxsize=256)
-def _compiled(table: Table, names: tuple[str, ...], dialect: Dialect) -> tuple[str, list[str]]:
+def _compiled(
+    table: Table, names: tuple[str, ...], returning: tuple[Column[Any], ...], dialect: Dialect
+) -> tuple[str, list[str]]:
     """The INSERT's SQL for these columns and the order its positional markers take."""
-    compiled = insert(table).compile(dialect=dialect, column_keys=list(names))
+    stmt = insert(table).returning(*returning) if returning else insert(table)
+    compiled = stmt.compile(dialect=dialect, column_keys=list(names))
     return compiled.string, list(compiled.positiontup or ())
+
+
+class _Mismatch(Exception):
+    """RETURNING gave another number of rows than were sent: undo the batch."""
 
 
 async def insert_tuples(session: AsyncSession, table: Table, params: list[dict[str, Any]]) -> bool:
@@ -47,20 +54,49 @@ async def insert_tuples(session: AsyncSession, table: Table, params: list[dict[s
     executemany of tuples, in a SAVEPOINT. False, with the SAVEPOINT rolled back, when
     the database refused the batch (or the statement's markers are not the row's keys):
     the caller replays it through SQLAlchemy, which names the failing row."""
+    return await _send(session, table, params, ()) is not None
+
+
+async def insert_tuples_returning(
+    session: AsyncSession,
+    table: Table,
+    params: list[dict[str, Any]],
+    returning: Sequence[Column[Any]],
+) -> list[tuple[Any, ...]] | None:
+    """As :func:`insert_tuples`, with ``INSERT ... RETURNING`` the ``returning`` columns:
+    their values for each row, in the rows' order (each row its own statement, all in
+    one trip to the driver's thread: :mod:`._sqlite_cursor`), or None when the batch
+    must go through SQLAlchemy. The returned columns must need no type processing (an
+    integer key, say): the values come back as the driver gives them."""
+    dialect = session.get_bind().dialect
+    if any(col.type.dialect_impl(dialect).result_processor(dialect, None) for col in returning):
+        return None
+    return await _send(session, table, params, tuple(returning))
+
+
+async def _send(
+    session: AsyncSession,
+    table: Table,
+    params: list[dict[str, Any]],
+    returning: tuple[Column[Any], ...],
+) -> list[tuple[Any, ...]] | None:
     names = tuple(params[0])
     dialect = session.get_bind().dialect
-    sql, order = _compiled(table, names, dialect)
+    sql, order = _compiled(table, names, returning, dialect)
     if sorted(order) != sorted(names):
-        return False
+        return None
     records = list(records_of(params, order, bind_processors(session, table, order)))
     await session.flush()  # as an INSERT's autoflush would: pending parents go first
     try:
         async with session.begin_nested():
             conn = await session.connection()  # in the nested transaction: its SAVEPOINT
             with translate_errors():
-                await conn.exec_driver_sql(sql, records)
+                result = await conn.exec_driver_sql(sql, records)
+                rows = [tuple(row) for row in result.all()] if returning else []
+            if returning and len(rows) != len(records):
+                raise _Mismatch
     except (DatabaseUnavailableError, TransactionError):
         raise  # not the rows' fault
-    except AsyncDBError:
-        return False
-    return True
+    except (AsyncDBError, _Mismatch):
+        return None
+    return rows

@@ -5,7 +5,9 @@ trip there and back (a queue put, a thread wake-up, a future resolved on the loo
 SQLAlchemy's aiosqlite cursor makes four per statement: open a cursor, execute, fetch
 the rows, close the cursor. :class:`OneTripCursor` makes one: the whole statement runs
 on aiosqlite's thread as one function, which hands back the rows, the description, the
-row count and the last row id together. Server-side cursors (``stream()``) keep
+row count and the last row id together. An ``executemany`` of a statement with
+RETURNING (which sqlite3's own executemany would drop the rows of) runs row by row in
+that same trip, the rows in parameter order. Server-side cursors (``stream()``) keep
 SQLAlchemy's own class: their rows are fetched in pieces by design.
 
 :func:`use_one_trip_cursors` is called on each new connection (the engine's pool
@@ -15,6 +17,7 @@ in every other respect (transactions, errors, terminate).
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -26,12 +29,22 @@ from sqlalchemy.util import await_only
 __all__ = ["OneTripCursor", "use_one_trip_cursors"]
 
 _Result = tuple[Any, list[Any], int, "int | None"]
+#: A statement that gives rows back (a word of the SQL text; a false match only costs speed).
+_RETURNING = re.compile(r"\bRETURNING\b", re.IGNORECASE)
 
 
 def _run(conn: sqlite3.Connection, operation: str, parameters: Any, many: bool) -> _Result:
     """Execute on the connection's thread; everything the cursor reports, at once."""
     cursor = conn.cursor()
     try:
+        if many and _RETURNING.search(operation):
+            # sqlite3's executemany drops the rows RETURNING gives: one execute per row,
+            # still in this one trip, the rows in parameter order.
+            rows: list[Any] = []
+            for row_parameters in parameters:
+                cursor.execute(operation, row_parameters)
+                rows.extend(cursor.fetchall())
+            return cursor.description, rows, len(rows), cursor.lastrowid
         if many:
             cursor.executemany(operation, parameters)
         elif parameters is None:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy import delete, event
 
-from asyncdb import AsyncDatabaseManager, Repository
+from asyncdb import AsyncDatabaseManager, Repository, audit_context, get_audit_logs
 from tests.integration.models import Account, Item, Order
 from tests.integration.test_bulk_copy import _order_rows
 
@@ -90,3 +90,29 @@ async def test_values_are_stored_as_sqlalchemy_stores_them(
     assert ("INSERT", True, False) not in seen
     assert as_tuples == through_sqlalchemy
     assert len(as_tuples[0]) == 6 and len(as_tuples[1]) == 4
+
+
+async def test_an_audited_batch_is_one_trip_and_each_row_gets_its_own_key(
+    db: AsyncDatabaseManager,
+) -> None:
+    """SQLAlchemy sends an audited batch (INSERT ... RETURNING in parameter order) one
+    statement per row on SQLite; asyncdb sends it in one trip, keys in the rows' order."""
+    items = Repository(Item, db)
+    await items.create(name="first")  # ids of the batch do not start at 1
+    with audit_context(user_id="u"), executed(db) as seen:
+        assert await items.bulk_create([{"name": f"n{i}", "qty": i} for i in range(7)]) == 7
+    inserts = [entry for entry in seen if entry[0] == "INSERT"]
+    assert inserts[0] == ("INSERT", True, False)  # the rows: one executemany
+    assert len(inserts) == 2  # and the audit rows' INSERT
+    by_id = {item.id: item for item in await items.get_all()}
+    created = [
+        log
+        for log in await get_audit_logs(db, table_name="t_item", limit=100)
+        if log.action == "BULK_CREATE"
+    ]
+    assert len(created) == 7
+    for log in created:
+        assert log.new_values is not None
+        item = by_id[int(log.entity_id)]
+        assert (item.name, item.qty) == (log.new_values["name"], log.new_values["qty"])
+        assert log.new_values["id"] == item.id

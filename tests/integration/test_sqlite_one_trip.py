@@ -155,3 +155,23 @@ async def test_streaming_keeps_the_server_side_cursor(db: AsyncDatabaseManager) 
         plain, server_side = await conn.run_sync(cursor_types)
     assert plain is OneTripCursor
     assert not issubclass(server_side, OneTripCursor)
+
+
+async def test_executemany_with_returning_gives_each_rows_values_in_order(
+    db: AsyncDatabaseManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """sqlite3's own executemany drops RETURNING's rows; this cursor runs the rows one by
+    one on the driver's thread, in the same single trip."""
+    sql = (
+        "INSERT INTO t_item (name, qty, created_at, updated_at) "
+        "VALUES (?, ?, '2026-01-01', '2026-01-01') RETURNING id, name"
+    )
+    async with db.engine.begin() as conn:
+        with trips(monkeypatch) as seen:
+            result = await conn.exec_driver_sql(sql, [("a", 1), ("b", 2), ("c", 3)])
+            rows = [tuple(row) for row in result.all()]
+            during = list(seen)
+    assert during == ["_run"]
+    assert [name for _, name in rows] == ["a", "b", "c"]
+    assert [row_id for row_id, _ in rows] == sorted(row_id for row_id, _ in rows)
+    assert result.rowcount == 3
