@@ -198,9 +198,14 @@ async def create_audited(
             continue
         if name in JSON_FIELDS:
             value = row[name]
-            if name == "new_values" and id_in_new:
-                value = {k: v for k, v in value.items() if k != pk_name}
-            params[f"a_{name}"] = None if value is None else canonical_json(value)
+            if value is None:
+                params[f"a_{name}"] = None
+            elif name == "new_values" and id_in_new:
+                params[f"a_{name}"] = canonical_json(
+                    {k: v for k, v in value.items() if k != pk_name}
+                )
+            else:
+                params[f"a_{name}"] = texts[name]  # canonical_json(value), made once
         else:
             params[f"a_{name}"] = row[name]
     columns = {info.attr_to_column[k].key: v for k, v in values.items()}

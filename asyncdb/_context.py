@@ -70,7 +70,9 @@ def _encodable(text: str) -> bool:
 
 def _checked_extra(extra: dict[str, Any] | None) -> dict[str, Any]:
     """``extra`` if it is JSON (finite numbers, string keys) and not too large."""
-    values = dict(extra or {})
+    if not extra:
+        return {}  # the usual case: nothing to check
+    values = dict(extra)
     if not all(isinstance(key, str) for key in values):
         msg = "Audit context extras must have string keys."
         raise ValidationError(msg)
