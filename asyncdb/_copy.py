@@ -29,8 +29,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ._bulk_rows import batch_values, to_columns
 from ._changes import record_changes
-from ._errors import DatabaseUnavailableError, TransactionError
 from ._model_info import ModelInfo
+from ._session import attempt_in_savepoint
 
 __all__ = [
     "COPY_MIN_ROWS",
@@ -135,19 +135,19 @@ async def copy_records(
                 await session.rollback()  # the transaction held nothing else
                 return False
             return True
-    try:
-        async with session.begin_nested():
-            # A nested session transaction sends its SAVEPOINT when a connection is
-            # first asked for: ask before the COPY, so a failure rolls back to it.
-            driver = await _in_transaction(session)
-            if driver is None:
-                return False  # never COPY outside the session's transaction
-            await _copy_into(driver, table, names, records)
-    except (DatabaseUnavailableError, TransactionError):
-        raise
-    except Exception:  # the INSERT replay raises the precise, translated error
-        return False
-    return True
+
+    async def copy() -> bool:
+        # A nested session transaction sends its SAVEPOINT when a connection is first
+        # asked for: ask before the COPY, so a failure rolls back to it.
+        driver = await _in_transaction(session)
+        if driver is None:
+            return False  # never COPY outside the session's transaction
+        await _copy_into(driver, table, names, records)
+        return True
+
+    # Any exception: the driver's own come untranslated past SQLAlchemy, and the INSERT
+    # replay raises the precise, translated error.
+    return bool(await attempt_in_savepoint(session, copy, Exception))
 
 
 async def _in_transaction(session: AsyncSession) -> Any:

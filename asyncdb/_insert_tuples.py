@@ -22,8 +22,9 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ._copy import bind_processors, copyable, records_of
-from ._errors import AsyncDBError, DatabaseUnavailableError, TransactionError
+from ._errors import AsyncDBError
 from ._model_info import ModelInfo
+from ._session import attempt_in_savepoint
 from ._translate import translate_errors
 
 __all__ = ["can_send_tuples", "insert_tuples", "insert_tuples_returning"]
@@ -87,16 +88,14 @@ async def _send(
         return None
     records = list(records_of(params, order, bind_processors(session, table, order)))
     await session.flush()  # as an INSERT's autoflush would: pending parents go first
-    try:
-        async with session.begin_nested():
-            conn = await session.connection()  # in the nested transaction: its SAVEPOINT
-            with translate_errors():
-                result = await conn.exec_driver_sql(sql, records)
-                rows = [tuple(row) for row in result.all()] if returning else []
-            if returning and len(rows) != len(records):
-                raise _Mismatch
-    except (DatabaseUnavailableError, TransactionError):
-        raise  # not the rows' fault
-    except (AsyncDBError, _Mismatch):
-        return None
-    return rows
+
+    async def send() -> list[tuple[Any, ...]]:
+        conn = await session.connection()  # in the nested transaction: its SAVEPOINT
+        with translate_errors():
+            result = await conn.exec_driver_sql(sql, records)
+            rows = [tuple(row) for row in result.all()] if returning else []
+        if returning and len(rows) != len(records):
+            raise _Mismatch
+        return rows
+
+    return await attempt_in_savepoint(session, send, (AsyncDBError, _Mismatch))

@@ -12,11 +12,13 @@ from __future__ import annotations
 import dataclasses
 import functools
 import weakref
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession, AsyncSessionTransaction
 from sqlalchemy.orm import Session
 
+from ._errors import AsyncDBError, DatabaseUnavailableError, TransactionError
 from ._stream import toolkit_result
 from ._translate import translated
 
@@ -25,8 +27,11 @@ __all__ = [
     "SessionState",
     "ToolkitAsyncSession",
     "ToolkitSession",
+    "attempt_in_savepoint",
     "session_state",
 ]
+
+R = TypeVar("R")
 
 #: The I/O coroutine methods of AsyncSession that raise asyncdb errors here (those the
 #: installed SQLAlchemy has: 2.0 lacks ``delete_all`` and ``merge_all``).
@@ -158,3 +163,22 @@ for _name in TRANSLATED_TRANSACTION_METHODS:
         translated(getattr(AsyncSessionTransaction, _name)),
     )
 del _name
+
+
+async def attempt_in_savepoint(
+    session: AsyncSession,
+    work: Callable[[], Awaitable[R]],
+    refused: type[Exception] | tuple[type[Exception], ...] = AsyncDBError,
+) -> R | None:
+    """``work()`` in a SAVEPOINT of the session's transaction (sent when ``work`` first
+    asks the session for its connection); None, rolled back to the SAVEPOINT, when it
+    raised ``refused``: the database refused the rows, and the caller replays them the
+    slow way, which names the failing row. A lost connection or a broken transaction is
+    not the rows' fault: it propagates."""
+    try:
+        async with session.begin_nested():
+            return await work()
+    except (DatabaseUnavailableError, TransactionError):
+        raise
+    except refused:
+        return None

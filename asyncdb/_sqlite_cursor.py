@@ -17,6 +17,7 @@ in every other respect (transactions, errors, terminate).
 
 from __future__ import annotations
 
+import functools
 import re
 import sqlite3
 from collections import deque
@@ -81,12 +82,12 @@ class OneTripCursor:
         self.description: Any = None
 
     def execute(self, operation: str, parameters: Any = None) -> None:
-        self._run(operation, parameters, many=False)
+        self._one_trip(operation, parameters, many=False)
 
     def executemany(self, operation: str, seq_of_parameters: Sequence[Any]) -> None:
-        self._run(operation, seq_of_parameters, many=True)
+        self._one_trip(operation, seq_of_parameters, many=True)
 
-    def _run(self, operation: str, parameters: Any, *, many: bool) -> None:
+    def _one_trip(self, operation: str, parameters: Any, *, many: bool) -> None:
         connection = self._adapt_connection._connection  # the aiosqlite.Connection
         try:
             result = await_only(
@@ -125,21 +126,15 @@ class OneTripCursor:
             yield self._rows.popleft()
 
 
+@functools.cache
 def _with_one_trip_cursors(cls: Any) -> type:
     """A subclass of SQLAlchemy's adapted aiosqlite connection handing out
-    :class:`OneTripCursor` for every cursor but a server-side one."""
-    cached = _subclasses.get(cls)
-    if cached is None:
+    :class:`OneTripCursor` for every cursor but a server-side one (one per class)."""
 
-        def cursor(self: Any, server_side: bool = False) -> Any:
-            return cls.cursor(self, server_side=True) if server_side else OneTripCursor(self)
+    def cursor(self: Any, server_side: bool = False) -> Any:
+        return cls.cursor(self, server_side=True) if server_side else OneTripCursor(self)
 
-        cached = type(cls.__name__, (cls,), {"__slots__": (), "cursor": cursor})
-        _subclasses[cls] = cached
-    return cached
-
-
-_subclasses: dict[type, type] = {}
+    return type(cls.__name__, (cls,), {"__slots__": (), "cursor": cursor})
 
 
 def use_one_trip_cursors(adapted: Any) -> None:
@@ -150,4 +145,4 @@ def use_one_trip_cursors(adapted: Any) -> None:
     returning something else) keeps SQLAlchemy's cursors.
     """
     if isinstance(getattr(adapted, "_connection", None), aiosqlite.Connection):
-        adapted.__class__ = _with_one_trip_cursors(type(adapted))
+        adapted.__class__ = _with_one_trip_cursors(adapted.__class__)

@@ -26,13 +26,11 @@ from ._bulk_rows import iter_values, to_columns, with_defaults
 from ._changes import record_changes
 from ._context import AuditContext
 from ._errors import (
-    AsyncDBError,
-    DatabaseUnavailableError,
-    TransactionError,
     ValidationError,
 )
 from ._model_info import ModelInfo
 from ._models import utcnow
+from ._session import attempt_in_savepoint
 from ._upsert_unnest import can_unnest, unnest_params, unnest_source
 
 __all__ = ["check_conflict_target", "upsert_one", "upsert_rows"]
@@ -184,13 +182,12 @@ async def _run_batch(
     row the database rejects)."""
     if unnest is not None:
         stmt = unnest.returning(*returning) if returning else unnest
-        try:
-            async with session.begin_nested():
-                return await session.execute(stmt, unnest_params(params, list(params[0])))
-        except (DatabaseUnavailableError, TransactionError):
-            raise
-        except AsyncDBError:
-            pass  # rolled back to the SAVEPOINT: replayed below, row by row if need be
+        result = await attempt_in_savepoint(
+            session, lambda: session.execute(stmt, unnest_params(params, list(params[0])))
+        )
+        if result is not None:
+            return result
+        # rolled back to the SAVEPOINT: replayed below, row by row if need be
     stmt = upsert.returning(*returning) if returning else upsert
     return await execute_batch(session, stmt, params, first_row)
 
