@@ -368,6 +368,15 @@ class AsyncDatabaseManager:
         self._check_connected()
         return self._factories["read_only" if read_only else "default"]()
 
+    def standalone_read_engine(self) -> AsyncEngine | None:
+        """The engine a one-statement read outside any session may use directly (the
+        autocommit view of the primary's pool), or None when reads must go through
+        sessions: replicas route them, or :meth:`bind_sessions_to` holds them."""
+        self._check_connected()
+        if self._router is not None or self._sessions_bound:
+            return None
+        return self._engines["autocommit"]
+
     def autocommit_session(self) -> ToolkitAsyncSession:
         """A session whose statements run without BEGIN/COMMIT; for single reads."""
         self._check_connected()

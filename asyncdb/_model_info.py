@@ -116,7 +116,9 @@ def model_info(model: type[Any]) -> ModelInfo:
 def _build(model: type[Any]) -> ModelInfo:
     try:
         mapper: Mapper[Any] = inspect(model)
-        column_attrs = list(mapper.column_attrs)
+        # Attributes stored in a column of the model's tables; a ``column_property`` of
+        # an expression is computed by the ORM when it loads, never written or filtered.
+        column_attrs = [p for p in mapper.column_attrs if isinstance(p.columns[0], Column)]
     except Exception as exc:
         msg = f"Repository needs a mapped model class (got {model!r})."
         raise ConfigurationError(msg) from exc
@@ -164,7 +166,7 @@ def _build(model: type[Any]) -> ModelInfo:
         unique_sets=tuple(unique_sets),
         filterable=_filterable(model, columns, audit_excluded),
         value_checkers=types.MappingProxyType(
-            {prop.key: checker_for(prop.columns[0].type, prop.key) for prop in mapper.column_attrs}
+            {prop.key: checker_for(prop.columns[0].type, prop.key) for prop in column_attrs}
         ),
     )
 

@@ -17,7 +17,7 @@ from sqlalchemy import (
     true,
     update,
 )
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from ._aggregates import Annotate
 from ._audit_create import create_audited
@@ -41,7 +41,7 @@ from ._pagination import (
     check_cursor_values,
     keyset_after,
 )
-from ._repository_base import DEFAULT_PAGE_SIZE
+from ._repository_base import DEFAULT_PAGE_SIZE, PAGE_LIMIT, PAGE_OFFSET
 from ._repository_bulk import BulkWrites
 from ._repository_counts import CountingReads
 from ._uow import (
@@ -121,6 +121,9 @@ class Repository(CountingReads[T], FilterWrites[T], BulkWrites[T]):
                 return None if not with_deleted and self._is_deleted(hit) else hit
 
         if self.cache is None and self._bound_session() is None:
+            plain = self._standalone_plain()
+            if plain is not None:  # a plain model: a Core row, no session (_plain_load)
+                return await self._plain_by_id(plain, ident, with_deleted)
             # A session of its own: one statement built once per model (no Session.get).
             return await self._read(lambda own: self._select_by_id(own, ident, with_deleted))
 
@@ -357,16 +360,17 @@ class Repository(CountingReads[T], FilterWrites[T], BulkWrites[T]):
             limit = as_int("limit", limit, 0)
         if offset is not None:
             offset = as_int("offset", offset, 0)
-        stmt = self._ordered(
-            self._select(annotate).where(*self._where(filters, with_deleted, where)), order_by
-        )
-        stmt = self._with_load(stmt, load, with_deleted)
+        conditions = self._where(filters, with_deleted, where)
+        plain = None if load is not None or annotate else self._standalone_plain()
+        base = self._select(annotate) if plain is None else plain[0].select()
+        stmt = self._ordered(base.where(*conditions), order_by)
         if limit is not None:
             stmt = stmt.limit(limit)
         if offset:
             stmt = stmt.offset(offset)
-
-        return await self._read_rows(stmt, annotate)
+        if plain is not None:  # a plain model: Core rows, no session (_plain_load)
+            return await self._plain_rows(plain, stmt)
+        return await self._read_rows(self._with_load(stmt, load, with_deleted), annotate)
 
     async def find_one_by(
         self,
@@ -435,6 +439,22 @@ class Repository(CountingReads[T], FilterWrites[T], BulkWrites[T]):
         if (page - 1) * page_size > MAX_INT64:
             msg = f"page {page} is beyond any table: the offset would exceed {MAX_INT64}."
             raise ValidationError(msg)
+        plain = None if load is not None or annotate else self._standalone_plain()
+        if plain is not None:  # a plain model: Core rows, no session (_plain_load)
+            loader, engine = plain
+            count_stmt, rows_stmt = self._plain_page_statements(
+                loader, filters, with_deleted, where, order_by
+            )
+            params = {PAGE_LIMIT: page_size, PAGE_OFFSET: (page - 1) * page_size}
+
+            async def work(conn: AsyncConnection) -> tuple[int, Sequence[Any]]:
+                total = int((await conn.execute(count_stmt)).scalar_one())
+                return total, (await conn.execute(rows_stmt, params)).all() if total else ()
+
+            total, rows = await self._run_plain(engine, work)
+            items = loader.instances(rows)
+            return Page(items=items, total=total, page=page, page_size=page_size)
+
         conditions = self._where(filters, with_deleted, where)
         count_stmt = select(func.count()).select_from(self.model).where(*conditions)
         stmt = self._ordered(self._select(annotate).where(*conditions), order_by)
@@ -473,25 +493,21 @@ class Repository(CountingReads[T], FilterWrites[T], BulkWrites[T]):
         if after is not None:
             values = check_cursor_values(self.model, order, codec.decode(scope, after, len(order)))
             conditions.append(keyset_after(self.model, order, values))
-        stmt = (
-            self._select(annotate)
-            .where(*conditions)
-            .order_by(*build_order(self.model, order))
-            .limit(limit + 1)
-        )
-        stmt = self._with_load(stmt, load, with_deleted)
-
-        async def op(session: AsyncSession) -> KeysetPage[T]:
-            rows = await self._fetch(session, stmt, annotate)
-            has_more = len(rows) > limit
-            rows = rows[:limit]
-            cursor = None
-            if has_more:
-                last = rows[-1]
-                cursor = codec.encode(scope, [getattr(last, field) for field, _ in order])
-            return KeysetPage(items=rows, next_cursor=cursor, has_more=has_more)
-
-        return await self._read(op)
+        plain = None if load is not None or annotate else self._standalone_plain()
+        base = self._select(annotate) if plain is None else plain[0].select()
+        stmt = base.where(*conditions).order_by(*build_order(self.model, order)).limit(limit + 1)
+        if plain is not None:  # a plain model: Core rows, no session (_plain_load)
+            rows = await self._plain_rows(plain, stmt)
+        else:
+            stmt = self._with_load(stmt, load, with_deleted)
+            rows = await self._read(lambda session: self._fetch(session, stmt, annotate))
+        has_more = len(rows) > limit
+        rows = rows[:limit]
+        cursor = None
+        if has_more:
+            last = rows[-1]
+            cursor = codec.encode(scope, [getattr(last, field) for field, _ in order])
+        return KeysetPage(items=rows, next_cursor=cursor, has_more=has_more)
 
 
 register_repository_factory(Repository)

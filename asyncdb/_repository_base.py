@@ -13,8 +13,8 @@ import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from sqlalchemy import Select, Table, and_, bindparam, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import Integer, Select, Table, and_, bindparam, func, select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from ._aggregates import Annotate, annotation_columns
 from ._audit import mark_instance, resolve_context
@@ -47,9 +47,11 @@ from ._pagination import (
     CursorCodec,
     codec_for_secrets,
 )
+from ._plain_load import PlainLoader, plain_loader
 from ._relation_filters import build_conditions, has_relation_filters
 from ._routing import Route, check_route
 from ._settings import DEFAULT_MAX_PAGE_SIZE, cursor_secret_from_env
+from ._translate import translated_error
 from ._uow import (
     AsyncUnitOfWork,
     active_unit_for,
@@ -69,7 +71,18 @@ R = TypeVar("R")
 DEFAULT_PAGE_SIZE = 50
 #: Per model: ``SELECT model WHERE pk = :pk`` by ``with_deleted`` (see _select_by_id).
 _BY_ID: weakref.WeakKeyDictionary[type[Any], dict[bool, Select[Any]]] = weakref.WeakKeyDictionary()
+#: The same for the Core form (see _plain_by_id): the table's columns, no entity.
+_PLAIN_BY_ID: weakref.WeakKeyDictionary[type[Any], dict[bool, Select[Any]]] = (
+    weakref.WeakKeyDictionary()
+)
+#: Per model: a plain page's count and rows statements, by (with_deleted, ordering).
+_PLAIN_PAGES: weakref.WeakKeyDictionary[
+    type[Any], dict[tuple[bool, tuple[tuple[str, bool], ...]], tuple[Select[Any], Select[Any]]]
+] = weakref.WeakKeyDictionary()
+_MAX_PAGE_FORMS = 64
 _PK_PARAM = "asyncdb_pk_{}"
+PAGE_LIMIT = "asyncdb_limit"
+PAGE_OFFSET = "asyncdb_offset"
 DEFAULT_BATCH_SIZE = 1000
 MAX_BATCH_SIZE = 100_000
 
@@ -308,6 +321,119 @@ class RepositoryCore(Generic[T]):
             return cached
         return await session.get(self.model, ident, with_for_update=for_update or None)
 
+    def _standalone_plain(self) -> tuple[PlainLoader, AsyncEngine] | None:
+        """For a standalone read that may skip the ORM (see :mod:`._plain_load`): the
+        model's loader and the engine to read on; None when the read needs a session
+        (a caller's session or unit, a model the ORM must load, a listener that would
+        see the load, replicas, a bound manager)."""
+        db = self.db
+        loader = plain_loader(self._info.mapper)
+        if db is None or loader is None or not loader.usable() or self._bound_session():
+            return None
+        engine = db.standalone_read_engine()
+        return None if engine is None else (loader, engine)
+
+    async def _run_plain(
+        self, engine: AsyncEngine, work: Callable[[AsyncConnection], Awaitable[R]]
+    ) -> R:
+        """``work`` on a pooled connection of ``engine`` (no session), raising asyncdb
+        errors; repeated once when the connection broke, as :meth:`_read` does."""
+        repeated = False
+        while True:
+            try:
+                async with engine.connect() as conn:
+                    return await work(conn)
+            except Exception as exc:
+                mapped = translated_error(exc)
+                if isinstance(mapped, ConnectionLostError) and not repeated:
+                    repeated = True
+                    continue
+                if mapped is exc:
+                    raise
+                raise mapped from exc
+
+    async def _plain_rows(
+        self, plain: tuple[PlainLoader, AsyncEngine], stmt: Select[Any]
+    ) -> list[T]:
+        """The instances of a Core ``stmt`` over the loader's columns (no session)."""
+        loader, engine = plain
+
+        async def work(conn: AsyncConnection) -> Sequence[Any]:
+            rows: Sequence[Any] = (await conn.execute(stmt)).all()
+            return rows
+
+        return loader.instances(await self._run_plain(engine, work))
+
+    async def _plain_by_id(
+        self, plain: tuple[PlainLoader, AsyncEngine], ident: Any, with_deleted: bool
+    ) -> T | None:
+        """:meth:`_select_by_id` without a session: one Core statement, the instance
+        built from its row (detached, as the ORM path leaves it)."""
+        loader, engine = plain
+        built = _PLAIN_BY_ID.get(self.model)
+        if built is None:
+            built = _PLAIN_BY_ID.setdefault(self.model, {})
+        stmt = built.get(with_deleted)
+        if stmt is None:
+            stmt = self._by_id_where(loader.select(), with_deleted)
+            built[with_deleted] = stmt
+        params = self._pk_params(ident)
+
+        async def work(conn: AsyncConnection) -> Any:
+            return (await conn.execute(stmt, params)).first()
+
+        row = await self._run_plain(engine, work)
+        return None if row is None else loader.instance(row)
+
+    def _plain_page_statements(
+        self,
+        loader: PlainLoader,
+        filters: Mapping[str, Any],
+        with_deleted: bool,
+        where: Where,
+        order_by: str | Sequence[str] | None,
+    ) -> tuple[Select[Any], Select[Any]]:
+        """The count and the Core page statement of a plain :meth:`paginate` (its limit
+        and offset bound as ``PAGE_LIMIT``/``PAGE_OFFSET``). Without filters they are
+        built once per model, ``with_deleted`` and ordering: building and keying them
+        cost a third of a page's Python time."""
+        check_flag("with_deleted", with_deleted)  # before the look-up: 1 == True
+        order = parse_order_with_key(self.model, order_by, self._info.pk_names, self.filterable)
+        keyed = not filters and where is None
+        key = (with_deleted, tuple(order))
+        built = _PLAIN_PAGES.get(self.model) if keyed else None
+        if built is not None and key in built:
+            return built[key]
+        conditions = self._where(filters, with_deleted, where)
+        count_stmt = select(func.count()).select_from(self.table).where(*conditions)
+        rows_stmt = (
+            loader.select()
+            .where(*conditions)
+            .order_by(*build_order(self.model, order))
+            .limit(bindparam(PAGE_LIMIT, type_=Integer))
+            .offset(bindparam(PAGE_OFFSET, type_=Integer))
+        )
+        if keyed:
+            built = _PLAIN_PAGES.setdefault(self.model, {})
+            if len(built) < _MAX_PAGE_FORMS:  # orderings callers choose: bounded
+                built[key] = (count_stmt, rows_stmt)
+        return count_stmt, rows_stmt
+
+    def _by_id_where(self, stmt: Select[Any], with_deleted: bool) -> Select[Any]:
+        columns = self._info.pk_columns
+        stmt = stmt.where(
+            *(c == bindparam(_PK_PARAM.format(i), type_=c.type) for i, c in enumerate(columns))
+        )
+        if self._soft and not with_deleted:
+            stmt = stmt.where(self.model.deleted_at.is_(None))  # type: ignore[attr-defined]
+        return stmt
+
+    def _pk_params(self, ident: Any) -> dict[str, Any]:
+        if len(self._info.pk_columns) == 1:
+            return {"asyncdb_pk_0": ident}
+        values = ident.values() if isinstance(ident, Mapping) else ident
+        return {_PK_PARAM.format(i): v for i, v in enumerate(values)}
+
     async def _select_by_id(
         self, session: AsyncSession, ident: Any, with_deleted: bool
     ) -> T | None:
@@ -323,18 +449,9 @@ class RepositoryCore(Generic[T]):
             built = _BY_ID.setdefault(self.model, {})
         stmt = built.get(with_deleted)
         if stmt is None:
-            columns = self._info.pk_columns
-            stmt = select(self.model).where(
-                *(c == bindparam(_PK_PARAM.format(i), type_=c.type) for i, c in enumerate(columns))
-            )
-            if self._soft and not with_deleted:
-                stmt = stmt.where(self.model.deleted_at.is_(None))  # type: ignore[attr-defined]
+            stmt = self._by_id_where(select(self.model), with_deleted)
             built[with_deleted] = stmt
-        if len(self._info.pk_columns) == 1:
-            params = {"asyncdb_pk_0": ident}
-        else:
-            values = ident.values() if isinstance(ident, Mapping) else ident
-            params = {_PK_PARAM.format(i): v for i, v in enumerate(values)}
+        params = self._pk_params(ident)
         found: T | None = (await session.execute(stmt, params)).unique().scalar_one_or_none()
         return found
 

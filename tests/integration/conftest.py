@@ -453,3 +453,21 @@ __all__ = [
     "reset_schema",
     "wait_until",
 ]
+
+
+@pytest.fixture
+def plain_built(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Instances that standalone reads built from Core rows (asyncdb._plain_load); the
+    ORM path leaves the list empty."""
+    from asyncdb._plain_load import PlainLoader
+
+    built: list[Any] = []
+    original = PlainLoader.instances
+
+    def counted(self: PlainLoader, rows: Any) -> list[Any]:
+        found = original(self, rows)
+        built.extend(found)
+        return found
+
+    monkeypatch.setattr(PlainLoader, "instances", counted)
+    return built

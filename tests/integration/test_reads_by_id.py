@@ -14,7 +14,17 @@ from typing import Any
 
 import pytest
 from sqlalchemy import ForeignKey, Integer, String, event, inspect
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import (
+    DeclarativeBase,
+    Mapped,
+    Session,
+    column_property,
+    deferred,
+    mapped_column,
+    relationship,
+    with_loader_criteria,
+)
+from sqlalchemy.orm.exc import DetachedInstanceError
 
 from asyncdb import (
     AsyncDatabaseManager,
@@ -24,7 +34,8 @@ from asyncdb import (
     RepositoryCache,
     ValidationError,
 )
-from asyncdb._repository_base import _BY_ID
+from asyncdb._plain_load import plain_loader
+from asyncdb._repository_base import _PLAIN_BY_ID
 from tests.integration.models import Account, Color, Counter, Item, Order
 from tests.integration.test_repository import counting
 
@@ -50,6 +61,17 @@ class Book(_Own):
     __tablename__ = "t_reads_book"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     shelf_id: Mapped[int] = mapped_column(ForeignKey("t_reads_shelf.id"))
+    shelf: Mapped[Shelf] = relationship(lazy="select", viewonly=True)
+
+
+class Sketch(_Own):
+    """Not plain: a deferred column and a column_property the ORM computes."""
+
+    __tablename__ = "t_reads_sketch"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    title: Mapped[str] = mapped_column(String(20))
+    body: Mapped[str] = deferred(mapped_column(String(200)))
+    shout: Mapped[str] = column_property(title + "!")
 
 
 class Missing(_Own):
@@ -69,7 +91,7 @@ def _on_load(target: Pair, context: Any) -> None:
 
 @pytest.fixture
 async def own_tables(db: AsyncDatabaseManager) -> AsyncIterator[None]:
-    tables = [Pair.__table__, Shelf.__table__, Book.__table__]
+    tables = [Pair.__table__, Shelf.__table__, Book.__table__, Sketch.__table__]
     async with db.engine.begin() as conn:
         await conn.run_sync(lambda c: _Own.metadata.create_all(c, tables=tables))
     try:
@@ -103,11 +125,12 @@ async def test_one_statement_and_soft_delete_in_sql(db: AsyncDatabaseManager) ->
     assert len(seen) == 4
     assert seen[0] == seen[1] and "deleted_at IS NULL" in seen[0]
     assert seen[2] == seen[3] and "deleted_at" not in seen[2].split("WHERE")[1]
-    # Built once per model and variant, shared by every repository of the model.
-    assert set(_BY_ID[Item]) == {False, True}
+    # Built once per model and variant, shared by every repository of the model (Item is
+    # plain: its Core form, see test_plain_models_skip_the_orm).
+    assert set(_PLAIN_BY_ID[Item]) == {False, True}
     again = Repository(Item, db)
     await again.get_by_id(keep.id)
-    assert len(_BY_ID[Item]) == 2
+    assert len(_PLAIN_BY_ID[Item]) == 2
 
 
 async def test_same_instance_as_session_get(db: AsyncDatabaseManager) -> None:
@@ -205,3 +228,134 @@ async def test_inside_a_unit_the_identity_map_answers(db: AsyncDatabaseManager) 
         assert again is first and again.name == "changed"
         assert seen == []
         await uow.rollback()
+
+
+async def test_plain_models_skip_the_orm(
+    db: AsyncDatabaseManager, own_tables: None, plain_built: list[Any]
+) -> None:
+    """A plain model is read without a session; every other model still by the ORM."""
+    assert plain_loader(inspect(Item)) is not None
+    for not_plain in (Sketch, Shelf):  # deferred + column_property; an eager relationship
+        assert plain_loader(inspect(not_plain)) is None
+    item = await Repository(Item, db).create(name="a")
+    found = await Repository(Item, db).get_by_id(item.id)
+    assert plain_built == [found]
+
+    plain_built.clear()
+    await Repository(Sketch, db).create(id=1, title="hi", body="long")
+    sketch = await Repository(Sketch, db).get_by_id(1)
+    assert sketch is not None and sketch.shout == "hi!"
+    assert "body" not in inspect(sketch).dict  # deferred, as the ORM leaves it
+    await Repository(Pair, db).create(a=1, b="x")  # plain, but a load listener
+    LOADED.clear()
+    assert await Repository(Pair, db).get_by_id((1, "x")) is not None
+    assert len(LOADED) == 1
+    assert plain_built == []
+
+
+async def test_plain_instance_behaves_as_the_orms(
+    db: AsyncDatabaseManager, own_tables: None, plain_built: list[Any]
+) -> None:
+    """The same detached state: lazy loads refused alike; re-attached, it lazy-loads,
+    and a change to it is committed."""
+    await Repository(Shelf, db).create(id=1)
+    books = Repository(Book, db)
+    await books.create(id=7, shelf_id=1)
+    mine = await books.get_by_id(7)
+    theirs = await _via_session_get(db, Book, 7)
+    assert plain_built == [mine]
+    assert mine is not None and _values(mine) == _values(theirs)
+    for obj in (mine, theirs):
+        state = inspect(obj)
+        assert state.detached and not state.expired_attributes and not state.modified
+        assert state.key == inspect(theirs).key
+        assert set(state.unloaded) == {"shelf"}
+    with pytest.raises(DetachedInstanceError) as from_orm:
+        _ = theirs.shelf
+    with pytest.raises(DetachedInstanceError) as from_plain:
+        _ = mine.shelf
+    assert str(from_plain.value) == str(from_orm.value).replace(hex(id(theirs)), hex(id(mine)))
+
+    await Repository(Shelf, db).bulk_create([{"id": 2}, {"id": 3}])
+    async with AsyncUnitOfWork(db) as uow:
+        attached = await uow.session.merge(mine, load=False)
+        shelf = await uow.session.run_sync(lambda _: attached.shelf)  # a lazy load
+        assert attached is not mine and shelf.id == 1
+        attached.shelf_id = 2
+    assert (await books.get_by_id(7)).shelf_id == 2  # type: ignore[union-attr]
+    async with AsyncUnitOfWork(db) as uow:
+        uow.session.add(mine)  # the instance itself, re-attached
+        mine.shelf_id = 3
+    assert (await books.get_by_id(7)).shelf_id == 3  # type: ignore[union-attr]
+
+
+async def test_a_session_listener_keeps_the_orm_path(
+    db: AsyncDatabaseManager, plain_built: list[Any]
+) -> None:
+    """Global criteria added by ``do_orm_execute`` (tenancy, say) still apply, and a
+    ``loaded_as_persistent`` listener still sees the load."""
+    items = Repository(Item, db)
+    hidden = await items.create(name="hidden")
+    shown = await items.create(name="shown")
+
+    def only_shown(state: Any) -> None:
+        if state.is_select:
+            state.statement = state.statement.options(
+                with_loader_criteria(Item, Item.name == "shown")
+            )
+
+    seen: list[Any] = []
+
+    def loaded(session: Any, instance: Any) -> None:
+        seen.append(instance)
+
+    event.listen(Session, "do_orm_execute", only_shown)
+    try:
+        assert await items.get_by_id(hidden.id) is None
+        assert await items.get_by_id(shown.id) is not None
+    finally:
+        event.remove(Session, "do_orm_execute", only_shown)
+    event.listen(Session, "loaded_as_persistent", loaded)
+    try:
+        assert await items.get_by_id(shown.id) is not None
+    finally:
+        event.remove(Session, "loaded_as_persistent", loaded)
+    assert len(seen) == 1 and plain_built == []
+    assert await items.get_by_id(hidden.id) is not None  # listeners gone: plain again
+    assert len(plain_built) == 1
+
+
+@pytest.mark.requires("savepoint")
+async def test_reads_of_a_bound_manager_join_its_connection(
+    db: AsyncDatabaseManager, plain_built: list[Any]
+) -> None:
+    """Under ``bind_sessions_to`` a read sees the connection's uncommitted rows."""
+    items = Repository(Item, db)
+    async with db.engine.connect() as conn:
+        await conn.begin()
+        with db.bind_sessions_to(conn):
+            item = await items.create(name="uncommitted")
+            assert (await items.get_by_id(item.id)) is not None
+        await conn.rollback()
+    assert plain_built == []
+    assert await items.get_by_id(item.id) is None
+
+
+async def test_a_broken_connection_is_read_again(postgres_url: str) -> None:
+    """A pooled connection the server ended is replaced and the read repeated once."""
+    from tests.integration.conftest import manager_for
+    from tests.integration.test_manager import _terminate_pool_backends
+
+    db = manager_for(postgres_url, pool_size=1, max_overflow=0, pre_ping=False)
+    async with db:
+        async with db.engine.begin() as conn:
+            await conn.run_sync(lambda c: Item.__table__.create(c, checkfirst=True))
+        try:
+            items = Repository(Item, db)
+            item = await items.create(name="a")
+            await _terminate_pool_backends(db, postgres_url)
+            found = await items.get_by_id(item.id)
+            assert found is not None and found.name == "a"
+        finally:
+            async with db.engine.begin() as conn:
+                await conn.run_sync(lambda c: Item.__table__.drop(c))

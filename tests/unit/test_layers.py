@@ -51,6 +51,8 @@ LAYERS: list[set[str]] = [
         "_stream",
         "_retry",
         "_model_info",
+        # detached instances from Core rows for plainly mapped models (reads _session)
+        "_plain_load",
         "_filters",
         # eager loading (load=) and filters through relationships
         "_loading",

@@ -1,0 +1,161 @@
+"""Standalone list reads of a plain model read Core rows (asyncdb._plain_load):
+``paginate``, ``find_by`` (and ``list``/``find_one_by`` through it), ``paginate_keyset``.
+
+Each must return what the ORM path returns, for every filter form (keyword filters,
+relation filters, ``where=`` conditions), ordering, soft-deleted rows in or out, pages
+past the end; the instances detached as the ORM leaves them; anything the plain path
+cannot do (``load=``, ``annotate=``, a caller's session) still goes through the ORM.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import pytest
+from sqlalchemy import inspect
+
+from asyncdb import AsyncDatabaseManager, AsyncUnitOfWork, Page, Repository
+from asyncdb._aggregates import Count
+from asyncdb._repository_base import _MAX_PAGE_FORMS, _PLAIN_PAGES
+from tests.integration.models import Post
+from tests.integration.test_loading import seed_blog
+from tests.integration.test_repository import counting
+
+
+def _values(items: list[Any]) -> list[dict[str, Any]]:
+    columns = [a.key for a in inspect(Post).column_attrs]
+    return [{c: getattr(p, c) for c in columns} for p in items]
+
+
+def _rows(page: Page[Any]) -> tuple[int, list[dict[str, Any]]]:
+    return page.total, _values(page.items)
+
+
+CASES: list[dict[str, Any]] = [
+    {},
+    {"order_by": "-score"},
+    {"order_by": ["title"], "with_deleted": True},
+    {"page": 2, "page_size": 2, "order_by": "title"},
+    {"page": 9, "page_size": 2},  # past the end: no rows, the total still counted
+    {"writer__username": "jake"},  # through a relationship
+    {"tags__name": "python", "order_by": "-id"},  # through a many-to-many
+    {"score__gte": 3},
+    {"where": Post.score > 2},
+    {"title": "nothing"},  # total 0: the page query is not sent
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[",".join(c) or "none" for c in CASES])
+async def test_same_page_as_the_orm(
+    db: AsyncDatabaseManager, plain_built: list[Any], case: dict[str, Any]
+) -> None:
+    await seed_blog(db)
+    mine = await Repository(Post, db).paginate(**case)
+    assert plain_built == list(mine.items)
+    async with AsyncUnitOfWork(db) as uow:  # a unit's session: the ORM path
+        theirs = await uow.get_repository(Post).paginate(**case)
+        assert _rows(mine) == _rows(theirs)
+    assert (mine.page, mine.page_size) == (theirs.page, theirs.page_size)
+    for post in mine.items:
+        state = inspect(post)
+        assert state.detached and not state.modified and not state.expired_attributes
+        assert {"writer", "tags", "comments", "liked_by"} <= state.unloaded
+
+
+async def test_statements_of_a_plain_page(db: AsyncDatabaseManager, plain_built: list[Any]) -> None:
+    await seed_blog(db)
+    posts = Repository(Post, db)
+    with counting(db) as seen:
+        page = await posts.paginate(page_size=2, order_by="-score")
+        empty = await posts.paginate(title="nothing")
+    assert [p.title for p in page.items] == ["p1", "p2"] and page.total == 3
+    assert empty.total == 0 and empty.items == []
+    assert len(seen) == 3  # count + page, then a count alone
+    assert "count(*)" in seen[0].lower() and "deleted_at IS NULL" in seen[1]
+
+
+async def test_load_and_annotate_keep_the_orm(
+    db: AsyncDatabaseManager, plain_built: list[Any]
+) -> None:
+    await seed_blog(db)
+    posts = Repository(Post, db)
+    loaded = await posts.paginate(load="writer", order_by="title")
+    assert loaded.items[0].writer.username == "jake"
+    counted = await posts.paginate(annotate={"n": Count("comments")}, order_by="title")
+    assert [p.n for p in counted.items] == [2, 1, 0]  # type: ignore[attr-defined]
+    assert plain_built == []
+
+
+async def test_unfiltered_statements_are_built_once_and_bounded(
+    db: AsyncDatabaseManager, plain_built: list[Any]
+) -> None:
+    """Pages without filters reuse their statements (limit and offset are bound); the
+    orderings a caller may send cannot grow that store without bound."""
+    await seed_blog(db)
+    posts = Repository(Post, db)
+    _PLAIN_PAGES.pop(Post, None)
+    first = await posts.paginate(page=1, page_size=2, order_by="-score")
+    second = await posts.paginate(page=2, page_size=2, order_by="-score")
+    assert [p.title for p in first.items + second.items] == ["p1", "p2", "p3"]
+    assert len(_PLAIN_PAGES[Post]) == 1
+    await posts.paginate(order_by="-score", title="p1")  # filtered: not stored
+    assert len(_PLAIN_PAGES[Post]) == 1
+
+    fields = sorted(posts.filterable)
+    orders = [
+        [f"{'-' if d1 else ''}{a}", f"{'-' if d2 else ''}{b}"]
+        for a, b in itertools.permutations(fields, 2)
+        for d1 in (False, True)
+        for d2 in (False, True)
+    ]
+    assert len(orders) > _MAX_PAGE_FORMS
+    async with AsyncUnitOfWork(db) as uow:  # the task's unit: its reads join it
+        orm = uow.get_repository(Post)
+        theirs = [_rows(await orm.paginate(order_by=order, page_size=2)) for order in orders]
+    mine = [_rows(await posts.paginate(order_by=order, page_size=2)) for order in orders]
+    assert mine == theirs
+    assert len(_PLAIN_PAGES[Post]) == _MAX_PAGE_FORMS
+
+
+FIND_CASES: list[dict[str, Any]] = [
+    {},
+    {"order_by": "-score", "limit": 2},
+    {"order_by": "title", "offset": 1, "with_deleted": True},
+    {"tags__name": "python"},
+    {"where": [Post.score > 0], "writer__username": "jake"},
+    {"limit": 0},
+]
+
+
+@pytest.mark.parametrize("case", FIND_CASES, ids=[",".join(c) or "none" for c in FIND_CASES])
+async def test_find_by_same_rows_as_the_orm(
+    db: AsyncDatabaseManager, plain_built: list[Any], case: dict[str, Any]
+) -> None:
+    await seed_blog(db)
+    mine = await Repository(Post, db).find_by(**case)
+    assert plain_built == mine
+    async with AsyncUnitOfWork(db) as uow:
+        theirs = await uow.get_repository(Post).find_by(**case)
+        assert _values(mine) == _values(theirs)
+
+
+@pytest.mark.parametrize("order_by", ["id", "-id", "-score", ["title", "-id"]])
+async def test_keyset_walk_same_as_the_orm(
+    db: AsyncDatabaseManager, plain_built: list[Any], order_by: Any
+) -> None:
+    await seed_blog(db)
+
+    async def walk(repo: Repository[Post]) -> list[tuple[list[int], str | None]]:
+        pages, after = [], None
+        while True:
+            page = await repo.paginate_keyset(after=after, limit=1, order_by=order_by)
+            pages.append(([p.id for p in page.items], page.next_cursor))
+            if not page.has_more:
+                return pages
+            after = page.next_cursor
+
+    mine = await walk(Repository(Post, db))
+    assert len(plain_built) == 2 + 2 + 1 and len(mine) == 3  # limit + 1 rows a page
+    async with AsyncUnitOfWork(db) as uow:
+        assert mine == await walk(uow.get_repository(Post))
