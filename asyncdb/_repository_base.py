@@ -13,7 +13,7 @@ import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from sqlalchemy import Integer, Select, Table, and_, bindparam, func, select
+from sqlalchemy import BigInteger, Select, Table, and_, bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from ._aggregates import Annotate, annotation_columns
@@ -410,8 +410,9 @@ class RepositoryCore(Generic[T]):
             loader.select()
             .where(*conditions)
             .order_by(*build_order(self.model, order))
-            .limit(bindparam(PAGE_LIMIT, type_=Integer))
-            .offset(bindparam(PAGE_OFFSET, type_=Integer))
+            # BigInteger: an offset past 2**31 is an empty page, not a refused value.
+            .limit(bindparam(PAGE_LIMIT, type_=BigInteger))
+            .offset(bindparam(PAGE_OFFSET, type_=BigInteger))
         )
         if keyed:
             built = _PLAIN_PAGES.setdefault(self.model, {})
