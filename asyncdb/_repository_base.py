@@ -71,14 +71,7 @@ R = TypeVar("R")
 DEFAULT_PAGE_SIZE = 50
 #: Per model: ``SELECT model WHERE pk = :pk`` by ``with_deleted`` (see _select_by_id).
 _BY_ID: weakref.WeakKeyDictionary[type[Any], dict[bool, Select[Any]]] = weakref.WeakKeyDictionary()
-#: The same for the Core form (see _plain_by_id): the table's columns, no entity.
-_PLAIN_BY_ID: weakref.WeakKeyDictionary[type[Any], dict[bool, Select[Any]]] = (
-    weakref.WeakKeyDictionary()
-)
-#: Per model: a plain page's count and rows statements, by (with_deleted, ordering).
-_PLAIN_PAGES: weakref.WeakKeyDictionary[
-    type[Any], dict[tuple[bool, tuple[tuple[str, bool], ...]], tuple[Select[Any], Select[Any]]]
-] = weakref.WeakKeyDictionary()
+#: Orderings whose plain page statements one model keeps (callers choose orderings).
 _MAX_PAGE_FORMS = 64
 _PK_PARAM = "asyncdb_pk_{}"
 PAGE_LIMIT = "asyncdb_limit"
@@ -370,13 +363,9 @@ class RepositoryCore(Generic[T]):
         """:meth:`_select_by_id` without a session: one Core statement, the instance
         built from its row (detached, as the ORM path leaves it)."""
         loader, engine = plain
-        built = _PLAIN_BY_ID.get(self.model)
-        if built is None:
-            built = _PLAIN_BY_ID.setdefault(self.model, {})
-        stmt = built.get(with_deleted)
+        stmt = loader.by_id.get(with_deleted)
         if stmt is None:
-            stmt = self._by_id_where(loader.select(), with_deleted)
-            built[with_deleted] = stmt
+            stmt = loader.by_id[with_deleted] = self._by_id_where(loader.select(), with_deleted)
         params = self._pk_params(ident)
 
         async def work(conn: AsyncConnection) -> Any:
@@ -401,9 +390,8 @@ class RepositoryCore(Generic[T]):
         order = parse_order_with_key(self.model, order_by, self._info.pk_names, self.filterable)
         keyed = not filters and where is None
         key = (with_deleted, tuple(order))
-        built = _PLAIN_PAGES.get(self.model) if keyed else None
-        if built is not None and key in built:
-            return built[key]
+        if keyed and key in loader.pages:
+            return loader.pages[key]
         conditions = self._where(filters, with_deleted, where)
         count_stmt = select(func.count()).select_from(self.table).where(*conditions)
         rows_stmt = (
@@ -414,10 +402,8 @@ class RepositoryCore(Generic[T]):
             .limit(bindparam(PAGE_LIMIT, type_=BigInteger))
             .offset(bindparam(PAGE_OFFSET, type_=BigInteger))
         )
-        if keyed:
-            built = _PLAIN_PAGES.setdefault(self.model, {})
-            if len(built) < _MAX_PAGE_FORMS:  # orderings callers choose: bounded
-                built[key] = (count_stmt, rows_stmt)
+        if keyed and len(loader.pages) < _MAX_PAGE_FORMS:
+            loader.pages[key] = (count_stmt, rows_stmt)
         return count_stmt, rows_stmt
 
     def _by_id_where(self, stmt: Select[Any], with_deleted: bool) -> Select[Any]:

@@ -18,7 +18,7 @@ from sqlalchemy import inspect
 from asyncdb import AsyncDatabaseManager, AsyncUnitOfWork, Page, Repository
 from asyncdb._aggregates import Count
 from asyncdb._plain_load import plain_loader
-from asyncdb._repository_base import _MAX_PAGE_FORMS, _PLAIN_PAGES
+from asyncdb._repository_base import _MAX_PAGE_FORMS
 from tests.cases import each_case
 from tests.integration.models import Post
 from tests.integration.test_loading import seed_blog
@@ -103,13 +103,15 @@ async def test_unfiltered_statements_are_built_once_and_bounded(
     orderings a caller may send cannot grow that store without bound."""
     await seed_blog(db)
     posts = Repository(Post, db)
-    _PLAIN_PAGES.pop(Post, None)
+    loader = plain_loader(inspect(Post))
+    assert loader is not None
+    loader.pages.clear()
     first = await posts.paginate(page=1, page_size=2, order_by="-score")
     second = await posts.paginate(page=2, page_size=2, order_by="-score")
     assert [p.title for p in first.items + second.items] == ["p1", "p2", "p3"]
-    assert len(_PLAIN_PAGES[Post]) == 1
+    assert len(loader.pages) == 1
     await posts.paginate(order_by="-score", title="p1")  # filtered: not stored
-    assert len(_PLAIN_PAGES[Post]) == 1
+    assert len(loader.pages) == 1
 
     fields = sorted(posts.filterable)
     orders = [
@@ -119,8 +121,6 @@ async def test_unfiltered_statements_are_built_once_and_bounded(
         for d2 in (False, True)
     ][: _MAX_PAGE_FORMS + 2]
     assert len(orders) == _MAX_PAGE_FORMS + 2
-    loader = plain_loader(inspect(Post))
-    assert loader is not None
     for order in orders:  # what a page would store, without sending each page
         posts._plain_page_statements(loader, {}, False, None, order)
     sample = [orders[0], orders[_MAX_PAGE_FORMS // 2], *orders[-2:]]  # the last two: not kept
@@ -129,7 +129,7 @@ async def test_unfiltered_statements_are_built_once_and_bounded(
         orm = uow.get_repository(Post)
         theirs = [_rows(await orm.paginate(order_by=order, page_size=2)) for order in sample]
     assert mine == theirs
-    assert len(_PLAIN_PAGES[Post]) == _MAX_PAGE_FORMS
+    assert len(loader.pages) == _MAX_PAGE_FORMS
 
 
 FIND_CASES: list[dict[str, Any]] = [

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from sqlalchemy import ForeignKey, Integer, String, event, inspect
+from sqlalchemy import Column, ForeignKey, Integer, String, event, inspect, text
 from sqlalchemy.orm import (
     DeclarativeBase,
     Mapped,
@@ -35,7 +35,6 @@ from asyncdb import (
     ValidationError,
 )
 from asyncdb._plain_load import plain_loader
-from asyncdb._repository_base import _PLAIN_BY_ID
 from tests.integration.models import Account, Color, Counter, Item, Order
 from tests.integration.test_repository import counting
 
@@ -127,10 +126,11 @@ async def test_one_statement_and_soft_delete_in_sql(db: AsyncDatabaseManager) ->
     assert seen[2] == seen[3] and "deleted_at" not in seen[2].split("WHERE")[1]
     # Built once per model and variant, shared by every repository of the model (Item is
     # plain: its Core form, see test_plain_models_skip_the_orm).
-    assert set(_PLAIN_BY_ID[Item]) == {False, True}
+    loader = plain_loader(inspect(Item))
+    assert loader is not None and set(loader.by_id) == {False, True}
     again = Repository(Item, db)
     await again.get_by_id(keep.id)
-    assert len(_PLAIN_BY_ID[Item]) == 2
+    assert len(loader.by_id) == 2
 
 
 async def test_same_instance_as_session_get(db: AsyncDatabaseManager) -> None:
@@ -359,3 +359,35 @@ async def test_a_broken_connection_is_read_again(postgres_url: str) -> None:
         finally:
             async with db.engine.begin() as conn:
                 await conn.run_sync(lambda c: Item.__table__.drop(c))
+
+
+async def test_a_column_mapped_later_is_read(db: AsyncDatabaseManager) -> None:
+    """A mapper that gains a column after its first read gets a new loader and new
+    statements (the old ones would bring rows of the old width)."""
+
+    class Late(DeclarativeBase):
+        pass
+
+    class Grows(Late):
+        __tablename__ = "t_reads_grows"
+        id: Mapped[int] = mapped_column(Integer, primary_key=True)
+        name: Mapped[str] = mapped_column(String(20))
+
+    async with db.engine.begin() as conn:
+        await conn.run_sync(Late.metadata.create_all)
+    try:
+        repo = Repository(Grows, db)
+        await repo.create(id=1, name="a")
+        assert (await repo.get_by_id(1)) is not None
+        assert (await repo.paginate()).total == 1
+        async with db.engine.begin() as conn:
+            await conn.execute(text("ALTER TABLE t_reads_grows ADD COLUMN extra INTEGER"))
+            await conn.execute(text("UPDATE t_reads_grows SET extra = 7"))
+        Grows.extra = Column(Integer)  # type: ignore[attr-defined]
+        found = await Repository(Grows, db).get_by_id(1)
+        page = await Repository(Grows, db).paginate()
+        assert found is not None and found.extra == 7  # type: ignore[attr-defined]
+        assert [g.extra for g in page.items] == [7]  # type: ignore[attr-defined]
+    finally:
+        async with db.engine.begin() as conn:
+            await conn.run_sync(Late.metadata.drop_all)
