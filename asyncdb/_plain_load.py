@@ -68,10 +68,12 @@ class PlainLoader:
     #: A row's primary key as a tuple (the identity key's second).
     pk_of: Callable[[Sequence[Any]], tuple[Any, ...]]
     #: Statements over :attr:`columns` the repository built once (by id, by
-    #: ``with_deleted``; pages, by ``(with_deleted, ordering)``): kept with the loader,
+    #: ``with_deleted``; pages, by ``(with_deleted, ordering)``; keyset pages, by that and
+    #: the cursor's NULL pattern): kept with the loader,
     #: so a mapper that gained a column gets new ones with its new loader.
     by_id: dict[bool, Select[Any]] = dataclasses.field(default_factory=dict)
     pages: dict[Any, tuple[Select[Any], Select[Any]]] = dataclasses.field(default_factory=dict)
+    keysets: dict[Any, Select[Any]] = dataclasses.field(default_factory=dict)
 
     def select(self) -> Select[Any]:
         """``SELECT`` of :attr:`columns` (no FROM but the table's)."""

@@ -489,16 +489,25 @@ class Repository(CountingReads[T], FilterWrites[T], BulkWrites[T]):
         order = parse_order_with_key(self.model, order_by, self._info.pk_names, self.filterable)
         scope = f"{self.table.name}|" + ",".join(("-" if d else "") + f for f, d in order)
         codec = self._cursor_codec()
-        conditions = self._where(filters, with_deleted, where)
+        values = None
         if after is not None:
             values = check_cursor_values(self.model, order, codec.decode(scope, after, len(order)))
-            conditions.append(keyset_after(self.model, order, values))
         plain = None if load is not None or annotate else self._standalone_plain()
-        base = self._select(annotate) if plain is None else plain[0].select()
-        stmt = base.where(*conditions).order_by(*build_order(self.model, order)).limit(limit + 1)
         if plain is not None:  # a plain model: Core rows, no session (_plain_load)
-            rows = await self._plain_rows(plain, stmt)
+            stmt, params = self._plain_keyset_statement(
+                plain[0], filters, with_deleted, where, order, values
+            )
+            rows = await self._plain_rows(plain, stmt, {**params, PAGE_LIMIT: limit + 1})
         else:
+            conditions = self._where(filters, with_deleted, where)
+            if values is not None:
+                conditions.append(keyset_after(self.model, order, values))
+            stmt = (
+                self._select(annotate)
+                .where(*conditions)
+                .order_by(*build_order(self.model, order))
+                .limit(limit + 1)
+            )
             stmt = self._with_load(stmt, load, with_deleted)
             rows = await self._read(lambda session: self._fetch(session, stmt, annotate))
         has_more = len(rows) > limit

@@ -46,6 +46,7 @@ from ._model_info import model_info
 from ._pagination import (
     CursorCodec,
     codec_for_secrets,
+    keyset_after,
 )
 from ._plain_load import PlainLoader, plain_loader
 from ._relation_filters import build_conditions, has_relation_filters
@@ -346,13 +347,16 @@ class RepositoryCore(Generic[T]):
                 raise mapped from exc
 
     async def _plain_rows(
-        self, plain: tuple[PlainLoader, AsyncEngine], stmt: Select[Any]
+        self,
+        plain: tuple[PlainLoader, AsyncEngine],
+        stmt: Select[Any],
+        params: Mapping[str, Any] | None = None,
     ) -> list[T]:
         """The instances of a Core ``stmt`` over the loader's columns (no session)."""
         loader, engine = plain
 
         async def work(conn: AsyncConnection) -> Sequence[Any]:
-            rows: Sequence[Any] = (await conn.execute(stmt)).all()
+            rows: Sequence[Any] = (await conn.execute(stmt, params)).all()
             return rows
 
         return loader.instances(await self._run_plain(engine, work))
@@ -405,6 +409,54 @@ class RepositoryCore(Generic[T]):
         if keyed and len(loader.pages) < _MAX_PAGE_FORMS:
             loader.pages[key] = (count_stmt, rows_stmt)
         return count_stmt, rows_stmt
+
+    def _plain_keyset_statement(
+        self,
+        loader: PlainLoader,
+        filters: Mapping[str, Any],
+        with_deleted: bool,
+        where: Where,
+        order: list[tuple[str, bool]],
+        values: Sequence[Any] | None,
+    ) -> tuple[Select[Any], dict[str, Any]]:
+        """The Core statement of a plain :meth:`paginate_keyset` page and its parameters
+        (the cursor's values bound; the limit bound as ``PAGE_LIMIT``, not given here).
+
+        Its shape depends on the ordering and on which cursor values are NULL, not on
+        the values: without filters it is built once per model, ``with_deleted``,
+        ordering and NULL pattern (at most ``_MAX_PAGE_FORMS`` of them)."""
+        check_flag("with_deleted", with_deleted)
+        params: dict[str, Any] = {}
+        bound: list[Any] | None = None
+        if values is not None:
+            types = self._info.attr_to_column
+            bound = []
+            for i, ((field, _), value) in enumerate(zip(order, values, strict=True)):
+                if value is None:
+                    bound.append(None)  # NULL chooses the condition's shape
+                else:
+                    bound.append(bindparam(f"asyncdb_after_{i}", type_=types[field].type))
+                    params[f"asyncdb_after_{i}"] = value
+        keyed = not filters and where is None
+        key = (
+            with_deleted,
+            tuple(order),
+            None if values is None else tuple(v is None for v in values),
+        )
+        if keyed and key in loader.keysets:
+            return loader.keysets[key], params
+        conditions = self._where(filters, with_deleted, where)
+        if bound is not None:
+            conditions.append(keyset_after(self.model, order, bound))
+        stmt = (
+            loader.select()
+            .where(*conditions)
+            .order_by(*build_order(self.model, order))
+            .limit(bindparam(PAGE_LIMIT, type_=BigInteger))
+        )
+        if keyed and len(loader.keysets) < _MAX_PAGE_FORMS:
+            loader.keysets[key] = stmt
+        return stmt, params
 
     def _by_id_where(self, stmt: Select[Any], with_deleted: bool) -> Select[Any]:
         columns = self._info.pk_columns

@@ -154,22 +154,41 @@ async def test_find_by_same_rows_as_the_orm(
         assert _values(mine) == _values(theirs)
 
 
-@each_case("order_by", ["id", "-id", "-score", ["title", "-id"]])
+KEYSET_CASES: list[tuple[Any, bool]] = [
+    ("id", False),
+    ("-id", False),
+    ("-score", False),
+    (["title", "-id"], False),
+    ("deleted_at", True),  # nullable: cursors with and without a NULL value
+    (["-deleted_at", "score"], True),
+]
+
+
+@each_case("order_by, with_deleted", KEYSET_CASES)
 async def test_keyset_walk_same_as_the_orm(
-    db: AsyncDatabaseManager, blog: None, plain_built: list[Any], order_by: Any
+    db: AsyncDatabaseManager,
+    blog: None,
+    plain_built: list[Any],
+    order_by: Any,
+    with_deleted: bool,
 ) -> None:
     plain_built.clear()
 
     async def walk(repo: Repository[Post]) -> list[tuple[list[int], str | None]]:
         pages, after = [], None
         while True:
-            page = await repo.paginate_keyset(after=after, limit=1, order_by=order_by)
+            page = await repo.paginate_keyset(
+                after=after, limit=1, order_by=order_by, with_deleted=with_deleted
+            )
             pages.append(([p.id for p in page.items], page.next_cursor))
             if not page.has_more:
                 return pages
             after = page.next_cursor
 
     mine = await walk(Repository(Post, db))
-    assert len(plain_built) == 2 + 2 + 1 and len(mine) == 3  # limit + 1 rows a page
+    rows = 4 if with_deleted else 3
+    assert len(mine) == rows and len(plain_built) == 2 * (rows - 1) + 1  # limit + 1 a page
     async with AsyncUnitOfWork(db) as uow:
         assert mine == await walk(uow.get_repository(Post))
+    loader = plain_loader(inspect(Post))
+    assert loader is not None and 0 < len(loader.keysets) <= _MAX_PAGE_FORMS
