@@ -68,6 +68,7 @@ __all__ = ["RepositoryCore"]
 
 T = TypeVar("T")
 R = TypeVar("R")
+S = TypeVar("S")
 
 DEFAULT_PAGE_SIZE = 50
 #: Per model: ``SELECT model WHERE pk = :pk`` by ``with_deleted`` (see _select_by_id).
@@ -321,8 +322,10 @@ class RepositoryCore(Generic[T]):
         (a caller's session or unit, a model the ORM must load, a listener that would
         see the load, replicas, a bound manager)."""
         db = self.db
+        if db is None or self._bound_session() is not None:
+            return None  # checked first: a read inside a unit needs no verdict
         loader = plain_loader(self._info.mapper)
-        if db is None or loader is None or not loader.usable() or self._bound_session():
+        if loader is None or not loader.usable():
             return None
         engine = db.standalone_read_engine()
         return None if engine is None else (loader, engine)
@@ -367,9 +370,12 @@ class RepositoryCore(Generic[T]):
         """:meth:`_select_by_id` without a session: one Core statement, the instance
         built from its row (detached, as the ORM path leaves it)."""
         loader, engine = plain
-        stmt = loader.by_id.get(with_deleted)
-        if stmt is None:
-            stmt = loader.by_id[with_deleted] = self._by_id_where(loader.select(), with_deleted)
+        stmt = self._plain_kept(
+            loader.by_id,
+            with_deleted,
+            True,
+            lambda: self._by_id_where(loader.select(), with_deleted),
+        )
         params = self._pk_params(ident)
 
         async def work(conn: AsyncConnection) -> Any:
@@ -392,23 +398,17 @@ class RepositoryCore(Generic[T]):
         cost a third of a page's Python time."""
         check_flag("with_deleted", with_deleted)  # before the look-up: 1 == True
         order = parse_order_with_key(self.model, order_by, self._info.pk_names, self.filterable)
+
+        def build() -> tuple[Select[Any], Select[Any]]:
+            conditions = self._where(filters, with_deleted, where)
+            count_stmt = select(func.count()).select_from(self.table).where(*conditions)
+            rows_stmt = self._plain_ordered(loader, conditions, order).offset(
+                bindparam(PAGE_OFFSET, type_=BigInteger)
+            )
+            return count_stmt, rows_stmt
+
         keyed = not filters and where is None
-        key = (with_deleted, tuple(order))
-        if keyed and key in loader.pages:
-            return loader.pages[key]
-        conditions = self._where(filters, with_deleted, where)
-        count_stmt = select(func.count()).select_from(self.table).where(*conditions)
-        rows_stmt = (
-            loader.select()
-            .where(*conditions)
-            .order_by(*build_order(self.model, order))
-            # BigInteger: an offset past 2**31 is an empty page, not a refused value.
-            .limit(bindparam(PAGE_LIMIT, type_=BigInteger))
-            .offset(bindparam(PAGE_OFFSET, type_=BigInteger))
-        )
-        if keyed and len(loader.pages) < _MAX_PAGE_FORMS:
-            loader.pages[key] = (count_stmt, rows_stmt)
-        return count_stmt, rows_stmt
+        return self._plain_kept(loader.pages, (with_deleted, tuple(order)), keyed, build)
 
     def _plain_keyset_statement(
         self,
@@ -437,26 +437,43 @@ class RepositoryCore(Generic[T]):
                 else:
                     bound.append(bindparam(f"asyncdb_after_{i}", type_=types[field].type))
                     params[f"asyncdb_after_{i}"] = value
-        keyed = not filters and where is None
         key = (
             with_deleted,
             tuple(order),
             None if values is None else tuple(v is None for v in values),
         )
-        if keyed and key in loader.keysets:
-            return loader.keysets[key], params
-        conditions = self._where(filters, with_deleted, where)
-        if bound is not None:
-            conditions.append(keyset_after(self.model, order, bound))
-        stmt = (
+
+        def build() -> Select[Any]:
+            conditions = self._where(filters, with_deleted, where)
+            if bound is not None:
+                conditions.append(keyset_after(self.model, order, bound))
+            return self._plain_ordered(loader, conditions, order)
+
+        keyed = not filters and where is None
+        return self._plain_kept(loader.keysets, key, keyed, build), params
+
+    def _plain_ordered(
+        self, loader: PlainLoader, conditions: list[Any], order: list[tuple[str, bool]]
+    ) -> Select[Any]:
+        """The loader's columns where ``conditions``, in ``order``, ``PAGE_LIMIT`` rows
+        (BIGINT, as the offset: one past 2**31 is an empty page, not a refused value)."""
+        return (
             loader.select()
             .where(*conditions)
             .order_by(*build_order(self.model, order))
             .limit(bindparam(PAGE_LIMIT, type_=BigInteger))
         )
-        if keyed and len(loader.keysets) < _MAX_PAGE_FORMS:
-            loader.keysets[key] = stmt
-        return stmt, params
+
+    def _plain_kept(self, store: dict[Any, S], key: Any, keyed: bool, build: Callable[[], S]) -> S:
+        """``build()``, kept in ``store`` under ``key`` when ``keyed`` (no filters, so
+        the statement depends on the key alone); at most ``_MAX_PAGE_FORMS`` forms per
+        store, since callers choose orderings."""
+        if keyed and key in store:
+            return store[key]
+        built = build()
+        if keyed and len(store) < _MAX_PAGE_FORMS:
+            store[key] = built
+        return built
 
     def _by_id_where(self, stmt: Select[Any], with_deleted: bool) -> Select[Any]:
         columns = self._info.pk_columns

@@ -471,3 +471,11 @@ def plain_built(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
 
     monkeypatch.setattr(PlainLoader, "instances", counted)
     return built
+
+
+@pytest.fixture
+async def blog(db: AsyncDatabaseManager) -> dict[str, Any]:
+    """The small blog of ``test_loading.seed_blog`` in ``db``: its ids by name."""
+    from tests.integration.test_loading import seed_blog
+
+    return await seed_blog(db)

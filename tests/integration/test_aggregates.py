@@ -16,13 +16,7 @@ from asyncdb import (
 )
 from tests.cases import each_case
 from tests.integration.models import Comment, Item, Post, Writer
-from tests.integration.test_loading import seed_blog
 from tests.integration.test_repository import counting
-
-
-@pytest.fixture
-async def blog(db: AsyncDatabaseManager) -> dict[str, Any]:
-    return await seed_blog(db)
 
 
 def values(rows: list[Any], *names: str) -> list[tuple[Any, ...]]:

@@ -10,13 +10,7 @@ from sqlalchemy import func, or_, select, text
 from asyncdb import AsyncDatabaseManager, Repository, RepositoryCache, ValidationError
 from tests.cases import each_case
 from tests.integration.models import Post, Tag, Writer
-from tests.integration.test_loading import seed_blog
 from tests.integration.test_repository import counting
-
-
-@pytest.fixture
-async def blog(db: AsyncDatabaseManager) -> dict[str, Any]:
-    return await seed_blog(db)
 
 
 async def titles(repo: Repository[Post], **kwargs: Any) -> list[str]:

@@ -52,11 +52,6 @@ def loaded(obj: Any, *names: str) -> bool:
     return not (set(names) & state.unloaded)
 
 
-@pytest.fixture
-async def blog(db: AsyncDatabaseManager) -> dict[str, Any]:
-    return await seed_blog(db)
-
-
 async def test_find_by_loads_every_relationship_kind_in_three_statements(
     db: AsyncDatabaseManager, blog: dict[str, Any]
 ) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-import pytest
 from sqlalchemy import inspect
 
 from asyncdb import AsyncDatabaseManager, AsyncUnitOfWork, Page, Repository
@@ -50,14 +49,9 @@ CASES: list[dict[str, Any]] = [
 ]
 
 
-@pytest.fixture
-async def blog(db: AsyncDatabaseManager) -> None:
-    await seed_blog(db)
-
-
 @each_case("case", CASES)
 async def test_same_page_as_the_orm(
-    db: AsyncDatabaseManager, blog: None, plain_built: list[Any], case: dict[str, Any]
+    db: AsyncDatabaseManager, blog: dict[str, Any], plain_built: list[Any], case: dict[str, Any]
 ) -> None:
     plain_built.clear()
     mine = await Repository(Post, db).paginate(**case)
@@ -144,7 +138,7 @@ FIND_CASES: list[dict[str, Any]] = [
 
 @each_case("case", FIND_CASES)
 async def test_find_by_same_rows_as_the_orm(
-    db: AsyncDatabaseManager, blog: None, plain_built: list[Any], case: dict[str, Any]
+    db: AsyncDatabaseManager, blog: dict[str, Any], plain_built: list[Any], case: dict[str, Any]
 ) -> None:
     plain_built.clear()
     mine = await Repository(Post, db).find_by(**case)
@@ -167,7 +161,7 @@ KEYSET_CASES: list[tuple[Any, bool]] = [
 @each_case("order_by, with_deleted", KEYSET_CASES)
 async def test_keyset_walk_same_as_the_orm(
     db: AsyncDatabaseManager,
-    blog: None,
+    blog: dict[str, Any],
     plain_built: list[Any],
     order_by: Any,
     with_deleted: bool,

@@ -9,13 +9,7 @@ import pytest
 from asyncdb import AsyncDatabaseManager, Repository, RepositoryCache, ValidationError
 from tests.cases import each_case
 from tests.integration.models import Comment, Post, Writer
-from tests.integration.test_loading import seed_blog
 from tests.integration.test_repository import counting
-
-
-@pytest.fixture
-async def blog(db: AsyncDatabaseManager) -> dict[str, Any]:
-    return await seed_blog(db)
 
 
 async def titles(repo: Repository[Post], **filters: Any) -> list[str]:

@@ -25,13 +25,7 @@ from asyncdb import (
 )
 from tests.cases import each_case
 from tests.integration.models import Account, Comment, Item, Post, Reader, Writer
-from tests.integration.test_loading import seed_blog
 from tests.integration.test_repository import counting
-
-
-@pytest.fixture
-async def blog(db: AsyncDatabaseManager) -> dict[str, Any]:
-    return await seed_blog(db)
 
 
 async def snapshot(db: AsyncDatabaseManager) -> list[tuple[Any, ...]]:
