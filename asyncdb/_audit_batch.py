@@ -1,6 +1,6 @@
 """Audit rows in as few statements as the chain allows.
 
-Two pieces the audit writers share:
+What the audit writers share:
 
 * :func:`field_texts` / :func:`content_text`: the canonical JSON of a row's
   :data:`~asyncdb._audit_chain.CHAIN_FIELDS`, built from one canonical text per field.
@@ -9,6 +9,12 @@ Two pieces the audit writers share:
   and serves both the content digest and the parameter the row is stored from. The
   result is byte for byte :func:`~asyncdb._audit_chain.canonical_json` of the row's
   fields (a unit test holds the two together).
+* :func:`insert_batch_sqlite`: on SQLite, a batch of :data:`SQLITE_BATCH_MIN` rows or
+  more is linked here (the chains' heads from one query) and goes as one executemany
+  of tuples, each JSON field as its canonical text: neither SQLAlchemy's per-row
+  parameter machinery nor a JSON encoder runs again per row. SQLite has one writer, and
+  the data change before the audit rows holds the write lock, so no head can move
+  between the query and the INSERT.
 * :func:`insert_batch_pg`: one INSERT per batch on PostgreSQL. The rows travel as one
   array per column (``unnest``), each row's chain head is an index probe in a LATERAL
   subquery, and the server computes ``row_hash`` from the content digest computed here
@@ -26,15 +32,17 @@ from typing import Any
 
 from sqlalchemy import Connection, text
 
-from ._audit_chain import CHAIN_FIELDS, canonical_json, chain_key
-from ._audit_model import AUDIT_TABLE
+from ._audit_chain import CHAIN_FIELDS, canonical_json, chain_key, link_rows
+from ._audit_model import AUDIT_TABLE, AuditLog
 
 __all__ = [
     "JSON_FIELDS",
+    "SQLITE_BATCH_MIN",
     "content_hash",
     "content_text",
     "field_texts",
     "insert_batch_pg",
+    "insert_batch_sqlite",
     "waves",
 ]
 
@@ -148,3 +156,41 @@ def insert_batch_pg(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
                 columns[name].append(None if row.get(name) is None else texts[name])
             columns["content_hash"].append(content_hash(texts))
         conn.execute(_PG_BATCH, columns)
+
+
+#: From this many rows, an audit batch on SQLite reads its chains' heads in one query
+#: and sends plain INSERTs: about 10% faster at 16 rows, 20% at 64 (the self-linking
+#: ``INSERT ... SELECT`` costs SQLite 2x a plain INSERT per row), while one or a few rows
+#: are faster in the single trip of the self-linking form.
+SQLITE_BATCH_MIN = 8
+
+_LINKED_FIELDS = (*CHAIN_FIELDS, "chain_seq", "prev_hash", "row_hash")
+_SQLITE_BATCH = (
+    f"INSERT INTO {AUDIT_TABLE} ({', '.join(_LINKED_FIELDS)}) "
+    f"VALUES ({', '.join('?' for _ in _LINKED_FIELDS)})"
+)
+
+
+def insert_batch_sqlite(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+    """INSERT ``rows`` into the audit log on SQLite, each linked into its chain (in
+    place, as ``_audit_chain.link_rows`` does): one head query per 500 entities, then
+    one executemany of tuples. A JSON field is stored as the canonical text its digest
+    covers (SQL NULL for None, as the column's ``none_as_null`` would)."""
+    texts = [field_texts(row) for row in rows]
+    link_rows(conn, rows, [content_hash(t) for t in texts])
+    dialect = conn.dialect
+    moment = AuditLog.__table__.c.occurred_at.type
+    to_moment = moment.dialect_impl(dialect).bind_processor(dialect)
+    assert to_moment is not None  # UTCDateTime: naive UTC text on SQLite
+    records = [
+        tuple(
+            (None if row.get(name) is None else text_of[name])
+            if name in JSON_FIELDS
+            else to_moment(row[name])
+            if name == "occurred_at"
+            else row.get(name)
+            for name in _LINKED_FIELDS
+        )
+        for row, text_of in zip(rows, texts, strict=True)
+    ]
+    conn.exec_driver_sql(_SQLITE_BATCH, records)

@@ -23,6 +23,7 @@ that records, per chain, the last removed ``chain_seq`` and its ``row_hash``.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import json
 from collections import defaultdict
@@ -44,7 +45,7 @@ from sqlalchemy import (
     text,
     true,
 )
-from sqlalchemy.orm import aliased
+from sqlalchemy.sql.elements import TextClause
 
 from ._audit_model import AUDIT_TABLE, AuditAction, AuditLog
 from ._models import utcnow
@@ -80,7 +81,7 @@ CHAIN_FIELDS = (
 )
 #: entity id of the chain that holds retention checkpoints (table: the audit table itself)
 CHECKPOINT_ENTITY = "checkpoint"
-_HEAD_BATCH = 500
+_HEAD_BATCH = 512
 
 
 def _plain(value: Any) -> Any:
@@ -137,37 +138,47 @@ def chain_key(table_name: str, entity_id: str | None) -> tuple[str, str | None]:
     return (table_name, entity_id)
 
 
+@functools.lru_cache(maxsize=16)
+def _heads_query(count: int) -> TextClause:
+    """The newest link of each of ``count`` chains of one table: one probe of the chain
+    index per entity (newest ``chain_seq`` first), however long its chain."""
+    wanted = ", ".join(f"(:e{i})" for i in range(count))
+    return text(
+        f"WITH wanted(entity_id) AS (VALUES {wanted}) "
+        f"SELECT head.entity_id, head.chain_seq, head.row_hash "
+        f"FROM wanted JOIN {AUDIT_TABLE} head ON head.id = ("
+        f"SELECT newest.id FROM {AUDIT_TABLE} newest "
+        f"WHERE newest.table_name = :table_name AND newest.entity_id = wanted.entity_id "
+        f"AND newest.chain_seq IS NOT NULL ORDER BY newest.chain_seq DESC LIMIT 1)"
+    )
+
+
 def _heads(
     conn: Connection, table_name: str, entity_ids: Sequence[str]
 ) -> dict[str, tuple[int, str | None]]:
-    """The newest ``(chain_seq, row_hash)`` of each entity's chain that exists."""
-    audit: Table = AuditLog.__table__  # type: ignore[assignment]
-    newer = aliased(AuditLog)
+    """The newest ``(chain_seq, row_hash)`` of each entity's chain that exists: one
+    query per 512 entities (the statement's size rounded up to a power of two, so a
+    few shapes serve every batch)."""
     heads: dict[str, tuple[int, str | None]] = {}
     for start in range(0, len(entity_ids), _HEAD_BATCH):
-        chunk = entity_ids[start : start + _HEAD_BATCH]
-        last = (
-            select(func.max(newer.chain_seq))
-            .where(newer.table_name == audit.c.table_name, newer.entity_id == audit.c.entity_id)
-            .scalar_subquery()
-        )
-        stmt = select(audit.c.entity_id, audit.c.chain_seq, audit.c.row_hash).where(
-            and_(
-                audit.c.table_name == table_name,
-                audit.c.entity_id.in_(chunk),
-                audit.c.chain_seq == last,
-            )
-        )
-        for entity_id, seq, row_hash in conn.execute(stmt):
+        chunk = list(entity_ids[start : start + _HEAD_BATCH])
+        size = 1 << (len(chunk) - 1).bit_length()
+        padded = chunk + [chunk[0]] * (size - len(chunk))
+        params: dict[str, Any] = {f"e{i}": e for i, e in enumerate(padded)}
+        params["table_name"] = table_name
+        for entity_id, seq, row_hash in conn.execute(_heads_query(size), params):
             heads[entity_id] = (int(seq), row_hash)
     return heads
 
 
-def link_rows(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+def link_rows(
+    conn: Connection, rows: Sequence[dict[str, Any]], contents: Sequence[str] | None = None
+) -> None:
     """Fill ``chain_seq``, ``prev_hash`` and ``row_hash`` of ``rows`` (in place), in order.
 
-    One query per table finds the chains' heads; several rows of one entity in ``rows``
-    follow each other in the order given.
+    One query per table (and 512 entities) finds the chains' heads; several rows of one
+    entity in ``rows`` follow each other in the order given. ``contents``: each row's
+    :func:`content_digest`, when the caller has computed it already.
     """
     wanted: dict[str, set[str]] = defaultdict(set)
     for row in rows:
@@ -190,12 +201,13 @@ def link_rows(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
             found = conn.execute(stmt).first()
             if found is not None:
                 heads[(table_name, None)] = (int(found[0] or 0), found[1])
-    for row in rows:
+    for index, row in enumerate(rows):
         key = chain_key(row["table_name"], row["entity_id"])
         seq, prev = heads.get(key, (0, None))
+        content = content_digest(row) if contents is None else contents[index]
         row["chain_seq"] = seq + 1
         row["prev_hash"] = prev
-        row["row_hash"] = row_digest(row)
+        row["row_hash"] = link_digest(prev, seq + 1, content)
         heads[key] = (seq + 1, row["row_hash"])
 
 

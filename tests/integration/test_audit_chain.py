@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import itertools
+from collections.abc import Callable
+from types import MappingProxyType
 from typing import Any
 
 import pytest
@@ -75,6 +77,87 @@ async def test_every_write_path_extends_the_entitys_chain(db: AsyncDatabaseManag
     assert report.ok, report.broken
     assert (report.rows, report.chains, report.unchained) == (12, 6, 0)
     assert (await verify_audit_chain(db, table_name="t_item", entity_id=item.id)).rows == 7
+
+
+async def test_a_batch_links_every_entity_to_its_newest_row(db: AsyncDatabaseManager) -> None:
+    """A bulk write's audit rows each extend their own chain at its newest link, past
+    the head query's 512 entities per statement (and its padded last part)."""
+    items = Repository(Item, db)
+    count = 600
+    with audit_context(user_id="u1"):
+        await items.bulk_create([{"name": f"n{i}", "qty": i} for i in range(count)])
+        ids = sorted(item.id for item in await items.get_all(limit=count))
+        for qty in (-1, -2):
+            await items.bulk_update([{"id": ident, "qty": qty} for ident in ids])
+        await items.bulk_delete(ids[:5])
+    for ident in (ids[0], ids[511], ids[512], ids[-1]):
+        chain = await chain_of(db, "t_item", ident)
+        expected = 4 if ident in ids[:5] else 3
+        assert [row.chain_seq for row in chain] == list(range(1, expected + 1)), ident
+        assert [row.prev_hash for row in chain] == [None] + [row.row_hash for row in chain[:-1]]
+        assert chain[-1].new_values is not None or chain[-1].old_values is not None
+    assert (await chain_of(db, "t_item", ids[-1]))[-1].new_values == {"qty": -2}
+    report = await verify_audit_chain(db)
+    assert report.ok, report.broken
+    assert report.rows == count * 3 + 5
+
+
+async def test_a_batch_writes_the_rows_that_one_row_at_a_time_writes(
+    db: AsyncDatabaseManager,
+) -> None:
+    """However the audit writer sends a batch (on SQLite: linked in one query from 8
+    rows, each row linking itself below that), the stored rows are the same, field by
+    field: chains continued at their heads, two rows of one entity in order, JSON
+    values as given."""
+    ctx = AuditContext(user_id="ü", correlation_id="c-1", extra=MappingProxyType({"k": [1]}))
+    moment = utcnow()
+
+    def made() -> list[dict[str, Any]]:
+        rows = [
+            audit_row(
+                Item,
+                AuditAction.UPDATE,
+                str(i % 9),
+                ctx,
+                old={"name": f"é{i}", "tags": {"b": 1, "a": [None, 1.5]}},
+                new={"name": '"q"\n', "qty": i},
+                changed=["qty", "name"],
+            )
+            for i in range(12)  # entities 0..8; 0, 1 and 2 twice
+        ]
+        for row in rows:
+            row["occurred_at"] = moment
+        return rows
+
+    async with db.session() as session:  # entity 0 has a chain already
+        await session.run_sync(write_audit_rows, made()[:1])
+        await session.commit()
+
+    async def stored(write: Callable[[Any, list[dict[str, Any]]], None]) -> list[tuple[Any, ...]]:
+        async with db.session() as session:
+            await session.run_sync(write, made())
+            found = await session.execute(
+                select(*(AuditLog.__table__.c[name] for name in COLUMNS)).order_by(
+                    AuditLog.entity_id, AuditLog.chain_seq
+                )
+            )
+            rows = [tuple(row) for row in found]
+            await session.rollback()
+        return rows
+
+    def one_at_a_time(session: Any, rows: list[dict[str, Any]]) -> None:
+        for row in rows:
+            write_audit_rows(session, [row])
+
+    batch, single = await stored(write_audit_rows), await stored(one_at_a_time)
+    assert batch == single
+    assert len(batch) == 13
+    first = [row for row in batch if row[COLUMNS.index("entity_id")] == "0"]
+    assert [row[COLUMNS.index("chain_seq")] for row in first] == [1, 2, 3]
+    assert first[2][COLUMNS.index("old_values")] == {
+        "name": "é9",
+        "tags": {"a": [None, 1.5], "b": 1},
+    }
 
 
 async def test_a_changed_value_is_caught_at_its_row(db: AsyncDatabaseManager) -> None:
