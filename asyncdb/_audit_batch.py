@@ -13,8 +13,9 @@ What the audit writers share:
   more is linked here (the chains' heads from one query) and goes as one executemany
   of tuples, each JSON field as its canonical text: neither SQLAlchemy's per-row
   parameter machinery nor a JSON encoder runs again per row. SQLite has one writer, and
-  the data change before the audit rows holds the write lock, so no head can move
-  between the query and the INSERT.
+  asyncdb's write transactions hold its lock from their ``BEGIN IMMEDIATE``, so no head
+  can move between the query and the INSERT (and the unique chain index would refuse a
+  fork).
 * :func:`insert_batch_pg`: one INSERT per batch on PostgreSQL. The rows travel as one
   array per column (``unnest``), each row's chain head is an index probe in a LATERAL
   subquery, and the server computes ``row_hash`` from the content digest computed here
