@@ -174,7 +174,7 @@ _SQLITE_BATCH = (
 
 def insert_batch_sqlite(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
     """INSERT ``rows`` into the audit log on SQLite, each linked into its chain (in
-    place, as ``_audit_chain.link_rows`` does): one head query per 500 entities, then
+    place, as ``_audit_chain.link_rows`` does): one head query per 512 entities, then
     one executemany of tuples. A JSON field is stored as the canonical text its digest
     covers (SQL NULL for None, as the column's ``none_as_null`` would)."""
     texts = [field_texts(row) for row in rows]

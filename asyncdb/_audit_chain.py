@@ -27,7 +27,7 @@ import functools
 import hashlib
 import json
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import (
@@ -153,20 +153,45 @@ def _heads_query(count: int) -> TextClause:
     )
 
 
+def _heads_probing(conn: Connection, table_name: str, chunk: list[str]) -> Iterable[Sequence[Any]]:
+    """:func:`_heads_query` for ``chunk``, its size rounded up to a power of two (so a
+    few statement shapes serve every batch)."""
+    size = 1 << (len(chunk) - 1).bit_length()
+    padded = chunk + [chunk[0]] * (size - len(chunk))
+    params: dict[str, Any] = {f"e{i}": e for i, e in enumerate(padded)}
+    params["table_name"] = table_name
+    return conn.execute(_heads_query(size), params)
+
+
+def _heads_scanning(conn: Connection, table_name: str, chunk: list[str]) -> Iterable[Sequence[Any]]:
+    """The same heads without a ``VALUES`` table, which MySQL writes ``VALUES ROW(...)``:
+    every link of each chain is visited (time grows with the chains' length)."""
+    audit: Table = AuditLog.__table__  # type: ignore[assignment]
+    newer = audit.alias("newer")
+    last = (
+        select(func.max(newer.c.chain_seq))
+        .where(newer.c.table_name == audit.c.table_name, newer.c.entity_id == audit.c.entity_id)
+        .scalar_subquery()
+    )
+    stmt = select(audit.c.entity_id, audit.c.chain_seq, audit.c.row_hash).where(
+        audit.c.table_name == table_name, audit.c.entity_id.in_(chunk), audit.c.chain_seq == last
+    )
+    return conn.execute(stmt)
+
+
 def _heads(
     conn: Connection, table_name: str, entity_ids: Sequence[str]
 ) -> dict[str, tuple[int, str | None]]:
     """The newest ``(chain_seq, row_hash)`` of each entity's chain that exists: one
-    query per 512 entities (the statement's size rounded up to a power of two, so a
-    few shapes serve every batch)."""
+    query per 512 entities."""
+    dialect = conn.dialect
+    mysql = dialect.name == "mysql" and not getattr(dialect, "is_mariadb", False)
+    query = _heads_scanning if mysql else _heads_probing
     heads: dict[str, tuple[int, str | None]] = {}
     for start in range(0, len(entity_ids), _HEAD_BATCH):
-        chunk = list(entity_ids[start : start + _HEAD_BATCH])
-        size = 1 << (len(chunk) - 1).bit_length()
-        padded = chunk + [chunk[0]] * (size - len(chunk))
-        params: dict[str, Any] = {f"e{i}": e for i, e in enumerate(padded)}
-        params["table_name"] = table_name
-        for entity_id, seq, row_hash in conn.execute(_heads_query(size), params):
+        for entity_id, seq, row_hash in query(
+            conn, table_name, list(entity_ids[start : start + _HEAD_BATCH])
+        ):
             heads[entity_id] = (int(seq), row_hash)
     return heads
 

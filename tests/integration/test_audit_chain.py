@@ -11,7 +11,7 @@ from types import MappingProxyType
 from typing import Any
 
 import pytest
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 
 from asyncdb import (
     AsyncDatabaseManager,
@@ -24,6 +24,7 @@ from asyncdb import (
     verify_audit_chain,
 )
 from asyncdb._audit import TRUNCATED_MARKER, audit_row, write_audit_rows
+from asyncdb._audit_chain import _heads_probing, _heads_scanning
 from asyncdb._context import AuditContext
 from tests.integration.models import Account, Item
 
@@ -90,13 +91,24 @@ async def test_a_batch_links_every_entity_to_its_newest_row(db: AsyncDatabaseMan
         for qty in (-1, -2):
             await items.bulk_update([{"id": ident, "qty": qty} for ident in ids])
         await items.bulk_delete(ids[:5])
-    for ident in (ids[0], ids[511], ids[512], ids[-1]):
-        chain = await chain_of(db, "t_item", ident)
+    async with db.session() as session:
+        logged = (
+            await session.scalars(
+                select(AuditLog)
+                .where(AuditLog.table_name == "t_item")
+                .order_by(AuditLog.entity_id, AuditLog.chain_seq)
+            )
+        ).all()
+    chains = {
+        entity: list(rows) for entity, rows in itertools.groupby(logged, lambda r: r.entity_id)
+    }
+    assert sorted(chains) == sorted(str(ident) for ident in ids)
+    for ident in ids:
+        chain = chains[str(ident)]
         expected = 4 if ident in ids[:5] else 3
         assert [row.chain_seq for row in chain] == list(range(1, expected + 1)), ident
         assert [row.prev_hash for row in chain] == [None] + [row.row_hash for row in chain[:-1]]
-        assert chain[-1].new_values is not None or chain[-1].old_values is not None
-    assert (await chain_of(db, "t_item", ids[-1]))[-1].new_values == {"qty": -2}
+    assert chains[str(ids[-1])][-1].new_values == {"qty": -2}
     report = await verify_audit_chain(db)
     assert report.ok, report.broken
     assert report.rows == count * 3 + 5
@@ -125,13 +137,16 @@ async def test_a_batch_writes_the_rows_that_one_row_at_a_time_writes(
             )
             for i in range(12)  # entities 0..8; 0, 1 and 2 twice
         ]
+        for row in rows[::4]:
+            row["old_values"] = None  # stored as SQL NULL, not the JSON null
         for row in rows:
             row["occurred_at"] = moment
         return rows
 
-    async with db.session() as session:  # entity 0 has a chain already
-        await session.run_sync(write_audit_rows, made()[:1])
-        await session.commit()
+    for _ in range(2):  # entity 0 has a chain of two links already
+        async with db.session() as session:
+            await session.run_sync(write_audit_rows, made()[:1])
+            await session.commit()
 
     async def stored(write: Callable[[Any, list[dict[str, Any]]], None]) -> list[tuple[Any, ...]]:
         async with db.session() as session:
@@ -142,6 +157,8 @@ async def test_a_batch_writes_the_rows_that_one_row_at_a_time_writes(
                 )
             )
             rows = [tuple(row) for row in found]
+            nulls = await session.scalar(select(func.count()).where(AuditLog.old_values.is_(None)))
+            assert nulls == 3 + 2, "a None JSON value must be stored as SQL NULL"
             await session.rollback()
         return rows
 
@@ -151,13 +168,40 @@ async def test_a_batch_writes_the_rows_that_one_row_at_a_time_writes(
 
     batch, single = await stored(write_audit_rows), await stored(one_at_a_time)
     assert batch == single
-    assert len(batch) == 13
+    assert len(batch) == 14
     first = [row for row in batch if row[COLUMNS.index("entity_id")] == "0"]
-    assert [row[COLUMNS.index("chain_seq")] for row in first] == [1, 2, 3]
-    assert first[2][COLUMNS.index("old_values")] == {
+    assert [row[COLUMNS.index("chain_seq")] for row in first] == [1, 2, 3, 4]
+    assert first[3][COLUMNS.index("old_values")] == {
         "name": "é9",
         "tags": {"a": [None, 1.5], "b": 1},
     }
+
+
+async def test_both_head_queries_find_the_newest_link(db: AsyncDatabaseManager) -> None:
+    """The probing query (a ``VALUES`` table, padded) and the scanning one (kept for
+    MySQL, which writes ``VALUES ROW(...)``) find the same heads: entities with several
+    links, one link, none, and an id that looks like a number."""
+    ctx = AuditContext(user_id="u1")
+    rows = [
+        audit_row(Item, AuditAction.UPDATE, entity, ctx, new={"qty": n}, changed=["qty"])
+        for entity, links in (("1", 3), ("2", 1), ("007", 2))
+        for n in range(links)
+    ]
+    async with db.session() as session:
+        await session.run_sync(write_audit_rows, rows)
+        await session.commit()
+    wanted = ["1", "2", "007", "7", "missing"]
+    async with db.session() as session:
+        found = {}
+        for name, query in (("probing", _heads_probing), ("scanning", _heads_scanning)):
+            result = await session.run_sync(
+                lambda s, q=query: [tuple(r) for r in q(s.connection(), "t_item", wanted)]
+            )
+            found[name] = {entity: (seq, digest) for entity, seq, digest in result}
+    chains = {e: await chain_of(db, "t_item", e) for e in ("1", "2", "007")}
+    expected = {e: (chain[-1].chain_seq, chain[-1].row_hash) for e, chain in chains.items()}
+    assert found["probing"] == found["scanning"] == expected
+    assert {e: seq for e, (seq, _) in expected.items()} == {"1": 3, "2": 1, "007": 2}
 
 
 async def test_a_changed_value_is_caught_at_its_row(db: AsyncDatabaseManager) -> None:
