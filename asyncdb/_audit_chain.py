@@ -28,6 +28,7 @@ import hashlib
 import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
+from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
 from typing import Any
 
 from sqlalchemy import (
@@ -96,6 +97,14 @@ def _plain(value: Any) -> Any:
 _ENCODER = json.JSONEncoder(
     sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_plain
 )
+# The C encoder ``_ENCODER.encode`` builds on every call, built once (the arguments are
+# ``JSONEncoder.iterencode``'s; no circular-reference markers: audit values are
+# ``json_safe`` copies, or JSON read back). Absent without the C accelerator.
+_C_ENCODE = (
+    None
+    if c_make_encoder is None
+    else c_make_encoder(None, _plain, encode_basestring, None, ":", ",", True, False, True)
+)
 
 
 def canonical_json(value: Any) -> str:
@@ -104,9 +113,15 @@ def canonical_json(value: Any) -> str:
     Datetimes are written as naive UTC ISO 8601 with microseconds. The values the audit
     log stores went through ``json_safe``, which also keeps numbers in a form every
     backend's JSON type gives back unchanged, so a row hashes the same before it is
-    written and after it is read back.
+    written and after it is read back. The text is ``json.dumps(value, sort_keys=True,
+    separators=(",", ":"), ensure_ascii=False, default=...)``'s, computed without
+    building an encoder per call.
     """
-    return _ENCODER.encode(value)
+    if type(value) is str:
+        return encode_basestring(value)
+    if _C_ENCODE is None:
+        return _ENCODER.encode(value)
+    return "".join(_C_ENCODE(value, 0))
 
 
 def content_digest(row: Mapping[str, Any]) -> str:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
+import decimal
+import json
+import math
 from typing import Any
 
 import pytest
 
 from asyncdb._audit_batch import content_hash, content_text, field_texts, waves
-from asyncdb._audit_chain import CHAIN_FIELDS, canonical_json, content_digest
+from asyncdb._audit_chain import CHAIN_FIELDS, _plain, canonical_json, content_digest
 
 ROWS: list[dict[str, Any]] = [
     {name: None for name in CHAIN_FIELDS},
@@ -41,6 +44,26 @@ def test_content_is_the_chains_canonical_json(row: dict[str, Any]) -> None:
     texts = field_texts(row)
     assert content_text(texts) == canonical_json({n: row.get(n) for n in CHAIN_FIELDS})
     assert content_hash(texts) == content_digest(row)
+
+
+VALUES: list[Any] = [
+    *(value for row in ROWS for value in row.values()),
+    "plain",
+    {"nan": math.nan, "inf": math.inf, "neg": -math.inf, "d": decimal.Decimal("1E-8")},
+    [dt.date(2024, 2, 29), dt.datetime(2024, 1, 1, 0, 0, 0, 5), {"k": [[], {}]}],
+    12345678901234567890,
+    -0.0,
+    True,
+    None,
+]
+
+
+@pytest.mark.parametrize("value", VALUES)
+def test_canonical_json_is_json_dumps_with_the_chains_settings(value: Any) -> None:
+    expected = json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_plain
+    )
+    assert canonical_json(value) == expected
 
 
 def test_waves_keep_each_chain_once_and_in_order() -> None:
