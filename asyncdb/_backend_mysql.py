@@ -11,7 +11,10 @@
   a snapshot taken at the first read): a unit then sees what others committed before each
   statement, the row cache may serve its reads, and a read-modify-write relies on
   ``SELECT ... FOR UPDATE`` as on PostgreSQL. ``isolation_level=`` on a unit or
-  ``run_tx`` picks another level; ``AUTOCOMMIT`` serves one-statement reads.
+  ``run_tx`` picks another level. A standalone repository call (and
+  ``autocommit_session()``) runs in a short transaction of its own rather than in
+  AUTOCOMMIT: the driver switches autocommit with a statement, three round trips more
+  per call (``_engine.option_engines``).
 * Text is ``utf8mb4`` so that any Unicode string round-trips.
 * A primary key is created without its name: MariaDB/MySQL call every primary key
   ``PRIMARY`` and warn about any other name.

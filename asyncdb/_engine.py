@@ -82,7 +82,14 @@ def option_engines(
     Behind pgbouncer in transaction mode there is no autocommit: asyncpg prepares a
     statement and executes it in two exchanges, which pgbouncer may send to two server
     connections unless a transaction pins one; ``autocommit`` is then a plain engine.
+    On MariaDB/MySQL too: the driver switches autocommit with a statement, so a checkout
+    in AUTOCOMMIT costs ``SET AUTOCOMMIT = 1`` and, on return, ``SET AUTOCOMMIT = 0``, the
+    isolation level set again and a ``COMMIT`` (seven round trips for a one-row create,
+    against three for the statement in an implicit READ COMMITTED transaction).
     """
+    if backend == "mysql":
+        read_only = engine.execution_options(**{READ_ONLY_OPTION: True})
+        return {"autocommit": engine, "read_only": read_only}
     if pgbouncer:
         read_only = engine.execution_options(**{READ_ONLY_OPTION: True}, postgresql_readonly=True)
         return {"autocommit": engine, "read_only": read_only}
@@ -90,9 +97,6 @@ def option_engines(
         # DuckDB has no per-connection autocommit switch; its one-statement transaction
         # is as short.
         autocommit = engine.execution_options(**{AUTOCOMMIT_OPTION: True})
-        read_only = engine.execution_options(**{READ_ONLY_OPTION: True})
-    elif backend == "mysql":
-        autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
         read_only = engine.execution_options(**{READ_ONLY_OPTION: True})
     else:
         autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")

@@ -85,6 +85,32 @@ async def test_duckdb_file_concurrent_read_modify_write_increments_end_at_20(
     assert len(attempts) > CONCURRENT, "no write-write conflict happened; the test proved nothing"
 
 
+async def test_mariadb_standalone_calls_do_not_switch_autocommit(mysql_url: str) -> None:
+    """A standalone create, get, update and delete run in a short READ COMMITTED
+    transaction of their own: no ``SET AUTOCOMMIT`` on checkout and back on return (the
+    driver switches with a statement, three round trips more per call), and each
+    change is committed."""
+    async with manager_for(mysql_url, pool_size=1, max_overflow=0) as db:
+        await reset_schema(db)
+        items = Repository(Item, db)
+
+        async def set_statements() -> int:
+            async with db.engine.connect() as conn:  # the pool's one connection
+                found = await conn.execute(text("SHOW SESSION STATUS LIKE 'Com_set_option'"))
+                return int(found.one()[1])
+
+        before = await set_statements()
+        item = await items.create(name="a")
+        assert (await items.get_by_id(item.id)) is not None
+        await items.update(item.id, name="b")
+        assert await set_statements() == before
+        async with manager_for(mysql_url) as other:  # committed, seen from elsewhere
+            assert (await Repository(Item, other).get(item.id)).name == "b"
+        await items.delete(item.id, soft=False)
+        async with manager_for(mysql_url) as other:
+            assert await Repository(Item, other).get_by_id(item.id) is None
+
+
 async def test_mariadb_duplicate_key_names_the_key_and_hides_the_value(
     maria: AsyncDatabaseManager,
 ) -> None:
