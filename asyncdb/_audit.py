@@ -29,7 +29,7 @@ from sqlalchemy import Table, event, inspect, select
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.base import NO_VALUE
 
-from ._audit_batch import SQLITE_BATCH_MIN, insert_batch_pg, insert_batch_sqlite
+from ._audit_batch import SQLITE_BATCH_MIN, insert_batch_pg, insert_batch_tuples
 from ._audit_chain import insert_linked, prune_batch
 from ._audit_model import AuditAction, AuditLog
 from ._context import EMPTY_CONTEXT, ActingUnit, AuditContext, get_audit_context
@@ -205,9 +205,10 @@ def write_audit_rows(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     """INSERT ``rows`` into the audit log on the session's connection, in batches.
 
     Each row is linked into its entity's hash chain (see ``_audit_chain``). A batch is
-    one statement on PostgreSQL (``_audit_batch``), one executemany elsewhere: on SQLite
-    of plain INSERTs after one head query when it holds :data:`SQLITE_BATCH_MIN` rows or
-    more, else of INSERTs that link themselves (one trip to the driver's thread).
+    one statement on PostgreSQL (``_audit_batch``), one executemany elsewhere: of plain
+    INSERTs after one head query on MariaDB/MySQL, and on SQLite when it holds
+    :data:`SQLITE_BATCH_MIN` rows or more, else of INSERTs that link themselves (one
+    trip to the driver's thread).
     """
     if not rows:
         return
@@ -217,8 +218,8 @@ def write_audit_rows(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     for start in range(0, len(rows), AUDIT_BATCH):
         if batched:
             insert_batch_pg(conn, rows[start : start + AUDIT_BATCH])
-        elif dialect == "sqlite" and len(rows) - start >= SQLITE_BATCH_MIN:
-            insert_batch_sqlite(conn, rows[start : start + AUDIT_BATCH])
+        elif dialect == "mysql" or (dialect == "sqlite" and len(rows) - start >= SQLITE_BATCH_MIN):
+            insert_batch_tuples(conn, rows[start : start + AUDIT_BATCH])
         else:
             insert_linked(conn, rows[start : start + AUDIT_BATCH])
 

@@ -9,13 +9,14 @@ What the audit writers share:
   and serves both the content digest and the parameter the row is stored from. The
   result is byte for byte :func:`~asyncdb._audit_chain.canonical_json` of the row's
   fields (a unit test holds the two together).
-* :func:`insert_batch_sqlite`: on SQLite, a batch of :data:`SQLITE_BATCH_MIN` rows or
-  more is linked here (the chains' heads from one query) and goes as one executemany
-  of tuples, each JSON field as its canonical text: neither SQLAlchemy's per-row
-  parameter machinery nor a JSON encoder runs again per row. SQLite has one writer, and
-  asyncdb's write transactions hold its lock from their ``BEGIN IMMEDIATE``, so no head
-  can move between the query and the INSERT (and the unique chain index would refuse a
-  fork).
+* :func:`insert_batch_tuples`: on MariaDB/MySQL, and on SQLite from
+  :data:`SQLITE_BATCH_MIN` rows, a batch is linked here (the chains' heads from one
+  query) and goes as one executemany of tuples, each JSON field as its canonical text:
+  neither SQLAlchemy's per-row parameter machinery nor a JSON encoder runs again per
+  row. No head can move between the query and the INSERT: on SQLite asyncdb's write
+  transactions hold the one write lock from their ``BEGIN IMMEDIATE``; on MariaDB the
+  audited change holds its entity's row lock, and READ COMMITTED reads the newest
+  committed head. The unique chain index refuses any fork regardless.
 * :func:`insert_batch_pg`: one INSERT per batch on PostgreSQL. The rows travel as one
   array per column (``unnest``), each row's chain head is an index probe in a LATERAL
   subquery, and the server computes ``row_hash`` from the content digest computed here
@@ -43,7 +44,7 @@ __all__ = [
     "content_text",
     "field_texts",
     "insert_batch_pg",
-    "insert_batch_sqlite",
+    "insert_batch_tuples",
     "waves",
 ]
 
@@ -166,23 +167,25 @@ def insert_batch_pg(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
 SQLITE_BATCH_MIN = 8
 
 _LINKED_FIELDS = (*CHAIN_FIELDS, "chain_seq", "prev_hash", "row_hash")
-_SQLITE_BATCH = (
-    f"INSERT INTO {AUDIT_TABLE} ({', '.join(_LINKED_FIELDS)}) "
-    f"VALUES ({', '.join('?' for _ in _LINKED_FIELDS)})"
-)
+#: the INSERT of :func:`insert_batch_tuples`, per DBAPI parameter style
+_TUPLES_INSERT = {
+    style: f"INSERT INTO {AUDIT_TABLE} ({', '.join(_LINKED_FIELDS)}) "
+    f"VALUES ({', '.join(marker for _ in _LINKED_FIELDS)})"
+    for style, marker in (("qmark", "?"), ("format", "%s"))
+}
 
 
-def insert_batch_sqlite(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
-    """INSERT ``rows`` into the audit log on SQLite, each linked into its chain (in
-    place, as ``_audit_chain.link_rows`` does): one head query per 512 entities, then
-    one executemany of tuples. A JSON field is stored as the canonical text its digest
-    covers (SQL NULL for None, as the column's ``none_as_null`` would)."""
+def insert_batch_tuples(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+    """INSERT ``rows`` into the audit log (SQLite, MariaDB/MySQL), each linked into its
+    chain (in place, as ``_audit_chain.link_rows`` does): one head query per 512
+    entities, then one executemany of tuples. A JSON field is stored as the canonical
+    text its digest covers (SQL NULL for None, as the column's ``none_as_null`` would)."""
     texts = [field_texts(row) for row in rows]
     link_rows(conn, rows, [content_hash(t) for t in texts])
     dialect = conn.dialect
     moment = AuditLog.__table__.c.occurred_at.type
     to_moment = moment.dialect_impl(dialect).bind_processor(dialect)
-    assert to_moment is not None  # UTCDateTime: naive UTC text on SQLite
+    assert to_moment is not None  # UTCDateTime: naive UTC
     records = [
         tuple(
             (None if row.get(name) is None else text_of[name])
@@ -194,4 +197,4 @@ def insert_batch_sqlite(conn: Connection, rows: Sequence[dict[str, Any]]) -> Non
         )
         for row, text_of in zip(rows, texts, strict=True)
     ]
-    conn.exec_driver_sql(_SQLITE_BATCH, records)
+    conn.exec_driver_sql(_TUPLES_INSERT[dialect.paramstyle], records)
