@@ -144,6 +144,12 @@ def _aware(value: Any) -> Any:
     return value
 
 
+def _json_params(row: Mapping[str, Any], texts: Mapping[str, str]) -> dict[str, str | None]:
+    """The parameter each JSON field is stored from: its canonical text, or None (SQL
+    NULL, as the columns' ``none_as_null`` stores it)."""
+    return {name: None if row.get(name) is None else texts[name] for name in JSON_FIELDS}
+
+
 def insert_batch_pg(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
     """INSERT ``rows`` (each with an ``entity_id``) linked into their chains: one
     statement per wave, one wave unless a chain appears twice in ``rows``."""
@@ -154,8 +160,8 @@ def insert_batch_pg(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
             for name in _PLAIN_FIELDS:
                 columns[name].append(row.get(name))
             columns["occurred_at"].append(_aware(row["occurred_at"]))
-            for name in JSON_FIELDS:
-                columns[name].append(None if row.get(name) is None else texts[name])
+            for name, param in _json_params(row, texts).items():
+                columns[name].append(param)
             columns["content_hash"].append(content_hash(texts))
         conn.execute(_PG_BATCH, columns)
 
@@ -186,15 +192,10 @@ def insert_batch_tuples(conn: Connection, rows: Sequence[dict[str, Any]]) -> Non
     moment = AuditLog.__table__.c.occurred_at.type
     to_moment = moment.dialect_impl(dialect).bind_processor(dialect)
     assert to_moment is not None  # UTCDateTime: naive UTC
-    records = [
-        tuple(
-            (None if row.get(name) is None else text_of[name])
-            if name in JSON_FIELDS
-            else to_moment(row[name])
-            if name == "occurred_at"
-            else row.get(name)
-            for name in _LINKED_FIELDS
-        )
-        for row, text_of in zip(rows, texts, strict=True)
-    ]
+
+    def stored(row: dict[str, Any], text_of: Mapping[str, str]) -> tuple[Any, ...]:
+        values = {**row, **_json_params(row, text_of), "occurred_at": to_moment(row["occurred_at"])}
+        return tuple(values.get(name) for name in _LINKED_FIELDS)
+
+    records = [stored(row, text_of) for row, text_of in zip(rows, texts, strict=True)]
     conn.exec_driver_sql(_TUPLES_INSERT[dialect.paramstyle], records)

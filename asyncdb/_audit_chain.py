@@ -63,7 +63,6 @@ __all__ = [
     "link_digest",
     "link_rows",
     "prune_batch",
-    "row_digest",
 ]
 
 #: the columns a row's hash covers, besides ``prev_hash`` and ``chain_seq``
@@ -141,11 +140,6 @@ def link_digest(prev_hash: str | None, chain_seq: int, content: str) -> str:
     PostgreSQL computes the same expression inside the INSERT (see :func:`insert_linked`).
     """
     return hashlib.sha256(f"{prev_hash or ''}:{chain_seq}:{content}".encode()).hexdigest()
-
-
-def row_digest(row: Mapping[str, Any]) -> str:
-    """The ``row_hash`` a row must carry, from its content, ``chain_seq`` and ``prev_hash``."""
-    return link_digest(row.get("prev_hash"), int(row.get("chain_seq") or 0), content_digest(row))
 
 
 def chain_key(table_name: str, entity_id: str | None) -> tuple[str, str | None]:
@@ -327,8 +321,9 @@ def insert_linked(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
     """INSERT ``rows`` into the audit log, each linked into its chain.
 
     PostgreSQL and SQLite link in the INSERT itself (:func:`_linked_insert`); elsewhere
-    one query per table reads the heads first. (The audit writers send PostgreSQL batches
-    through ``_audit_batch.insert_batch_pg`` instead: one statement per batch.)
+    one query per table reads the heads first. (``write_audit_rows`` sends most batches
+    through ``_audit_batch`` instead: PostgreSQL's as one statement, MariaDB's and SQLite's
+    of 8 rows or more as tuples; this serves the rest, and retention's checkpoints.)
     """
     audit: Table = AuditLog.__table__  # type: ignore[assignment]
     statement = _LINKED_INSERTS.get(conn.dialect.name)
